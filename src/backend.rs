@@ -1,0 +1,90 @@
+//! Backend choice: the `Backend` enum and the `GAIO_BACKEND` environment variable.
+
+use crate::{Error, Result};
+
+/// Which kernel interface a [`Watcher`](crate::Watcher) drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// io_uring where the kernel allows it, epoll otherwise. The default.
+    Auto,
+    /// Readiness through `mio` (epoll on Linux), with a poller thread and a loop thread as in
+    /// Go's gaio.
+    Epoll,
+    /// io_uring (Linux only).
+    Uring,
+}
+
+impl Backend {
+    /// The backend named by the `GAIO_BACKEND` environment variable: `epoll`, `uring` or
+    /// `auto` (any case); unset or empty means [`Backend::Auto`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for any other value.
+    pub fn from_env() -> Result<Backend> {
+        match std::env::var("GAIO_BACKEND") {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(Backend::Auto),
+        }
+    }
+
+    /// What this backend becomes on this machine: `Auto` picks a concrete one.
+    pub(crate) fn resolve(self) -> Result<Backend> {
+        match self {
+            Backend::Epoll | Backend::Auto => Ok(Backend::Epoll),
+            Backend::Uring => Err(Error::BackendUnavailable(if cfg!(target_os = "linux") {
+                "the io_uring backend is not part of this version yet; use epoll or auto".into()
+            } else {
+                "io_uring exists only on Linux".into()
+            })),
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(Backend::Auto),
+            "epoll" => Ok(Backend::Epoll),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            other => Err(Error::InvalidArgument(format!(
+                "GAIO_BACKEND={other:?} (expected epoll, uring or auto)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Epoll => "epoll",
+            Backend::Uring => "uring",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse() {
+        assert_eq!("EPOLL".parse::<Backend>().unwrap(), Backend::Epoll);
+        assert_eq!("uring".parse::<Backend>().unwrap(), Backend::Uring);
+        assert_eq!("".parse::<Backend>().unwrap(), Backend::Auto);
+        assert!(matches!(
+            "kqueue".parse::<Backend>(),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn uring_is_a_clear_error_for_now() {
+        assert!(matches!(
+            Backend::Uring.resolve(),
+            Err(Error::BackendUnavailable(_))
+        ));
+        assert_eq!(Backend::Auto.resolve().unwrap(), Backend::Epoll);
+    }
+}

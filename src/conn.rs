@@ -1,0 +1,188 @@
+//! Connection handles: what a caller holds for a descriptor the watcher took over.
+//!
+//! Internal state is keyed by a slab index plus a generation ([`ConnId`]), never by fd number, so
+//! a freed handle can never act on a later connection that reuses the same index or fd.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Index plus generation of a connection slot in the loop's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnId {
+    pub(crate) index: u32,
+    pub(crate) gen: u32,
+}
+
+const GEN_SHIFT: u32 = usize::BITS / 2;
+
+impl ConnId {
+    /// The readiness token: generation in the high half, index in the low half.
+    pub(crate) fn token(self) -> usize {
+        ((self.gen as usize) << GEN_SHIFT) | self.index as usize
+    }
+
+    pub(crate) fn from_token(t: usize) -> ConnId {
+        ConnId {
+            index: (t & ((1usize << GEN_SHIFT) - 1)) as u32,
+            gen: (t >> GEN_SHIFT) as u32,
+        }
+    }
+}
+
+/// Hands out connection slots; a slot comes back with its generation bumped.
+#[derive(Default)]
+pub(crate) struct IdAllocator {
+    free: Mutex<Vec<ConnId>>,
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl IdAllocator {
+    pub(crate) fn alloc(&self) -> ConnId {
+        if let Some(id) = lock(&self.free).pop() {
+            return id;
+        }
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        ConnId { index, gen: 0 }
+    }
+
+    /// Returns a slot for reuse under a new generation. Only after the fd is closed.
+    pub(crate) fn release(&self, id: ConnId) {
+        // Generations wrap before the all-ones pattern, so no token equals the poller's
+        // wake token (usize::MAX).
+        let max_gen = ((1u64 << GEN_SHIFT) - 2) as u32;
+        let gen = if id.gen >= max_gen { 0 } else { id.gen + 1 };
+        lock(&self.free).push(ConnId {
+            index: id.index,
+            gen,
+        });
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of our locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The loop side a connection handle reports to when its last clone is dropped.
+pub(crate) trait ConnOwner: Send + Sync {
+    /// The last handle of a connection that was never freed went away.
+    fn conn_dropped(&self, id: ConnId);
+}
+
+pub(crate) struct ConnShared {
+    pub(crate) id: ConnId,
+    pub(crate) watcher: u64,
+    pub(crate) fd: RawFd,
+    pub(crate) freed: AtomicBool,
+    owner: Arc<dyn ConnOwner>,
+}
+
+impl Drop for ConnShared {
+    fn drop(&mut self) {
+        if !self.freed.load(Ordering::Acquire) {
+            self.owner.conn_dropped(self.id);
+        }
+    }
+}
+
+/// A descriptor taken over by a [`Watcher`](crate::Watcher), returned by
+/// [`Watcher::watch`](crate::Watcher::watch) and carried in every
+/// [`OpResult`](crate::OpResult).
+///
+/// Cheap to clone (one atomic increment). The watcher owns the descriptor (its own dup'd,
+/// close-on-exec, non-blocking copy); when the last clone of a `Conn` is dropped without
+/// [`Watcher::free`](crate::Watcher::free), the watcher releases it and closes the descriptor,
+/// the analogue of the GC finalizer in Go's gaio (counted by [`Watcher::gc`](crate::Watcher::gc)).
+/// Pending operations and undelivered results hold clones, so a connection with work in flight
+/// is never released under it.
+///
+/// Two `Conn`s are equal when they name the same registration. A `Conn` only works with the
+/// watcher that made it; given to another, submissions fail with [`Error::Unsupported`](crate::Error::Unsupported).
+#[derive(Clone)]
+pub struct Conn(pub(crate) Arc<ConnShared>);
+
+impl Conn {
+    pub(crate) fn new(id: ConnId, watcher: u64, fd: RawFd, owner: Arc<dyn ConnOwner>) -> Conn {
+        Conn(Arc::new(ConnShared {
+            id,
+            watcher,
+            fd,
+            freed: AtomicBool::new(false),
+            owner,
+        }))
+    }
+
+    pub(crate) fn id(&self) -> ConnId {
+        self.0.id
+    }
+
+    /// A number that names this registration uniquely within its watcher while it is live
+    /// (slot index and generation), for use as a map key. A later connection never gets the
+    /// key of a connection whose handles are still alive.
+    pub fn key(&self) -> u64 {
+        ((self.0.id.gen as u64) << 32) | self.0.id.index as u64
+    }
+
+    /// The watcher's own descriptor number for this connection, for logging only: the watcher
+    /// owns and closes it; do not read, write or close it yourself.
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.fd
+    }
+
+    /// True once [`Watcher::free`](crate::Watcher::free) was called on this connection.
+    pub fn is_freed(&self) -> bool {
+        self.0.freed.load(Ordering::Acquire)
+    }
+}
+
+impl PartialEq for Conn {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id && self.0.watcher == other.0.watcher
+    }
+}
+
+impl Eq for Conn {}
+
+impl Hash for Conn {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+        self.0.watcher.hash(state);
+    }
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("key", &self.key())
+            .field("fd", &self.0.fd)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trip() {
+        let id = ConnId {
+            index: 12345,
+            gen: 77,
+        };
+        assert_eq!(ConnId::from_token(id.token()), id);
+    }
+
+    #[test]
+    fn released_slot_comes_back_with_new_generation() {
+        let a = IdAllocator::default();
+        let first = a.alloc();
+        a.release(first);
+        let second = a.alloc();
+        assert_eq!(second.index, first.index);
+        assert_ne!(second.gen, first.gen);
+        assert_ne!(second.token(), first.token());
+    }
+}

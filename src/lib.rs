@@ -1,0 +1,76 @@
+//! # gaio: proactor-style I/O without a runtime
+//!
+//! A [`Watcher`] takes over descriptors (TCP and Unix sockets, pipes, eventfds: anything
+//! pollable), performs the reads and writes on its own threads, and hands the completions back
+//! in batches from [`Watcher::wait_io`]. There are no futures and no runtime: one loop calls
+//! `wait_io` and submits the next operation for each result. A port of Go's
+//! [gaio](https://github.com/xtaci/gaio), in Rust's ownership terms:
+//!
+//! - a request owns its buffer until its result hands it back, so no thread can write into
+//!   memory the caller can still touch;
+//! - reads without a buffer land in the watcher's swap buffers and come back as a
+//!   [`SwapSlice`], valid for as long as it lives (explicit release; Go's "valid until the next
+//!   `WaitIO`" is a guess that can race);
+//! - connections are [`Conn`] handles keyed by slot and generation, so a freed handle can never
+//!   touch a later connection; dropping the last handle releases it (Go's GC finalizer);
+//! - every accepted submission yields exactly one [`OpResult`], also through
+//!   [`Watcher::free`], deadlines and [`Watcher::close`].
+//!
+//! ```
+//! use gaio::{OpType, Watcher};
+//! use std::io::{Read, Write};
+//! use std::net::{TcpListener, TcpStream};
+//! use std::time::Duration;
+//!
+//! let ln = TcpListener::bind("127.0.0.1:0")?;
+//! let mut client = TcpStream::connect(ln.local_addr()?)?;
+//! let (server_side, _) = ln.accept()?;
+//!
+//! let w: Watcher<&str> = Watcher::new()?;
+//! let conn = w.watch(&server_side)?;
+//! drop(server_side); // the watcher holds its own descriptor
+//! w.read("first read", &conn, None)?; // None: read into the swap buffer
+//!
+//! client.write_all(b"hello")?;
+//! let mut echoed = false;
+//! while !echoed {
+//!     for res in w.wait_io_timeout(Duration::from_secs(5))? {
+//!         match res.op {
+//!             OpType::Read => {
+//!                 assert_eq!(res.context, "first read");
+//!                 w.write("echo", &res.conn, res.data().to_vec())?;
+//!             }
+//!             OpType::Write => echoed = true,
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//! let mut back = [0u8; 5];
+//! client.read_exact(&mut back)?;
+//! assert_eq!(&back, b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+#[cfg(not(unix))]
+compile_error!("gaio supports Unix-like systems only (epoll on Linux, kqueue through mio elsewhere)");
+
+mod affinity;
+mod backend;
+mod conn;
+mod deadline;
+mod error;
+mod op;
+mod results;
+mod swap;
+mod sys;
+mod watcher;
+
+pub use backend::Backend;
+pub use conn::Conn;
+pub use error::{Error, Result, SubmitError};
+pub use op::{Buffer, OpId, OpResult, OpType};
+pub use results::Batch;
+pub use swap::SwapSlice;
+pub use watcher::{Builder, GcStats, Watcher, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE};

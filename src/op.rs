@@ -1,0 +1,184 @@
+//! What a submission is, and what comes back for it: `OpType`, `OpId`, `OpResult`, `Buffer`.
+
+use std::fmt;
+use std::time::Instant;
+
+use crate::conn::Conn;
+use crate::swap::SwapSlice;
+use crate::Error;
+
+/// The kind of operation a result belongs to. Go's `OpRead`/`OpWrite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OpType {
+    /// A [`read`](crate::Watcher::read), [`read_timeout`](crate::Watcher::read_timeout) or
+    /// [`read_full`](crate::Watcher::read_full).
+    Read,
+    /// A [`write`](crate::Watcher::write) or [`write_timeout`](crate::Watcher::write_timeout).
+    Write,
+}
+
+/// The identity of one accepted submission, returned by every submit call and repeated in its
+/// [`OpResult::id`]. Ids are unique per [`Watcher`](crate::Watcher) and never reused (a 64-bit
+/// counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub(crate) u64);
+
+impl OpId {
+    /// The raw counter value, for logging or as a map key.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+/// The memory a result carries back.
+///
+/// Go's `OpResult.Buffer` plus `IsSwapBuffer`, as one enum so that the two cannot disagree.
+pub enum Buffer {
+    /// No memory: a swap-buffer read that ended without data (EOF, an error, a deadline, a free).
+    None,
+    /// The caller's own buffer, returned whole (its length is the length it was submitted with;
+    /// the bytes moved are `[..size]`).
+    User(Vec<u8>),
+    /// A slice of the watcher's swap buffer holding exactly the `size` bytes a
+    /// [`read`](crate::Watcher::read) without a buffer received. It stays valid and unchanged
+    /// for as long as the [`SwapSlice`] lives; dropping it gives the space back.
+    Swap(SwapSlice),
+}
+
+impl Buffer {
+    /// True for [`Buffer::Swap`]. Go's `IsSwapBuffer`.
+    pub fn is_swap(&self) -> bool {
+        matches!(self, Buffer::Swap(_))
+    }
+
+    /// The whole buffer: the caller's full `Vec`, the swap slice, or an empty slice.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Buffer::None => &[],
+            Buffer::User(v) => v,
+            Buffer::Swap(s) => s,
+        }
+    }
+
+    /// The caller's `Vec` back, if this is [`Buffer::User`].
+    pub fn into_vec(self) -> Option<Vec<u8>> {
+        match self {
+            Buffer::User(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Buffer::None => f.write_str("None"),
+            Buffer::User(v) => write!(f, "User(len {})", v.len()),
+            Buffer::Swap(s) => write!(f, "Swap(len {})", s.len()),
+        }
+    }
+}
+
+/// The single result of one accepted submission, handed out by
+/// [`Watcher::wait_io`](crate::Watcher::wait_io). Go's `OpResult`.
+///
+/// Every submit call that returned `Ok` yields exactly one `OpResult`: completed (`error` is
+/// `None`), failed (`Eof`, an OS error), timed out (`Deadline`), or ended by
+/// [`free`](crate::Watcher::free), drop or [`close`](crate::Watcher::close) (`ClosedPipe`).
+pub struct OpResult<C> {
+    /// Read or write.
+    pub op: OpType,
+    /// The id the submit call returned.
+    pub id: OpId,
+    /// The context value given at submission, returned untouched.
+    pub context: C,
+    /// The connection the operation ran on; submit the next operation on it directly.
+    pub conn: Conn,
+    /// The memory: the caller's buffer, or the swap slice for a read without buffer.
+    pub buffer: Buffer,
+    /// Bytes moved, also when `error` is set (a deadline or a free keeps partial progress).
+    pub size: usize,
+    /// Why the operation ended early, or `None` when it completed.
+    pub error: Option<Error>,
+}
+
+impl<C> OpResult<C> {
+    /// The bytes moved: `buffer[..size]`.
+    pub fn data(&self) -> &[u8] {
+        let all = self.buffer.as_slice();
+        &all[..self.size.min(all.len())]
+    }
+
+    /// True when the operation completed without error.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+impl<C> fmt::Debug for OpResult<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpResult")
+            .field("op", &self.op)
+            .field("id", &self.id)
+            .field("conn", &self.conn)
+            .field("buffer", &self.buffer)
+            .field("size", &self.size)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the loop does for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// Complete on any data.
+    Read,
+    /// Complete only when the buffer is full.
+    ReadFull,
+    /// Complete when every byte is written.
+    Write,
+}
+
+impl OpKind {
+    pub(crate) fn op_type(self) -> OpType {
+        match self {
+            OpKind::Read | OpKind::ReadFull => OpType::Read,
+            OpKind::Write => OpType::Write,
+        }
+    }
+}
+
+/// An accepted request on its way to, and inside, the loop thread.
+pub(crate) struct Op<C> {
+    pub(crate) id: OpId,
+    pub(crate) kind: OpKind,
+    pub(crate) conn: Conn,
+    pub(crate) context: C,
+    /// `None` only for a read into the swap buffer.
+    pub(crate) buffer: Option<Vec<u8>>,
+    pub(crate) deadline: Option<Instant>,
+    /// Bytes moved so far.
+    pub(crate) size: usize,
+}
+
+impl<C> Op<C> {
+    /// Turns the request into its result. A swap slice, when there is one, replaces the
+    /// (absent) caller buffer.
+    pub(crate) fn finish(self, swap: Option<SwapSlice>, error: Option<Error>) -> OpResult<C> {
+        let buffer = match (self.buffer, swap) {
+            (Some(v), _) => Buffer::User(v),
+            (None, Some(s)) => Buffer::Swap(s),
+            (None, None) => Buffer::None,
+        };
+        OpResult {
+            op: self.kind.op_type(),
+            id: self.id,
+            context: self.context,
+            conn: self.conn,
+            buffer,
+            size: self.size,
+            error,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The completion side: the queue the loop fills and `wait_io` empties, and the `Batch` it
+//! returns.
+//!
+//! The loop appends a whole iteration's results under one lock and wakes a waiter only if one is
+//! asleep, so a busy loop costs one lock per batch, not per result. `wait_io` swaps the filled
+//! deque for an empty one (the one the previous `Batch` gave back), so steady state allocates
+//! nothing.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::conn::lock;
+use crate::op::OpResult;
+use crate::{Error, Result};
+
+struct Inner<C> {
+    ready: VecDeque<OpResult<C>>,
+    /// An empty deque kept for the next swap.
+    spare: VecDeque<OpResult<C>>,
+    waiters: usize,
+    closed: bool,
+}
+
+pub(crate) struct ResultQueue<C> {
+    inner: Mutex<Inner<C>>,
+    cv: Condvar,
+}
+
+impl<C> ResultQueue<C> {
+    pub(crate) fn new() -> Self {
+        ResultQueue {
+            inner: Mutex::new(Inner {
+                ready: VecDeque::with_capacity(128),
+                spare: VecDeque::with_capacity(128),
+                waiters: 0,
+                closed: false,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Moves every result out of `out` into the queue (loop thread).
+    pub(crate) fn push_all(&self, out: &mut Vec<OpResult<C>>) {
+        if out.is_empty() {
+            return;
+        }
+        let mut g = lock(&self.inner);
+        g.ready.extend(out.drain(..));
+        if g.waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// No more results will come: wake every waiter.
+    pub(crate) fn close(&self) {
+        let mut g = lock(&self.inner);
+        g.closed = true;
+        self.cv.notify_all();
+    }
+
+    /// Takes everything queued, waiting up to `timeout` (forever if `None`) for at least one
+    /// result. An empty deque means the timeout passed. Once closed and drained:
+    /// `WatcherClosed`.
+    pub(crate) fn take(&self, timeout: Option<Duration>) -> Result<VecDeque<OpResult<C>>> {
+        let until = timeout.map(|t| Instant::now() + t);
+        let mut g = lock(&self.inner);
+        while g.ready.is_empty() {
+            if g.closed {
+                return Err(Error::WatcherClosed);
+            }
+            g.waiters += 1;
+            match until {
+                None => g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => {
+                    let now = Instant::now();
+                    if now >= t {
+                        g.waiters -= 1;
+                        return Ok(std::mem::take(&mut g.spare));
+                    }
+                    g = self
+                        .cv
+                        .wait_timeout(g, t - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+            g.waiters -= 1;
+        }
+        let spare = std::mem::take(&mut g.spare);
+        Ok(std::mem::replace(&mut g.ready, spare))
+    }
+
+    /// Gives an emptied deque back for reuse.
+    pub(crate) fn give_back(&self, mut d: VecDeque<OpResult<C>>) {
+        d.clear();
+        let mut g = lock(&self.inner);
+        if g.spare.capacity() < d.capacity() {
+            g.spare = d;
+        }
+    }
+}
+
+/// One batch of results from [`Watcher::wait_io`](crate::Watcher::wait_io).
+///
+/// Iterate it by value (`for res in batch`) to take each [`OpResult`] out, or by reference with
+/// [`iter`](Batch::iter). Swap-buffer data inside a result stays valid for as long as that
+/// result's [`SwapSlice`](crate::SwapSlice) lives, so submitting the next operation inside the
+/// loop is fine. Dropping the batch drops the results left in it and returns its storage to the
+/// watcher for reuse.
+pub struct Batch<'w, C> {
+    items: VecDeque<OpResult<C>>,
+    queue: &'w ResultQueue<C>,
+}
+
+impl<'w, C> Batch<'w, C> {
+    pub(crate) fn new(items: VecDeque<OpResult<C>>, queue: &'w ResultQueue<C>) -> Self {
+        Batch { items, queue }
+    }
+
+    /// Results left in the batch.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when no result is left (only after a timeout, or once iterated).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The results, by reference.
+    pub fn iter(&self) -> impl Iterator<Item = &OpResult<C>> {
+        self.items.iter()
+    }
+}
+
+impl<C> Iterator for Batch<'_, C> {
+    type Item = OpResult<C>;
+    fn next(&mut self) -> Option<OpResult<C>> {
+        self.items.pop_front()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.items.len(), Some(self.items.len()))
+    }
+}
+
+impl<C> ExactSizeIterator for Batch<'_, C> {}
+
+impl<C> Drop for Batch<'_, C> {
+    fn drop(&mut self) {
+        self.queue.give_back(std::mem::take(&mut self.items));
+    }
+}
+
+impl<C> std::fmt::Debug for Batch<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.items.iter()).finish()
+    }
+}

@@ -1,0 +1,258 @@
+//! Swap buffers: the watcher's own memory for reads submitted without a buffer.
+//!
+//! The loop thread carves consecutive regions out of a chunk and hands each out as a
+//! [`SwapSlice`]. A chunk is written again only once every slice cut from it has been dropped
+//! (an explicit release, counted per chunk), never on a guess about how many `wait_io` calls
+//! have passed, which is where Go's triple-buffer scheme can race. When every chunk is held, a
+//! read waits in its queue for space instead of falling back to 16-byte reads as Go does.
+
+use std::fmt;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Where a dropped slice reports that space came free while reads were waiting for it.
+pub(crate) trait SwapOwner: Send + Sync {
+    fn swap_released(&self);
+}
+
+struct Shared {
+    /// Set by the loop when a read found no space; cleared when the loop retries.
+    starving: AtomicBool,
+    owner: Arc<dyn SwapOwner>,
+}
+
+struct Chunk {
+    ptr: NonNull<u8>,
+    cap: usize,
+    /// Live slices cut from this chunk.
+    outstanding: AtomicUsize,
+    shared: Arc<Shared>,
+}
+
+// SAFETY: the chunk's memory is only written by the loop thread, in regions no live `SwapSlice`
+// covers (see `SwapPool::space`), and only read through `SwapSlice`s, whose regions are never
+// written while they live. The counters are atomics. So sharing and sending the chunk between
+// threads cannot create a data race.
+unsafe impl Send for Chunk {}
+// SAFETY: as for `Send` above.
+unsafe impl Sync for Chunk {}
+
+impl Chunk {
+    fn new(cap: usize, shared: Arc<Shared>) -> Chunk {
+        let boxed: Box<[u8]> = vec![0u8; cap].into_boxed_slice();
+        let raw = Box::into_raw(boxed) as *mut u8;
+        Chunk {
+            // Box::into_raw never returns null.
+            ptr: NonNull::new(raw).unwrap_or(NonNull::dangling()),
+            cap,
+            outstanding: AtomicUsize::new(0),
+            shared,
+        }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let slice = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.cap);
+        // SAFETY: `ptr`/`cap` came from `Box::into_raw` of a `Box<[u8]>` of exactly `cap` bytes
+        // in `Chunk::new`, and this is the only place that frees it (the chunk is dropped once,
+        // after the pool and every slice let go of their `Arc`).
+        drop(unsafe { Box::from_raw(slice) });
+    }
+}
+
+/// Bytes a read received into the watcher's swap buffer (a read submitted with no buffer).
+///
+/// Dereferences to exactly the bytes received (`len() == size`). The memory stays valid and
+/// unchanged while the slice lives, across later `wait_io` calls and even after the watcher is
+/// closed; dropping it gives the space back to the watcher. Holding many slices for long keeps
+/// the swap buffers full: later swap reads then wait (they are not failed or shortened) until
+/// slices are dropped.
+pub struct SwapSlice {
+    chunk: Arc<Chunk>,
+    offset: usize,
+    len: usize,
+}
+
+impl Deref for SwapSlice {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `offset + len <= cap` (checked in `SwapPool::commit`), the region was written
+        // by the loop before the slice was created and handed over through a lock, and the
+        // loop never writes a region while a slice over it lives (`outstanding > 0` keeps the
+        // chunk's write offset past it).
+        unsafe { std::slice::from_raw_parts(self.chunk.ptr.as_ptr().add(self.offset), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for SwapSlice {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for SwapSlice {
+    fn drop(&mut self) {
+        let before = self.chunk.outstanding.fetch_sub(1, Ordering::SeqCst);
+        // Pairs with the SeqCst store of `starving` in `SwapPool::space`: either the loop sees
+        // this chunk free, or we see it starving and wake it.
+        if before == 1 && self.chunk.shared.starving.load(Ordering::SeqCst) {
+            self.chunk.shared.owner.swap_released();
+        }
+    }
+}
+
+impl fmt::Debug for SwapSlice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SwapSlice(len {})", self.len)
+    }
+}
+
+/// The loop thread's view of the swap buffers.
+pub(crate) struct SwapPool {
+    chunks: Vec<Arc<Chunk>>,
+    current: usize,
+    offset: usize,
+    /// A read is only given a region of at least this many bytes; a smaller tail of a chunk is
+    /// skipped, so reads are not cut short by a nearly full chunk.
+    min_read: usize,
+    shared: Arc<Shared>,
+}
+
+impl SwapPool {
+    /// `count` chunks of `size` bytes each. Both must be non-zero (the builder checks).
+    pub(crate) fn new(size: usize, count: usize, owner: Arc<dyn SwapOwner>) -> SwapPool {
+        let shared = Arc::new(Shared {
+            starving: AtomicBool::new(false),
+            owner,
+        });
+        SwapPool {
+            chunks: (0..count)
+                .map(|_| Arc::new(Chunk::new(size, shared.clone())))
+                .collect(),
+            current: 0,
+            offset: 0,
+            min_read: size.min(4096),
+            shared,
+        }
+    }
+
+    /// A writable region for the next swap read, or `None` if every chunk is held by live
+    /// slices. After `None` a dropped slice calls `swap_released` on the owner.
+    pub(crate) fn space(&mut self) -> Option<(*mut u8, usize)> {
+        if let Some(r) = self.find_space() {
+            return Some(r);
+        }
+        self.shared.starving.store(true, Ordering::SeqCst);
+        // Re-check after announcing: a slice dropped just before the store saw no starving flag.
+        let r = self.find_space();
+        if r.is_some() {
+            self.shared.starving.store(false, Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn find_space(&mut self) -> Option<(*mut u8, usize)> {
+        let cur = &self.chunks[self.current];
+        if cur.outstanding.load(Ordering::SeqCst) == 0 {
+            self.offset = 0;
+        }
+        if cur.cap - self.offset < self.min_read {
+            let free = self
+                .chunks
+                .iter()
+                .position(|c| c.outstanding.load(Ordering::SeqCst) == 0)?;
+            self.current = free;
+            self.offset = 0;
+        }
+        let cur = &self.chunks[self.current];
+        // SAFETY: `offset <= cap`, so the pointer stays inside (or one past) the allocation.
+        let ptr = unsafe { cur.ptr.as_ptr().add(self.offset) };
+        Some((ptr, cur.cap - self.offset))
+    }
+
+    /// Records that the last region from `space` received `n` bytes (`0 < n <= len`) and hands
+    /// them out.
+    pub(crate) fn commit(&mut self, n: usize) -> SwapSlice {
+        let chunk = self.chunks[self.current].clone();
+        debug_assert!(n > 0 && self.offset + n <= chunk.cap);
+        chunk.outstanding.fetch_add(1, Ordering::SeqCst);
+        let slice = SwapSlice {
+            chunk,
+            offset: self.offset,
+            len: n,
+        };
+        self.offset += n;
+        slice
+    }
+
+    /// Called when the loop retries starved reads.
+    pub(crate) fn clear_starving(&self) {
+        self.shared.starving.store(false, Ordering::SeqCst);
+    }
+
+    /// Swap bytes currently held by live slices, counted in whole chunks (for tests and stats).
+    #[cfg(test)]
+    fn chunks_in_use(&self) -> usize {
+        self.chunks
+            .iter()
+            .filter(|c| c.outstanding.load(Ordering::SeqCst) > 0)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl SwapOwner for Count {
+        fn swap_released(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn fill(pool: &mut SwapPool, byte: u8, n: usize) -> Option<SwapSlice> {
+        let (ptr, len) = pool.space()?;
+        assert!(len >= n);
+        // SAFETY: `space` returned a writable region of `len >= n` bytes that no slice covers.
+        unsafe { std::ptr::write_bytes(ptr, byte, n) };
+        Some(pool.commit(n))
+    }
+
+    #[test]
+    fn slices_keep_their_bytes_until_dropped() {
+        let owner = Arc::new(Count::default());
+        let mut pool = SwapPool::new(8192, 2, owner.clone());
+        let a = fill(&mut pool, 1, 4096).unwrap();
+        let b = fill(&mut pool, 2, 4096).unwrap();
+        let c = fill(&mut pool, 3, 4096).unwrap();
+        let d = fill(&mut pool, 4, 4096).unwrap();
+        assert!(pool.space().is_none(), "both chunks are held");
+        assert!(a.iter().all(|&x| x == 1) && b.iter().all(|&x| x == 2));
+        assert!(c.iter().all(|&x| x == 3) && d.iter().all(|&x| x == 4));
+        drop(a);
+        assert_eq!(owner.0.load(Ordering::SeqCst), 0, "chunk 0 still holds b");
+        drop(b);
+        assert_eq!(owner.0.load(Ordering::SeqCst), 1, "a starving pool is woken");
+        pool.clear_starving();
+        let e = fill(&mut pool, 5, 4096).unwrap();
+        assert!(c.iter().all(|&x| x == 3), "live slices are never overwritten");
+        assert_eq!(pool.chunks_in_use(), 2);
+        drop((c, d, e));
+        assert_eq!(pool.chunks_in_use(), 0);
+    }
+
+    #[test]
+    fn slice_outlives_pool() {
+        let mut pool = SwapPool::new(4096, 1, Arc::new(Count::default()));
+        let s = fill(&mut pool, 9, 100).unwrap();
+        drop(pool);
+        assert_eq!(s.len(), 100);
+        assert!(s.iter().all(|&x| x == 9));
+    }
+}

@@ -1,0 +1,401 @@
+//! The loop thread of the readiness backend: owns every connection's state, performs every
+//! read and write, runs the deadline heap, and hands results to `wait_io` one batch per
+//! iteration.
+//!
+//! Per connection, reads are served FIFO among reads and writes FIFO among writes. A request
+//! whose direction has nothing queued is attempted at once (the immediate attempt that makes
+//! edge-triggered readiness safe without draining); otherwise it waits for the next edge. On
+//! an edge the queue is served front to back until a request would block.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use mio::unix::SourceFd;
+use mio::Registry;
+use slab::Slab;
+
+use crate::conn::{ConnId, IdAllocator};
+use crate::deadline::{DeadlineHeap, Entry};
+use crate::op::{Op, OpKind, OpResult};
+use crate::results::ResultQueue;
+use crate::swap::{SwapPool, SwapSlice};
+use crate::sys::fd::{self, Io};
+use crate::sys::{GcCounters, LoopMsg, Readiness};
+use crate::Error;
+
+/// Messages handled per iteration before results are flushed, so a flood of submissions
+/// cannot hold completions back for long.
+const DRAIN: usize = 4096;
+
+#[derive(Clone, Copy)]
+enum Dir {
+    Read,
+    Write,
+}
+
+struct ConnState {
+    id: ConnId,
+    fd: OwnedFd,
+    is_socket: bool,
+    readers: VecDeque<usize>,
+    writers: VecDeque<usize>,
+    /// Listed in `EventLoop::starved`: the front reader waits for swap space.
+    starved: bool,
+}
+
+impl ConnState {
+    fn queue(&mut self, dir: Dir) -> &mut VecDeque<usize> {
+        match dir {
+            Dir::Read => &mut self.readers,
+            Dir::Write => &mut self.writers,
+        }
+    }
+}
+
+/// What one attempt at a request came to.
+enum Attempt {
+    /// Finished: deliver it.
+    Done(Option<SwapSlice>, Option<Error>),
+    /// EAGAIN: wait for the next edge.
+    WouldBlock,
+    /// A swap read found every swap chunk held: wait for a release.
+    NoSwap,
+}
+
+pub(crate) struct EventLoop<C> {
+    rx: Receiver<LoopMsg<C>>,
+    ack: Sender<Vec<Readiness>>,
+    registry: Registry,
+    swap: SwapPool,
+    results: Arc<ResultQueue<C>>,
+    ids: Arc<IdAllocator>,
+    gc: Arc<GcCounters>,
+    conns: Vec<Option<ConnState>>,
+    ops: Slab<Op<C>>,
+    deadlines: DeadlineHeap,
+    starved: Vec<ConnId>,
+    out: Vec<OpResult<C>>,
+}
+
+impl<C> EventLoop<C> {
+    pub(crate) fn new(
+        rx: Receiver<LoopMsg<C>>,
+        ack: Sender<Vec<Readiness>>,
+        registry: Registry,
+        swap: SwapPool,
+        results: Arc<ResultQueue<C>>,
+        ids: Arc<IdAllocator>,
+        gc: Arc<GcCounters>,
+    ) -> Self {
+        EventLoop {
+            rx,
+            ack,
+            registry,
+            swap,
+            results,
+            ids,
+            gc,
+            conns: Vec::new(),
+            ops: Slab::with_capacity(1024),
+            deadlines: DeadlineHeap::default(),
+            starved: Vec::new(),
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        'run: loop {
+            let first = match self.deadlines.next() {
+                Some(at) => match self.rx.recv_deadline(at) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break 'run,
+                },
+                None => match self.rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break 'run,
+                },
+            };
+            if let Some(m) = first {
+                if !self.handle(m) {
+                    break 'run;
+                }
+                for _ in 0..DRAIN {
+                    match self.rx.try_recv() {
+                        Ok(m) => {
+                            if !self.handle(m) {
+                                break 'run;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.expire();
+            self.results.push_all(&mut self.out);
+        }
+        self.shutdown();
+    }
+
+    /// Handles one message; false means shut down.
+    fn handle(&mut self, msg: LoopMsg<C>) -> bool {
+        match msg {
+            LoopMsg::Watch { id, fd, is_socket } => self.watch(id, fd, is_socket),
+            LoopMsg::Submit(op) => self.submit(op),
+            LoopMsg::Free(id) => {
+                if let Some(i) = self.index_of(id) {
+                    self.release(i);
+                }
+            }
+            LoopMsg::Dropped(id) => {
+                if let Some(i) = self.index_of(id) {
+                    self.release(i);
+                    self.gc.closed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            LoopMsg::Events(batch) => {
+                for r in &batch {
+                    let Some(i) = self.index_of(ConnId::from_token(r.token)) else {
+                        continue; // stale: the connection is gone
+                    };
+                    if r.read {
+                        self.serve(i, Dir::Read);
+                    }
+                    if r.write {
+                        self.serve(i, Dir::Write);
+                    }
+                }
+                // The poller waits for its vector back before polling again.
+                let _ = self.ack.send(batch);
+            }
+            LoopMsg::SwapReleased => self.retry_starved(),
+            LoopMsg::Close => return false,
+        }
+        true
+    }
+
+    fn index_of(&self, id: ConnId) -> Option<usize> {
+        let i = id.index as usize;
+        match self.conns.get(i) {
+            Some(Some(c)) if c.id == id => Some(i),
+            _ => None,
+        }
+    }
+
+    fn watch(&mut self, id: ConnId, fd: OwnedFd, is_socket: bool) {
+        let i = id.index as usize;
+        if self.conns.len() <= i {
+            self.conns.resize_with(i + 1, || None);
+        }
+        self.conns[i] = Some(ConnState {
+            id,
+            fd,
+            is_socket,
+            readers: VecDeque::new(),
+            writers: VecDeque::new(),
+            starved: false,
+        });
+    }
+
+    fn submit(&mut self, op: Op<C>) {
+        let Some(i) = self.index_of(op.conn.id()) else {
+            // Freed (or dropped) between the submit-side check and here.
+            self.out.push(op.finish(None, Some(Error::ConnClosed)));
+            return;
+        };
+        let dir = match op.kind {
+            OpKind::Write => Dir::Write,
+            OpKind::Read | OpKind::ReadFull => Dir::Read,
+        };
+        let deadline = op.deadline;
+        let id = op.id.0;
+        let key = self.ops.insert(op);
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        let q = c.queue(dir);
+        q.push_back(key);
+        if q.len() == 1 {
+            self.serve(i, dir);
+        }
+        if let Some(at) = deadline {
+            // Only a request still queued arms its deadline; an already-passed deadline fires
+            // at the end of this iteration.
+            if self.ops.get(key).is_some_and(|o| o.id.0 == id) {
+                self.deadlines.push(Entry { at, id, key });
+            }
+        }
+    }
+
+    /// Serves the `dir` queue of connection `i` front to back until a request would block.
+    fn serve(&mut self, i: usize, dir: Dir) {
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        let (fd, is_socket) = (c.fd.as_raw_fd(), c.is_socket);
+        while let Some(&key) = c.queue(dir).front() {
+            match attempt(fd, is_socket, &mut self.ops[key], &mut self.swap) {
+                Attempt::Done(swap, err) => {
+                    c.queue(dir).pop_front();
+                    self.out.push(self.ops.remove(key).finish(swap, err));
+                }
+                Attempt::WouldBlock => break,
+                Attempt::NoSwap => {
+                    if !c.starved {
+                        c.starved = true;
+                        self.starved.push(c.id);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn retry_starved(&mut self) {
+        self.swap.clear_starving();
+        let list = std::mem::take(&mut self.starved);
+        for id in list {
+            if let Some(i) = self.index_of(id) {
+                if let Some(c) = self.conns[i].as_mut() {
+                    c.starved = false;
+                }
+                self.serve(i, Dir::Read);
+            }
+        }
+    }
+
+    /// Fails every request whose deadline has passed with `Deadline`, keeping its progress.
+    fn expire(&mut self) {
+        if self.deadlines.next().is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let ops = &self.ops;
+        let live = |e: &Entry| ops.get(e.key).is_some_and(|o| o.id.0 == e.id);
+        let mut expired = Vec::new();
+        while let Some(e) = self.deadlines.pop_expired(now, live) {
+            expired.push(e.key);
+        }
+        self.deadlines.compact(self.ops.len(), |e| {
+            self.ops.get(e.key).is_some_and(|o| o.id.0 == e.id)
+        });
+        for key in expired {
+            let op = self.ops.remove(key);
+            let dir = match op.kind {
+                OpKind::Write => Dir::Write,
+                _ => Dir::Read,
+            };
+            let mut was_front = false;
+            if let Some(i) = self.index_of(op.conn.id()) {
+                if let Some(c) = self.conns[i].as_mut() {
+                    let q = c.queue(dir);
+                    if let Some(pos) = q.iter().position(|&k| k == key) {
+                        was_front = pos == 0;
+                        q.remove(pos);
+                    }
+                }
+                self.out.push(op.finish(None, Some(Error::Deadline)));
+                // The next request may be able to run now (data that arrived for a starved
+                // front reader, say) and no new edge may come for it.
+                if was_front {
+                    self.serve(i, dir);
+                }
+            } else {
+                self.out.push(op.finish(None, Some(Error::Deadline)));
+            }
+        }
+    }
+
+    /// Ends connection `i`: pending requests complete with `ClosedPipe`, the descriptor leaves
+    /// epoll and is closed, and the slot is recycled under a new generation.
+    fn release(&mut self, i: usize) {
+        let Some(c) = self.conns[i].take() else {
+            return;
+        };
+        for key in c.readers.iter().chain(c.writers.iter()) {
+            self.out
+                .push(self.ops.remove(*key).finish(None, Some(Error::ClosedPipe)));
+        }
+        let raw: RawFd = c.fd.as_raw_fd();
+        // Deregister before close, so another descriptor sharing the open file description
+        // (an inherited copy) cannot keep a stale registration alive.
+        let _ = self.registry.deregister(&mut SourceFd(&raw));
+        drop(c.fd);
+        self.ids.release(c.id);
+    }
+
+    fn shutdown(&mut self) {
+        for i in 0..self.conns.len() {
+            self.release(i);
+        }
+        // Anything still queued behind `Close` (handle drops, late wakes) needs no result; a
+        // submission cannot be there (the submit gate closes before `Close` is sent), but if
+        // one were, it still gets its single result.
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                LoopMsg::Submit(op) => self.out.push(op.finish(None, Some(Error::ClosedPipe))),
+                LoopMsg::Watch { fd, .. } => {
+                    let raw = fd.as_raw_fd();
+                    let _ = self.registry.deregister(&mut SourceFd(&raw));
+                }
+                _ => {}
+            }
+        }
+        self.results.push_all(&mut self.out);
+    }
+}
+
+/// Runs request `op` on `fd` as far as it can go without blocking.
+fn attempt<C>(fd: RawFd, is_socket: bool, op: &mut Op<C>, swap: &mut SwapPool) -> Attempt {
+    match (op.kind, op.buffer.as_mut()) {
+        (OpKind::Write, Some(buf)) => loop {
+            match fd::write(fd, &buf[op.size..], is_socket) {
+                Io::Done(0) => return Attempt::WouldBlock,
+                Io::Done(n) => {
+                    op.size += n;
+                    if op.size == buf.len() {
+                        return Attempt::Done(None, None);
+                    }
+                }
+                Io::WouldBlock => return Attempt::WouldBlock,
+                Io::Failed(e) => return Attempt::Done(None, Some(Error::Io(e))),
+            }
+        },
+        (OpKind::Read | OpKind::ReadFull, Some(buf)) => loop {
+            let rest = &mut buf[op.size..];
+            // SAFETY: `rest` is the unfilled tail of the caller's buffer, which the op owns
+            // exclusively while it is in the loop.
+            match unsafe { fd::read(fd, rest.as_mut_ptr(), rest.len()) } {
+                Io::Done(0) => return Attempt::Done(None, Some(Error::Eof)),
+                Io::Done(n) => {
+                    op.size += n;
+                    if op.kind == OpKind::Read || op.size == buf.len() {
+                        return Attempt::Done(None, None);
+                    }
+                }
+                Io::WouldBlock => return Attempt::WouldBlock,
+                Io::Failed(e) => return Attempt::Done(None, Some(Error::Io(e))),
+            }
+        },
+        (_, None) => {
+            let Some((ptr, len)) = swap.space() else {
+                return Attempt::NoSwap;
+            };
+            // SAFETY: `space` returned a region of `len` writable bytes that no live slice
+            // covers and that only this thread writes.
+            match unsafe { fd::read(fd, ptr, len) } {
+                Io::Done(0) => Attempt::Done(None, Some(Error::Eof)),
+                Io::Done(n) => {
+                    op.size = n;
+                    Attempt::Done(Some(swap.commit(n)), None)
+                }
+                Io::WouldBlock => Attempt::WouldBlock,
+                Io::Failed(e) => Attempt::Done(None, Some(Error::Io(e))),
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Raw descriptor syscalls for the readiness backend: take-over checks, non-blocking mode, and
+//! the read/write attempts (EINTR retried, EAGAIN reported as `None`).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use crate::{Error, Result};
+
+/// What kind of descriptor the watcher was given.
+pub(crate) struct FdKind {
+    pub(crate) is_socket: bool,
+}
+
+/// Checks that `fd` can be driven by readiness, and makes it non-blocking.
+///
+/// Regular files and directories cannot be polled: [`Error::Unsupported`]. A closed or invalid
+/// descriptor gives the OS error (`EBADF`).
+pub(crate) fn prepare(fd: BorrowedFd<'_>) -> Result<FdKind> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `raw` is a descriptor borrowed for this call; `st` is a valid, writable stat.
+    if unsafe { libc::fstat(raw, &mut st) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    let fmt = st.st_mode & libc::S_IFMT;
+    if fmt == libc::S_IFREG || fmt == libc::S_IFDIR {
+        return Err(Error::Unsupported);
+    }
+    set_nonblocking(raw)?;
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    if fmt == libc::S_IFSOCK {
+        socket2::SockRef::from(&fd).set_nosigpipe(true)?;
+    }
+    Ok(FdKind {
+        is_socket: fmt == libc::S_IFSOCK,
+    })
+}
+
+fn set_nonblocking(raw: RawFd) -> Result<()> {
+    // SAFETY: F_GETFL on a valid descriptor has no memory effects.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: F_SETFL on a valid descriptor has no memory effects.
+        if unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Outcome of one syscall attempt.
+pub(crate) enum Io {
+    /// Bytes moved (0 on a read means EOF).
+    Done(usize),
+    /// EAGAIN: wait for readiness.
+    WouldBlock,
+    /// Any other error.
+    Failed(io::Error),
+}
+
+fn classify(rc: isize) -> Option<Io> {
+    if rc >= 0 {
+        return Some(Io::Done(rc as usize));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINTR) => None,
+        Some(libc::EAGAIN) => Some(Io::WouldBlock),
+        #[allow(unreachable_patterns)] // EWOULDBLOCK == EAGAIN on Linux, not everywhere
+        Some(libc::EWOULDBLOCK) => Some(Io::WouldBlock),
+        _ => Some(Io::Failed(err)),
+    }
+}
+
+/// One `read(2)` into `ptr[..len]`, retried on EINTR.
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes and not read or written by anyone else for the
+/// duration of the call.
+pub(crate) unsafe fn read(fd: RawFd, ptr: *mut u8, len: usize) -> Io {
+    loop {
+        // SAFETY: the caller guarantees `ptr[..len]` is writable and exclusively ours.
+        let rc = unsafe { libc::read(fd, ptr.cast(), len) };
+        if let Some(r) = classify(rc) {
+            return r;
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly"))]
+const NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+/// Where `MSG_NOSIGNAL` does not exist (macOS), `prepare` sets `SO_NOSIGPIPE` on sockets instead.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+const NOSIGNAL: libc::c_int = 0;
+
+/// One write of `buf`, retried on EINTR: `send(MSG_NOSIGNAL)` on sockets, so a peer reset gives
+/// `EPIPE` instead of killing the process with SIGPIPE; `write(2)` on anything else.
+pub(crate) fn write(fd: RawFd, buf: &[u8], is_socket: bool) -> Io {
+    loop {
+        let rc = if is_socket {
+            // SAFETY: `buf` is a valid readable slice for the duration of the call.
+            unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), NOSIGNAL) }
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
+        };
+        if let Some(r) = classify(rc) {
+            return r;
+        }
+    }
+}

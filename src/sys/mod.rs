@@ -1,0 +1,86 @@
+//! What every backend shares: the messages the submit side sends to the loop thread, the link
+//! that connection handles and swap slices use to reach it, and the raw descriptor syscalls.
+
+pub(crate) mod epoll;
+pub(crate) mod fd;
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::conn::{ConnId, ConnOwner};
+use crate::op::Op;
+use crate::swap::SwapOwner;
+
+/// Everything the loop thread is told. One unbounded channel carries all of it, in order: a
+/// submission sent after a `Watch` (or before a `Free`) from any thread is seen after (before) it.
+pub(crate) enum LoopMsg<C> {
+    /// A descriptor was taken over and registered for readiness under `id`.
+    Watch {
+        id: ConnId,
+        fd: OwnedFd,
+        is_socket: bool,
+    },
+    /// A read or write request.
+    Submit(Op<C>),
+    /// `Watcher::free`: fail pending ops with `ClosedPipe`, close the descriptor.
+    Free(ConnId),
+    /// The last handle of a never-freed connection was dropped.
+    Dropped(ConnId),
+    /// Readiness from the poller: `(token, readable, writable)` triples. The vector goes back to
+    /// the poller as its acknowledgement.
+    Events(Vec<Readiness>),
+    /// A swap slice was dropped while reads were waiting for swap space.
+    SwapReleased,
+    /// Shut down: fail everything pending with `ClosedPipe`, close every descriptor, exit.
+    Close,
+}
+
+/// What the watcher hands a backend to start with.
+pub(crate) struct Core<C> {
+    pub(crate) tx: Sender<LoopMsg<C>>,
+    pub(crate) rx: crossbeam_channel::Receiver<LoopMsg<C>>,
+    pub(crate) swap: crate::swap::SwapPool,
+    pub(crate) results: Arc<crate::results::ResultQueue<C>>,
+    pub(crate) ids: Arc<crate::conn::IdAllocator>,
+    pub(crate) gc: Arc<GcCounters>,
+    pub(crate) loop_slot: Arc<crate::affinity::ThreadSlot>,
+    pub(crate) poller_slot: Arc<crate::affinity::ThreadSlot>,
+}
+
+/// One readiness event, as the poller passes it on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Readiness {
+    pub(crate) token: usize,
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+}
+
+/// Counters behind `Watcher::gc`.
+#[derive(Default)]
+pub(crate) struct GcCounters {
+    pub(crate) found: AtomicU64,
+    pub(crate) closed: AtomicU64,
+}
+
+/// How handles and slices reach the loop; holds only a sender, so it never keeps the loop alive.
+pub(crate) struct LoopLink<C> {
+    pub(crate) tx: Sender<LoopMsg<C>>,
+    pub(crate) gc: Arc<GcCounters>,
+}
+
+impl<C: Send> ConnOwner for LoopLink<C> {
+    fn conn_dropped(&self, id: ConnId) {
+        self.gc.found.fetch_add(1, Ordering::Relaxed);
+        // After close the loop is gone and the send fails; the fd was closed by the shutdown.
+        let _ = self.tx.send(LoopMsg::Dropped(id));
+    }
+}
+
+impl<C: Send> SwapOwner for LoopLink<C> {
+    fn swap_released(&self) {
+        let _ = self.tx.send(LoopMsg::SwapReleased);
+    }
+}

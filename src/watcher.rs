@@ -1,0 +1,581 @@
+//! The `Watcher`: the submit side (any thread), `wait_io` (the completion side), and control.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::affinity::ThreadSlot;
+use crate::backend::Backend;
+use crate::conn::{lock, Conn, IdAllocator};
+use crate::op::{Op, OpId, OpKind};
+use crate::results::{Batch, ResultQueue};
+use crate::swap::SwapPool;
+use crate::sys::{self, Core, GcCounters, LoopLink, LoopMsg};
+use crate::{Error, Result, SubmitError};
+
+/// Default size of one swap buffer, in bytes (Go's `defaultInternalBufferSize`).
+pub const DEFAULT_SWAP_BUFFER_SIZE: usize = 64 * 1024;
+/// Default number of swap buffers (Go rotates three).
+pub const DEFAULT_SWAP_BUFFERS: usize = 3;
+
+static NEXT_WATCHER: AtomicU64 = AtomicU64::new(1);
+
+/// Counters of connections released because their last handle was dropped without
+/// [`Watcher::free`]. Go's `GetGC() (found, closed)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GcStats {
+    /// Connections whose last [`Conn`] handle was dropped without `free`.
+    pub found: u64,
+    /// Of those, the ones the loop has released (descriptor closed). Equal to `found` once the
+    /// loop has caught up.
+    pub closed: u64,
+}
+
+/// Configures and starts a [`Watcher`]. Obtain one with [`Watcher::builder`].
+///
+/// ```
+/// use gaio::{Backend, Watcher};
+/// let w: Watcher<u64> = Watcher::builder()
+///     .swap_buffer_size(1 << 20)
+///     .backend(Backend::Epoll)
+///     .build()?;
+/// assert_eq!(w.backend(), Backend::Epoll);
+/// # Ok::<(), gaio::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    swap_buffer_size: usize,
+    swap_buffers: usize,
+    backend: Option<Backend>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            swap_buffer_size: DEFAULT_SWAP_BUFFER_SIZE,
+            swap_buffers: DEFAULT_SWAP_BUFFERS,
+            backend: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Size in bytes of each swap buffer (default 64 KiB). A read without a buffer receives at
+    /// most this many bytes. Zero is refused by [`build`](Builder::build) with
+    /// [`Error::InvalidArgument`]. Go's `NewWatcherSize(bufsize)`.
+    pub fn swap_buffer_size(mut self, bytes: usize) -> Self {
+        self.swap_buffer_size = bytes;
+        self
+    }
+
+    /// Number of swap buffers (default 3). More buffers let more swap-read data be held by
+    /// undropped results before further swap reads wait. Zero is refused by
+    /// [`build`](Builder::build).
+    pub fn swap_buffers(mut self, count: usize) -> Self {
+        self.swap_buffers = count;
+        self
+    }
+
+    /// The backend to use, overriding `GAIO_BACKEND`. Without this call the builder reads
+    /// `GAIO_BACKEND` (`epoll`, `uring` or `auto`; unset means `auto`).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Starts the watcher's threads.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidArgument`]: a zero swap size or count, or an unknown `GAIO_BACKEND`;
+    /// - [`Error::BackendUnavailable`]: the requested backend cannot run here (io_uring is not
+    ///   part of this version yet);
+    /// - [`Error::Io`]: creating the poller, the wakeup or a thread failed (`EMFILE`, …).
+    pub fn build<C: Send + 'static>(self) -> Result<Watcher<C>> {
+        if self.swap_buffer_size == 0 || self.swap_buffer_size > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "swap_buffer_size {} (must be 1..=4 GiB)",
+                self.swap_buffer_size
+            )));
+        }
+        if self.swap_buffers == 0 {
+            return Err(Error::InvalidArgument("swap_buffers 0".into()));
+        }
+        let requested = match self.backend {
+            Some(b) => b,
+            None => Backend::from_env()?,
+        };
+        let backend = requested.resolve()?;
+
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let gc = Arc::new(GcCounters::default());
+        let link = Arc::new(LoopLink {
+            tx: tx.clone(),
+            gc: gc.clone(),
+        });
+        let results = Arc::new(ResultQueue::new());
+        let ids = Arc::new(IdAllocator::default());
+        let loop_slot = Arc::new(ThreadSlot::default());
+        let poller_slot = Arc::new(ThreadSlot::default());
+        let core = Core {
+            tx: tx.clone(),
+            rx,
+            swap: SwapPool::new(self.swap_buffer_size, self.swap_buffers, link.clone()),
+            results: results.clone(),
+            ids: ids.clone(),
+            gc: gc.clone(),
+            loop_slot: loop_slot.clone(),
+            poller_slot: poller_slot.clone(),
+        };
+        let (driver, threads) = match backend {
+            Backend::Epoll | Backend::Auto | Backend::Uring => sys::epoll::start(core)?,
+        };
+        Ok(Watcher {
+            id: NEXT_WATCHER.fetch_add(1, Ordering::Relaxed),
+            backend,
+            tx,
+            link,
+            results,
+            ids,
+            gc,
+            gate: RwLock::new(false),
+            next_op: AtomicU64::new(0),
+            driver,
+            loop_slot,
+            poller_slot,
+            threads: Mutex::new(threads),
+        })
+    }
+}
+
+/// A proactor: takes over descriptors, performs reads and writes on them from its own threads,
+/// and hands back the results in batches from [`wait_io`](Watcher::wait_io). Go's gaio
+/// `Watcher`.
+///
+/// `C` is the type of the per-request context value, returned untouched in each
+/// [`OpResult`](crate::OpResult) (Go's `ctx any`); a generic costs nothing per request.
+///
+/// Submissions take `&self` and may come from any thread (`Watcher<C>` is `Send + Sync`; share
+/// it with `Arc`). Every submission that returns `Ok` yields exactly one result later.
+///
+/// ```no_run
+/// use gaio::Watcher;
+/// use std::net::TcpListener;
+///
+/// let w: Watcher<()> = Watcher::new()?;
+/// let ln = TcpListener::bind("127.0.0.1:0")?;
+/// let (stream, _) = ln.accept()?;
+/// let conn = w.watch(&stream)?;
+/// drop(stream); // the watcher has its own descriptor
+/// w.read((), &conn, None)?;
+/// loop {
+///     for res in w.wait_io()? {
+///         if res.error.is_some() {
+///             w.free(&res.conn)?;
+///             continue;
+///         }
+///         match res.op {
+///             gaio::OpType::Read => { w.write((), &res.conn, res.data().to_vec())?; }
+///             gaio::OpType::Write => { w.read((), &res.conn, None)?; }
+///             _ => {}
+///         }
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Watcher<C: Send + 'static = ()> {
+    id: u64,
+    backend: Backend,
+    tx: Sender<LoopMsg<C>>,
+    link: Arc<LoopLink<C>>,
+    results: Arc<ResultQueue<C>>,
+    ids: Arc<IdAllocator>,
+    gc: Arc<GcCounters>,
+    /// `true` once closed. Submitters hold the read side while they check and send, so once
+    /// `close` has taken the write side, every accepted submission is already in the channel,
+    /// ahead of `Close`.
+    gate: RwLock<bool>,
+    next_op: AtomicU64,
+    driver: sys::epoll::Epoll,
+    loop_slot: Arc<ThreadSlot>,
+    poller_slot: Arc<ThreadSlot>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Watcher {
+    /// A builder to set the swap buffer size and count and the backend; its
+    /// [`build`](Builder::build) picks the context type.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl<C: Send + 'static> Watcher<C> {
+    /// A watcher with the default configuration: three 64 KiB swap buffers, and the backend
+    /// named by `GAIO_BACKEND` (`auto` when unset). Go's `NewWatcher()`.
+    ///
+    /// # Errors
+    /// As [`Builder::build`].
+    pub fn new() -> Result<Self> {
+        Builder::default().build()
+    }
+}
+
+impl<C: Send + 'static> Watcher<C> {
+    /// The backend this watcher runs on: [`Backend::Epoll`] or [`Backend::Uring`], never
+    /// [`Backend::Auto`].
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Takes over a descriptor: a TCP or Unix socket, a pipe, an eventfd, anything pollable.
+    ///
+    /// The watcher keeps its own duplicate (`F_DUPFD_CLOEXEC`, so a forked child never inherits
+    /// it) and registers it once, edge-triggered, for read and write readiness. The caller may
+    /// drop its original right away; the connection lives until [`free`](Watcher::free), the
+    /// drop of its last [`Conn`], or [`close`](Watcher::close).
+    ///
+    /// The descriptor is switched to non-blocking mode. That flag belongs to the open file
+    /// description, so the caller's original becomes non-blocking too.
+    ///
+    /// Go's gaio registers a `net.Conn` on its first request and closes the caller's original;
+    /// here registration is explicit and synchronous, so a bad descriptor is reported at once.
+    ///
+    /// # Errors
+    /// - [`Error::WatcherClosed`] after [`close`](Watcher::close);
+    /// - [`Error::Unsupported`]: a regular file or directory (readiness cannot be polled on it);
+    /// - [`Error::Io`]: the duplicate or the registration failed (`EBADF`, `EMFILE`, …).
+    pub fn watch<F: AsFd + ?Sized>(&self, fd: &F) -> Result<Conn> {
+        if *self.read_gate() {
+            return Err(Error::WatcherClosed);
+        }
+        let own = fd.as_fd().try_clone_to_owned()?;
+        self.adopt(own)
+    }
+
+    fn adopt(&self, fd: OwnedFd) -> Result<Conn> {
+        let gate = self.read_gate();
+        if *gate {
+            return Err(Error::WatcherClosed);
+        }
+        let kind = sys::fd::prepare(fd.as_fd())?;
+        let id = self.ids.alloc();
+        let raw = fd.as_raw_fd();
+        if let Err(e) = self.driver.register(raw, id) {
+            self.ids.release(id);
+            return Err(e);
+        }
+        self.tx
+            .send(LoopMsg::Watch {
+                id,
+                fd,
+                is_socket: kind.is_socket,
+            })
+            .map_err(|_| Error::WatcherClosed)?;
+        drop(gate);
+        Ok(Conn::new(id, self.id, raw, self.link.clone()))
+    }
+
+    /// Reads once: completes as soon as any data arrives (or EOF, an error, a free).
+    ///
+    /// - `buf: Some(vec)`: the data lands in `vec[..size]` and the whole `Vec` comes back in
+    ///   [`Buffer::User`](crate::Buffer::User).
+    /// - `buf: None`: the data lands in the watcher's swap buffer and comes back as a
+    ///   [`SwapSlice`](crate::SwapSlice) of exactly `size` bytes, valid while it lives. A swap
+    ///   read holds no memory while it waits.
+    ///
+    /// Result errors: [`Error::Eof`] (peer closed), [`Error::ClosedPipe`] (freed, dropped or
+    /// closed while pending), [`Error::ConnClosed`] (the connection was freed before the
+    /// request reached the loop), [`Error::Io`] (`ECONNRESET`, …).
+    ///
+    /// # Errors
+    /// Refused, with context and buffer handed back in [`SubmitError`]:
+    /// - [`Error::EmptyBuffer`]: `Some` of a zero-length `Vec` (Go returns an immediate EOF
+    ///   result for that; a zero-length read can never make progress, so we refuse it);
+    /// - [`Error::Unsupported`]: `conn` belongs to another watcher;
+    /// - [`Error::ConnClosed`]: `conn` was freed;
+    /// - [`Error::WatcherClosed`]: after [`close`](Watcher::close).
+    pub fn read(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Option<Vec<u8>>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.read_inner(ctx, conn, buf, None)
+    }
+
+    /// [`read`](Watcher::read) with a deadline (an absolute [`Instant`]). If the read has not
+    /// completed by then, it completes with [`Error::Deadline`]. A read that completes on its
+    /// first attempt never arms the deadline, so a deadline already past still returns data
+    /// that is ready (as in Go).
+    ///
+    /// # Errors
+    /// As [`read`](Watcher::read).
+    pub fn read_timeout(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.read_inner(ctx, conn, buf, Some(deadline))
+    }
+
+    fn read_inner(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Option<Vec<u8>>,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        if buf.as_ref().is_some_and(Vec::is_empty) {
+            return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
+        }
+        self.submit(OpKind::Read, ctx, conn, buf, deadline)
+    }
+
+    /// Reads until `buf` is full (`size == buf.len()`), across as many readiness edges as it
+    /// takes. Ends early with [`Error::Eof`], an [`Error::Io`], [`Error::Deadline`] (if
+    /// `deadline` passes) or [`Error::ClosedPipe`], each keeping the bytes gathered so far in
+    /// `buf[..size]`. Go's `ReadFull`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBuffer`] for a zero-length `buf` (checked first, as in Go), then as
+    /// [`read`](Watcher::read).
+    pub fn read_full(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        if buf.is_empty() {
+            return Err(SubmitError::new(Error::EmptyBuffer, ctx, Some(buf)));
+        }
+        self.submit(OpKind::ReadFull, ctx, conn, Some(buf), deadline)
+    }
+
+    /// Writes all of `buf`: completes only when every byte is written, or with an error that
+    /// keeps the count written so far in `size` ([`Error::Io`] such as `EPIPE`/`ECONNRESET`,
+    /// [`Error::ClosedPipe`]). Writes on one connection go out in submission order. On sockets
+    /// the write uses `MSG_NOSIGNAL`, so a reset peer gives `EPIPE`, never SIGPIPE.
+    ///
+    /// A failed write does not stop the writes queued behind it (as in Go); after a write error
+    /// the stream's framing is unknown, so free the connection.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBuffer`] for a zero-length `buf` (checked first, as in Go), then as
+    /// [`read`](Watcher::read).
+    pub fn write(&self, ctx: C, conn: &Conn, buf: Vec<u8>) -> Result<OpId, SubmitError<C>> {
+        self.write_inner(ctx, conn, buf, None)
+    }
+
+    /// [`write`](Watcher::write) with a deadline: if not every byte is written by `deadline`,
+    /// the write completes with [`Error::Deadline`] and `size` bytes written.
+    ///
+    /// # Errors
+    /// As [`write`](Watcher::write).
+    pub fn write_timeout(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.write_inner(ctx, conn, buf, Some(deadline))
+    }
+
+    fn write_inner(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        if buf.is_empty() {
+            return Err(SubmitError::new(Error::EmptyBuffer, ctx, Some(buf)));
+        }
+        self.submit(OpKind::Write, ctx, conn, Some(buf), deadline)
+    }
+
+    fn submit(
+        &self,
+        kind: OpKind,
+        ctx: C,
+        conn: &Conn,
+        buffer: Option<Vec<u8>>,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        if conn.0.watcher != self.id {
+            return Err(SubmitError::new(Error::Unsupported, ctx, buffer));
+        }
+        if conn.is_freed() {
+            return Err(SubmitError::new(Error::ConnClosed, ctx, buffer));
+        }
+        let gate = self.read_gate();
+        if *gate {
+            return Err(SubmitError::new(Error::WatcherClosed, ctx, buffer));
+        }
+        let id = OpId(self.next_op.fetch_add(1, Ordering::Relaxed));
+        let op = Op {
+            id,
+            kind,
+            conn: conn.clone(),
+            context: ctx,
+            buffer,
+            deadline,
+            size: 0,
+        };
+        match self.tx.send(LoopMsg::Submit(op)) {
+            Ok(()) => Ok(id),
+            Err(e) => match e.into_inner() {
+                LoopMsg::Submit(op) => Err(SubmitError::new(
+                    Error::WatcherClosed,
+                    op.context,
+                    op.buffer,
+                )),
+                _ => unreachable!("sent a Submit"),
+            },
+        }
+    }
+
+    /// Releases a connection: every pending request on it completes with
+    /// [`Error::ClosedPipe`] (keeping partial progress in `size`), and the watcher's descriptor
+    /// is deregistered and closed. Asynchronous, like Go's `Free`: it yields no result of its
+    /// own. Later submissions on `conn` are refused with [`Error::ConnClosed`]. Freeing twice
+    /// is a no-op.
+    ///
+    /// Unlike Go, freeing never registers or closes anything the watcher did not take over.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if `conn` belongs to another watcher; [`Error::WatcherClosed`]
+    /// after [`close`](Watcher::close) (which released every connection already).
+    pub fn free(&self, conn: &Conn) -> Result<()> {
+        if conn.0.watcher != self.id {
+            return Err(Error::Unsupported);
+        }
+        let gate = self.read_gate();
+        if *gate {
+            return Err(Error::WatcherClosed);
+        }
+        if conn.0.freed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.tx
+            .send(LoopMsg::Free(conn.id()))
+            .map_err(|_| Error::WatcherClosed)
+    }
+
+    /// Waits for at least one result and returns every result ready, as one [`Batch`]. Go's
+    /// `WaitIO`.
+    ///
+    /// Several threads may call it at once; each result goes to exactly one of them. After
+    /// [`close`](Watcher::close), the results still queued (the `ClosedPipe` results of the
+    /// requests close ended) are returned first; once none is left it returns
+    /// [`Error::WatcherClosed`] (Go picks at random between the two).
+    ///
+    /// # Errors
+    /// [`Error::WatcherClosed`] once closed and drained.
+    pub fn wait_io(&self) -> Result<Batch<'_, C>> {
+        let items = self.results.take(None)?;
+        Ok(Batch::new(items, &self.results))
+    }
+
+    /// [`wait_io`](Watcher::wait_io) that gives up after `timeout` and then returns an empty
+    /// batch. Useful for loops that must also do other work, and for tests that must fail
+    /// rather than hang.
+    ///
+    /// # Errors
+    /// As [`wait_io`](Watcher::wait_io).
+    pub fn wait_io_timeout(&self, timeout: Duration) -> Result<Batch<'_, C>> {
+        let items = self.results.take(Some(timeout))?;
+        Ok(Batch::new(items, &self.results))
+    }
+
+    /// Shuts the watcher down: every pending request completes with [`Error::ClosedPipe`]
+    /// (collect those results with [`wait_io`](Watcher::wait_io)), every descriptor the watcher
+    /// took over is deregistered and closed, and both threads are joined before this returns.
+    /// Idempotent: later calls return `Ok` at once. Dropping the watcher does the same.
+    ///
+    /// # Errors
+    /// None at present; the `Result` is kept for parity with Go's `Close() error`.
+    pub fn close(&self) -> Result<()> {
+        {
+            let mut g = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            if *g {
+                return Ok(());
+            }
+            *g = true;
+        }
+        let _ = self.tx.send(LoopMsg::Close);
+        self.driver.shutdown();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
+            let _ = t.join();
+        }
+        self.results.close();
+        Ok(())
+    }
+
+    /// Pins the poller thread (the one that blocks in the kernel's readiness wait) to CPU
+    /// `cpu` (an id as in `/proc/cpuinfo`). Go's `SetPollerAffinity`; unlike Go, the kernel's
+    /// error is reported.
+    ///
+    /// # Errors
+    /// [`Error::CpuId`] if `cpu` is not a CPU of this machine or not one this process may use;
+    /// [`Error::PollerClosed`] after [`close`](Watcher::close).
+    pub fn set_poller_affinity(&self, cpu: usize) -> Result<()> {
+        crate::affinity::check_cpu(cpu)?;
+        let gate = self.read_gate();
+        if *gate {
+            return Err(Error::PollerClosed);
+        }
+        self.poller_slot.pin(cpu, Error::PollerClosed)
+    }
+
+    /// Pins the loop thread (the one that performs every read and write) to CPU `cpu`. Go's
+    /// `SetLoopAffinity`; unlike Go it never blocks on a busy loop.
+    ///
+    /// # Errors
+    /// [`Error::CpuId`] as for [`set_poller_affinity`](Watcher::set_poller_affinity);
+    /// [`Error::ConnClosed`] after [`close`](Watcher::close) (Go's choice, kept).
+    pub fn set_loop_affinity(&self, cpu: usize) -> Result<()> {
+        crate::affinity::check_cpu(cpu)?;
+        let gate = self.read_gate();
+        if *gate {
+            return Err(Error::ConnClosed);
+        }
+        self.loop_slot.pin(cpu, Error::ConnClosed)
+    }
+
+    /// Counters of connections whose last [`Conn`] was dropped without [`free`](Watcher::free)
+    /// (`found`) and of those the loop has released (`closed`). Go's `GetGC`.
+    pub fn gc(&self) -> GcStats {
+        GcStats {
+            found: self.gc.found.load(Ordering::Relaxed),
+            closed: self.gc.closed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, bool> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<C: Send + 'static> Drop for Watcher<C> {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl<C: Send + 'static> std::fmt::Debug for Watcher<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("backend", &self.backend)
+            .field("closed", &*self.read_gate())
+            .finish_non_exhaustive()
+    }
+}
