@@ -74,3 +74,8 @@ pub use op::{Buffer, OpId, OpResult, OpType};
 pub use results::Batch;
 pub use swap::SwapSlice;
 pub use watcher::{Builder, GcStats, Watcher, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE};
+
+/// The README's examples, compiled as doctests so that they stay true to the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -131,7 +131,10 @@ impl Builder {
             poller_slot: poller_slot.clone(),
         };
         let (driver, threads) = match backend {
-            Backend::Epoll | Backend::Auto | Backend::Uring => sys::epoll::start(core)?,
+            Backend::Epoll | Backend::Auto | Backend::Uring => {
+                let (d, t) = sys::epoll::start(core)?;
+                (sys::Driver::Epoll(d), t)
+            }
         };
         Ok(Watcher {
             id: NEXT_WATCHER.fetch_add(1, Ordering::Relaxed),
@@ -141,9 +144,8 @@ impl Builder {
             results,
             ids,
             gc,
-            gate: RwLock::new(false),
+            gate: RwLock::new(Some(driver)),
             next_op: AtomicU64::new(0),
-            driver,
             loop_slot,
             poller_slot,
             threads: Mutex::new(threads),
@@ -194,12 +196,11 @@ pub struct Watcher<C: Send + 'static = ()> {
     results: Arc<ResultQueue<C>>,
     ids: Arc<IdAllocator>,
     gc: Arc<GcCounters>,
-    /// `true` once closed. Submitters hold the read side while they check and send, so once
-    /// `close` has taken the write side, every accepted submission is already in the channel,
-    /// ahead of `Close`.
-    gate: RwLock<bool>,
+    /// The backend's submit-side handle; `None` once closed. Submitters hold the read side
+    /// while they check and send, so once `close` has taken the write side, every accepted
+    /// submission is already in the channel, ahead of `Close`.
+    gate: RwLock<Option<sys::Driver>>,
     next_op: AtomicU64,
-    driver: sys::epoll::Epoll,
     loop_slot: Arc<ThreadSlot>,
     poller_slot: Arc<ThreadSlot>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -249,7 +250,7 @@ impl<C: Send + 'static> Watcher<C> {
     /// - [`Error::Unsupported`]: a regular file or directory (readiness cannot be polled on it);
     /// - [`Error::Io`]: the duplicate or the registration failed (`EBADF`, `EMFILE`, …).
     pub fn watch<F: AsFd + ?Sized>(&self, fd: &F) -> Result<Conn> {
-        if *self.read_gate() {
+        if self.read_gate().is_none() {
             return Err(Error::WatcherClosed);
         }
         let own = fd.as_fd().try_clone_to_owned()?;
@@ -258,13 +259,13 @@ impl<C: Send + 'static> Watcher<C> {
 
     fn adopt(&self, fd: OwnedFd) -> Result<Conn> {
         let gate = self.read_gate();
-        if *gate {
+        let Some(driver) = gate.as_ref() else {
             return Err(Error::WatcherClosed);
-        }
+        };
         let kind = sys::fd::prepare(fd.as_fd())?;
         let id = self.ids.alloc();
         let raw = fd.as_raw_fd();
-        if let Err(e) = self.driver.register(raw, id) {
+        if let Err(e) = driver.register(raw, id) {
             self.ids.release(id);
             return Err(e);
         }
@@ -416,7 +417,7 @@ impl<C: Send + 'static> Watcher<C> {
             return Err(SubmitError::new(Error::ConnClosed, ctx, buffer));
         }
         let gate = self.read_gate();
-        if *gate {
+        if gate.is_none() {
             return Err(SubmitError::new(Error::WatcherClosed, ctx, buffer));
         }
         let id = OpId(self.next_op.fetch_add(1, Ordering::Relaxed));
@@ -458,7 +459,7 @@ impl<C: Send + 'static> Watcher<C> {
             return Err(Error::Unsupported);
         }
         let gate = self.read_gate();
-        if *gate {
+        if gate.is_none() {
             return Err(Error::WatcherClosed);
         }
         if conn.0.freed.swap(true, Ordering::AcqRel) {
@@ -503,19 +504,22 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// None at present; the `Result` is kept for parity with Go's `Close() error`.
     pub fn close(&self) -> Result<()> {
-        {
+        let driver = {
             let mut g = self.gate.write().unwrap_or_else(|e| e.into_inner());
-            if *g {
-                return Ok(());
+            match g.take() {
+                Some(d) => d,
+                None => return Ok(()),
             }
-            *g = true;
-        }
+        };
         let _ = self.tx.send(LoopMsg::Close);
-        self.driver.shutdown();
+        driver.shutdown();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();
         }
+        // The driver's descriptors (a registry clone, the waker) close only now, after the
+        // threads that use them are gone.
+        drop(driver);
         self.results.close();
         Ok(())
     }
@@ -530,7 +534,7 @@ impl<C: Send + 'static> Watcher<C> {
     pub fn set_poller_affinity(&self, cpu: usize) -> Result<()> {
         crate::affinity::check_cpu(cpu)?;
         let gate = self.read_gate();
-        if *gate {
+        if gate.is_none() {
             return Err(Error::PollerClosed);
         }
         self.poller_slot.pin(cpu, Error::PollerClosed)
@@ -545,7 +549,7 @@ impl<C: Send + 'static> Watcher<C> {
     pub fn set_loop_affinity(&self, cpu: usize) -> Result<()> {
         crate::affinity::check_cpu(cpu)?;
         let gate = self.read_gate();
-        if *gate {
+        if gate.is_none() {
             return Err(Error::ConnClosed);
         }
         self.loop_slot.pin(cpu, Error::ConnClosed)
@@ -560,7 +564,7 @@ impl<C: Send + 'static> Watcher<C> {
         }
     }
 
-    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, bool> {
+    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Option<sys::Driver>> {
         self.gate.read().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -575,7 +579,7 @@ impl<C: Send + 'static> std::fmt::Debug for Watcher<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher")
             .field("backend", &self.backend)
-            .field("closed", &*self.read_gate())
+            .field("closed", &self.read_gate().is_none())
             .finish_non_exhaustive()
     }
 }

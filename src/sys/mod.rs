@@ -14,6 +14,27 @@ use crate::conn::{ConnId, ConnOwner};
 use crate::op::Op;
 use crate::swap::SwapOwner;
 
+/// The submit side's handle on whichever backend runs.
+pub(crate) enum Driver {
+    Epoll(epoll::Epoll),
+}
+
+impl Driver {
+    /// Registers a taken-over descriptor under `id` (readiness backends; a no-op elsewhere).
+    pub(crate) fn register(&self, fd: std::os::fd::RawFd, id: ConnId) -> crate::Result<()> {
+        match self {
+            Driver::Epoll(e) => e.register(fd, id),
+        }
+    }
+
+    /// Interrupts the backend's kernel wait so its threads see `Close`.
+    pub(crate) fn shutdown(&self) {
+        match self {
+            Driver::Epoll(e) => e.shutdown(),
+        }
+    }
+}
+
 /// Everything the loop thread is told. One unbounded channel carries all of it, in order: a
 /// submission sent after a `Watch` (or before a `Free`) from any thread is seen after (before) it.
 pub(crate) enum LoopMsg<C> {
