@@ -103,4 +103,3 @@ pub(crate) fn pin(_tid: i32, cpu: usize) -> Result<()> {
         "thread affinity is only supported on Linux".into(),
     ))
 }
-

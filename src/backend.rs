@@ -26,18 +26,6 @@ impl Backend {
             Err(_) => Ok(Backend::Auto),
         }
     }
-
-    /// What this backend becomes on this machine: `Auto` picks a concrete one.
-    pub(crate) fn resolve(self) -> Result<Backend> {
-        match self {
-            Backend::Epoll | Backend::Auto => Ok(Backend::Epoll),
-            Backend::Uring => Err(Error::BackendUnavailable(if cfg!(target_os = "linux") {
-                "the io_uring backend is not part of this version yet; use epoll or auto".into()
-            } else {
-                "io_uring exists only on Linux".into()
-            })),
-        }
-    }
 }
 
 impl std::str::FromStr for Backend {
@@ -77,14 +65,5 @@ mod tests {
             "kqueue".parse::<Backend>(),
             Err(Error::InvalidArgument(_))
         ));
-    }
-
-    #[test]
-    fn uring_is_a_clear_error_for_now() {
-        assert!(matches!(
-            Backend::Uring.resolve(),
-            Err(Error::BackendUnavailable(_))
-        ));
-        assert_eq!(Backend::Auto.resolve().unwrap(), Backend::Epoll);
     }
 }

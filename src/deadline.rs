@@ -96,8 +96,16 @@ mod tests {
     fn dead_entries_are_skipped() {
         let now = Instant::now();
         let mut h = DeadlineHeap::default();
-        h.push(Entry { at: now, id: 1, key: 0 });
-        h.push(Entry { at: now, id: 2, key: 1 });
+        h.push(Entry {
+            at: now,
+            id: 1,
+            key: 0,
+        });
+        h.push(Entry {
+            at: now,
+            id: 2,
+            key: 1,
+        });
         let e = h.pop_expired(now, |e| e.id != 1).unwrap();
         assert_eq!(e.id, 2);
         assert!(h.pop_expired(now, |e| e.id != 1).is_none());

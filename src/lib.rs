@@ -54,7 +54,9 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(unix))]
-compile_error!("gaio supports Unix-like systems only (epoll on Linux, kqueue through mio elsewhere)");
+compile_error!(
+    "gaio supports Unix-like systems only (epoll on Linux, kqueue through mio elsewhere)"
+);
 
 mod affinity;
 mod backend;

@@ -17,13 +17,33 @@ pub(crate) trait SwapOwner: Send + Sync {
     fn swap_released(&self);
 }
 
-struct Shared {
+/// State shared by every chunk of one watcher.
+pub(crate) struct Shared {
     /// Set by the loop when a read found no space; cleared when the loop retries.
     starving: AtomicBool,
     owner: Arc<dyn SwapOwner>,
 }
 
-struct Chunk {
+impl Shared {
+    pub(crate) fn new(owner: Arc<dyn SwapOwner>) -> Arc<Shared> {
+        Arc::new(Shared {
+            starving: AtomicBool::new(false),
+            owner,
+        })
+    }
+
+    /// Announces that reads wait for space; a slice dropped from now on wakes the loop.
+    pub(crate) fn set_starving(&self) {
+        self.starving.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn clear_starving(&self) {
+        self.starving.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One block of swap memory; slices cut from it count as `outstanding`.
+pub(crate) struct Chunk {
     ptr: NonNull<u8>,
     cap: usize,
     /// Live slices cut from this chunk.
@@ -40,7 +60,7 @@ unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
 impl Chunk {
-    fn new(cap: usize, shared: Arc<Shared>) -> Chunk {
+    pub(crate) fn new(cap: usize, shared: Arc<Shared>) -> Chunk {
         let boxed: Box<[u8]> = vec![0u8; cap].into_boxed_slice();
         let raw = Box::into_raw(boxed) as *mut u8;
         Chunk {
@@ -50,6 +70,18 @@ impl Chunk {
             outstanding: AtomicUsize::new(0),
             shared,
         }
+    }
+}
+
+impl Chunk {
+    /// Start of the chunk's memory.
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// True when no slice cut from the chunk is alive, so it may be written again.
+    pub(crate) fn is_free(&self) -> bool {
+        self.outstanding.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -74,6 +106,20 @@ pub struct SwapSlice {
     chunk: Arc<Chunk>,
     offset: usize,
     len: usize,
+}
+
+impl SwapSlice {
+    /// Hands out `chunk[offset..offset + len]`, which the caller has just filled and will not
+    /// write again while the slice lives.
+    pub(crate) fn new(chunk: &Arc<Chunk>, offset: usize, len: usize) -> SwapSlice {
+        debug_assert!(offset + len <= chunk.cap);
+        chunk.outstanding.fetch_add(1, Ordering::SeqCst);
+        SwapSlice {
+            chunk: chunk.clone(),
+            offset,
+            len,
+        }
+    }
 }
 
 impl Deref for SwapSlice {
@@ -123,11 +169,7 @@ pub(crate) struct SwapPool {
 
 impl SwapPool {
     /// `count` chunks of `size` bytes each. Both must be non-zero (the builder checks).
-    pub(crate) fn new(size: usize, count: usize, owner: Arc<dyn SwapOwner>) -> SwapPool {
-        let shared = Arc::new(Shared {
-            starving: AtomicBool::new(false),
-            owner,
-        });
+    pub(crate) fn new(size: usize, count: usize, shared: Arc<Shared>) -> SwapPool {
         SwapPool {
             chunks: (0..count)
                 .map(|_| Arc::new(Chunk::new(size, shared.clone())))
@@ -145,25 +187,22 @@ impl SwapPool {
         if let Some(r) = self.find_space() {
             return Some(r);
         }
-        self.shared.starving.store(true, Ordering::SeqCst);
+        self.shared.set_starving();
         // Re-check after announcing: a slice dropped just before the store saw no starving flag.
         let r = self.find_space();
         if r.is_some() {
-            self.shared.starving.store(false, Ordering::SeqCst);
+            self.shared.clear_starving();
         }
         r
     }
 
     fn find_space(&mut self) -> Option<(*mut u8, usize)> {
         let cur = &self.chunks[self.current];
-        if cur.outstanding.load(Ordering::SeqCst) == 0 {
+        if cur.is_free() {
             self.offset = 0;
         }
         if cur.cap - self.offset < self.min_read {
-            let free = self
-                .chunks
-                .iter()
-                .position(|c| c.outstanding.load(Ordering::SeqCst) == 0)?;
+            let free = self.chunks.iter().position(|c| c.is_free())?;
             self.current = free;
             self.offset = 0;
         }
@@ -176,30 +215,20 @@ impl SwapPool {
     /// Records that the last region from `space` received `n` bytes (`0 < n <= len`) and hands
     /// them out.
     pub(crate) fn commit(&mut self, n: usize) -> SwapSlice {
-        let chunk = self.chunks[self.current].clone();
-        debug_assert!(n > 0 && self.offset + n <= chunk.cap);
-        chunk.outstanding.fetch_add(1, Ordering::SeqCst);
-        let slice = SwapSlice {
-            chunk,
-            offset: self.offset,
-            len: n,
-        };
+        let slice = SwapSlice::new(&self.chunks[self.current], self.offset, n);
         self.offset += n;
         slice
     }
 
     /// Called when the loop retries starved reads.
     pub(crate) fn clear_starving(&self) {
-        self.shared.starving.store(false, Ordering::SeqCst);
+        self.shared.clear_starving();
     }
 
     /// Swap bytes currently held by live slices, counted in whole chunks (for tests and stats).
     #[cfg(test)]
     fn chunks_in_use(&self) -> usize {
-        self.chunks
-            .iter()
-            .filter(|c| c.outstanding.load(Ordering::SeqCst) > 0)
-            .count()
+        self.chunks.iter().filter(|c| !c.is_free()).count()
     }
 }
 
@@ -227,7 +256,7 @@ mod tests {
     #[test]
     fn slices_keep_their_bytes_until_dropped() {
         let owner = Arc::new(Count::default());
-        let mut pool = SwapPool::new(8192, 2, owner.clone());
+        let mut pool = SwapPool::new(8192, 2, Shared::new(owner.clone()));
         let a = fill(&mut pool, 1, 4096).unwrap();
         let b = fill(&mut pool, 2, 4096).unwrap();
         let c = fill(&mut pool, 3, 4096).unwrap();
@@ -238,10 +267,17 @@ mod tests {
         drop(a);
         assert_eq!(owner.0.load(Ordering::SeqCst), 0, "chunk 0 still holds b");
         drop(b);
-        assert_eq!(owner.0.load(Ordering::SeqCst), 1, "a starving pool is woken");
+        assert_eq!(
+            owner.0.load(Ordering::SeqCst),
+            1,
+            "a starving pool is woken"
+        );
         pool.clear_starving();
         let e = fill(&mut pool, 5, 4096).unwrap();
-        assert!(c.iter().all(|&x| x == 3), "live slices are never overwritten");
+        assert!(
+            c.iter().all(|&x| x == 3),
+            "live slices are never overwritten"
+        );
         assert_eq!(pool.chunks_in_use(), 2);
         drop((c, d, e));
         assert_eq!(pool.chunks_in_use(), 0);
@@ -249,7 +285,7 @@ mod tests {
 
     #[test]
     fn slice_outlives_pool() {
-        let mut pool = SwapPool::new(4096, 1, Arc::new(Count::default()));
+        let mut pool = SwapPool::new(4096, 1, Shared::new(Arc::new(Count::default())));
         let s = fill(&mut pool, 9, 100).unwrap();
         drop(pool);
         assert_eq!(s.len(), 100);

@@ -6,15 +6,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
 use crate::affinity::ThreadSlot;
 use crate::backend::Backend;
 use crate::conn::{lock, Conn, IdAllocator};
 use crate::op::{Op, OpId, OpKind};
 use crate::results::{Batch, ResultQueue};
-use crate::swap::SwapPool;
-use crate::sys::{self, Core, GcCounters, LoopLink, LoopMsg};
+use crate::sys::{self, Core, GcCounters, LoopLink, LoopMsg, LoopTx};
 use crate::{Error, Result, SubmitError};
 
 /// Default size of one swap buffer, in bytes (Go's `defaultInternalBufferSize`).
@@ -91,8 +88,9 @@ impl Builder {
     ///
     /// # Errors
     /// - [`Error::InvalidArgument`]: a zero swap size or count, or an unknown `GAIO_BACKEND`;
-    /// - [`Error::BackendUnavailable`]: the requested backend cannot run here (io_uring is not
-    ///   part of this version yet);
+    /// - [`Error::BackendUnavailable`]: [`Backend::Uring`] was asked for and io_uring cannot run
+    ///   here; the text says why (kernel without io_uring, blocked by seccomp or
+    ///   `kernel.io_uring_disabled`, memlock, a missing opcode or feature);
     /// - [`Error::Io`]: creating the poller, the wakeup or a thread failed (`EMFILE`, …).
     pub fn build<C: Send + 'static>(self) -> Result<Watcher<C>> {
         if self.swap_buffer_size == 0 || self.swap_buffer_size > u32::MAX as usize {
@@ -108,9 +106,30 @@ impl Builder {
             Some(b) => b,
             None => Backend::from_env()?,
         };
-        let backend = requested.resolve()?;
+        match requested {
+            Backend::Epoll => self.start(Backend::Epoll),
+            Backend::Uring => self.start(Backend::Uring),
+            // io_uring where it can run; any reason it cannot (not built in, blocked by seccomp,
+            // disabled by sysctl, memlock, a missing opcode) falls back to epoll.
+            Backend::Auto => match self.start(Backend::Uring) {
+                Err(Error::BackendUnavailable(_)) => self.start(Backend::Epoll),
+                other => other,
+            },
+        }
+    }
 
-        let (tx, rx) = crossbeam_channel::unbounded();
+    fn start<C: Send + 'static>(&self, backend: Backend) -> Result<Watcher<C>> {
+        let (chan, rx) = crossbeam_channel::unbounded();
+        #[cfg(target_os = "linux")]
+        let ring_wake = match backend {
+            Backend::Uring => Some(Arc::new(sys::uring::RingWake::new()?)),
+            _ => None,
+        };
+        #[cfg(target_os = "linux")]
+        let wake = ring_wake.clone().map(|w| w as Arc<dyn sys::KernelWake>);
+        #[cfg(not(target_os = "linux"))]
+        let wake = None;
+        let tx = LoopTx::new(chan, wake);
         let gc = Arc::new(GcCounters::default());
         let link = Arc::new(LoopLink {
             tx: tx.clone(),
@@ -119,11 +138,18 @@ impl Builder {
         let results = Arc::new(ResultQueue::new());
         let ids = Arc::new(IdAllocator::default());
         let loop_slot = Arc::new(ThreadSlot::default());
-        let poller_slot = Arc::new(ThreadSlot::default());
+        // One thread does both jobs on io_uring: both affinity calls pin it.
+        let poller_slot = match backend {
+            Backend::Uring => loop_slot.clone(),
+            _ => Arc::new(ThreadSlot::default()),
+        };
+        let swap = crate::swap::Shared::new(link.clone());
         let core = Core {
             tx: tx.clone(),
             rx,
-            swap: SwapPool::new(self.swap_buffer_size, self.swap_buffers, link.clone()),
+            swap_size: self.swap_buffer_size,
+            swap_count: self.swap_buffers,
+            swap,
             results: results.clone(),
             ids: ids.clone(),
             gc: gc.clone(),
@@ -131,7 +157,19 @@ impl Builder {
             poller_slot: poller_slot.clone(),
         };
         let (driver, threads) = match backend {
-            Backend::Epoll | Backend::Auto | Backend::Uring => {
+            #[cfg(target_os = "linux")]
+            Backend::Uring => {
+                let wake = ring_wake.ok_or_else(|| Error::BackendUnavailable("no wake".into()))?;
+                let t = sys::uring::start(core, wake.clone())?;
+                (sys::Driver::Uring(wake), t)
+            }
+            #[cfg(not(target_os = "linux"))]
+            Backend::Uring => {
+                return Err(Error::BackendUnavailable(
+                    "io_uring exists only on Linux".into(),
+                ))
+            }
+            Backend::Epoll | Backend::Auto => {
                 let (d, t) = sys::epoll::start(core)?;
                 (sys::Driver::Epoll(d), t)
             }
@@ -191,7 +229,7 @@ impl Builder {
 pub struct Watcher<C: Send + 'static = ()> {
     id: u64,
     backend: Backend,
-    tx: Sender<LoopMsg<C>>,
+    tx: LoopTx<C>,
     link: Arc<LoopLink<C>>,
     results: Arc<ResultQueue<C>>,
     ids: Arc<IdAllocator>,
@@ -239,8 +277,9 @@ impl<C: Send + 'static> Watcher<C> {
     /// drop its original right away; the connection lives until [`free`](Watcher::free), the
     /// drop of its last [`Conn`], or [`close`](Watcher::close).
     ///
-    /// The descriptor is switched to non-blocking mode. That flag belongs to the open file
-    /// description, so the caller's original becomes non-blocking too.
+    /// On epoll the descriptor is switched to non-blocking mode; on io_uring to blocking mode
+    /// (the kernel then waits for readiness itself instead of handing EAGAIN back). The flag
+    /// belongs to the open file description, so the caller's original changes with it.
     ///
     /// Go's gaio registers a `net.Conn` on its first request and closes the caller's original;
     /// here registration is explicit and synchronous, so a bad descriptor is reported at once.
@@ -262,7 +301,7 @@ impl<C: Send + 'static> Watcher<C> {
         let Some(driver) = gate.as_ref() else {
             return Err(Error::WatcherClosed);
         };
-        let kind = sys::fd::prepare(fd.as_fd())?;
+        let kind = sys::fd::prepare(fd.as_fd(), self.backend == Backend::Epoll)?;
         let id = self.ids.alloc();
         let raw = fd.as_raw_fd();
         if let Err(e) = driver.register(raw, id) {
@@ -299,12 +338,7 @@ impl<C: Send + 'static> Watcher<C> {
     /// - [`Error::Unsupported`]: `conn` belongs to another watcher;
     /// - [`Error::ConnClosed`]: `conn` was freed;
     /// - [`Error::WatcherClosed`]: after [`close`](Watcher::close).
-    pub fn read(
-        &self,
-        ctx: C,
-        conn: &Conn,
-        buf: Option<Vec<u8>>,
-    ) -> Result<OpId, SubmitError<C>> {
+    pub fn read(&self, ctx: C, conn: &Conn, buf: Option<Vec<u8>>) -> Result<OpId, SubmitError<C>> {
         self.read_inner(ctx, conn, buf, None)
     }
 

@@ -11,11 +11,13 @@ pub(crate) struct FdKind {
     pub(crate) is_socket: bool,
 }
 
-/// Checks that `fd` can be driven by readiness, and makes it non-blocking.
+/// Checks that `fd` can be driven by the watcher, and sets its blocking mode: non-blocking for
+/// readiness (every attempt must return EAGAIN rather than block), blocking for io_uring (so the
+/// kernel arms its internal poll instead of handing EAGAIN back).
 ///
 /// Regular files and directories cannot be polled: [`Error::Unsupported`]. A closed or invalid
 /// descriptor gives the OS error (`EBADF`).
-pub(crate) fn prepare(fd: BorrowedFd<'_>) -> Result<FdKind> {
+pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
     let raw = fd.as_raw_fd();
     // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -27,7 +29,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>) -> Result<FdKind> {
     if fmt == libc::S_IFREG || fmt == libc::S_IFDIR {
         return Err(Error::Unsupported);
     }
-    set_nonblocking(raw)?;
+    set_nonblocking(raw, nonblocking)?;
     #[cfg(any(target_os = "macos", target_os = "ios"))]
     if fmt == libc::S_IFSOCK {
         socket2::SockRef::from(&fd).set_nosigpipe(true)?;
@@ -37,15 +39,20 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>) -> Result<FdKind> {
     })
 }
 
-fn set_nonblocking(raw: RawFd) -> Result<()> {
+fn set_nonblocking(raw: RawFd, on: bool) -> Result<()> {
     // SAFETY: F_GETFL on a valid descriptor has no memory effects.
     let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
     if flags < 0 {
         return Err(Error::last_os_error());
     }
-    if flags & libc::O_NONBLOCK == 0 {
+    let want = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if want != flags {
         // SAFETY: F_SETFL on a valid descriptor has no memory effects.
-        if unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        if unsafe { libc::fcntl(raw, libc::F_SETFL, want) } < 0 {
             return Err(Error::last_os_error());
         }
     }
@@ -91,10 +98,24 @@ pub(crate) unsafe fn read(fd: RawFd, ptr: *mut u8, len: usize) -> Io {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly"))]
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
 const NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 /// Where `MSG_NOSIGNAL` does not exist (macOS), `prepare` sets `SO_NOSIGPIPE` on sockets instead.
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
 const NOSIGNAL: libc::c_int = 0;
 
 /// One write of `buf`, retried on EINTR: `send(MSG_NOSIGNAL)` on sockets, so a peer reset gives

@@ -3,12 +3,14 @@
 
 pub(crate) mod epoll;
 pub(crate) mod fd;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{SendError, Sender};
 
 use crate::conn::{ConnId, ConnOwner};
 use crate::op::Op;
@@ -17,6 +19,8 @@ use crate::swap::SwapOwner;
 /// The submit side's handle on whichever backend runs.
 pub(crate) enum Driver {
     Epoll(epoll::Epoll),
+    #[cfg(target_os = "linux")]
+    Uring(Arc<uring::RingWake>),
 }
 
 impl Driver {
@@ -24,6 +28,11 @@ impl Driver {
     pub(crate) fn register(&self, fd: std::os::fd::RawFd, id: ConnId) -> crate::Result<()> {
         match self {
             Driver::Epoll(e) => e.register(fd, id),
+            #[cfg(target_os = "linux")]
+            Driver::Uring(_) => {
+                let _ = (fd, id);
+                Ok(())
+            }
         }
     }
 
@@ -31,6 +40,8 @@ impl Driver {
     pub(crate) fn shutdown(&self) {
         match self {
             Driver::Epoll(e) => e.shutdown(),
+            #[cfg(target_os = "linux")]
+            Driver::Uring(w) => w.force(),
         }
     }
 }
@@ -61,9 +72,12 @@ pub(crate) enum LoopMsg<C> {
 
 /// What the watcher hands a backend to start with.
 pub(crate) struct Core<C> {
-    pub(crate) tx: Sender<LoopMsg<C>>,
+    pub(crate) tx: LoopTx<C>,
     pub(crate) rx: crossbeam_channel::Receiver<LoopMsg<C>>,
-    pub(crate) swap: crate::swap::SwapPool,
+    /// Bytes per swap buffer and number of buffers, as configured.
+    pub(crate) swap_size: usize,
+    pub(crate) swap_count: usize,
+    pub(crate) swap: Arc<crate::swap::Shared>,
     pub(crate) results: Arc<crate::results::ResultQueue<C>>,
     pub(crate) ids: Arc<crate::conn::IdAllocator>,
     pub(crate) gc: Arc<GcCounters>,
@@ -79,6 +93,46 @@ pub(crate) struct Readiness {
     pub(crate) write: bool,
 }
 
+/// Wakes a loop that sleeps in the kernel (io_uring) instead of on its channel.
+pub(crate) trait KernelWake: Send + Sync {
+    /// Called after every send; cheap when the loop is awake.
+    fn notify(&self);
+}
+
+/// The sending side of the loop's channel, plus the kernel wake-up where the backend needs one.
+pub(crate) struct LoopTx<C> {
+    tx: Sender<LoopMsg<C>>,
+    wake: Option<Arc<dyn KernelWake>>,
+}
+
+impl<C> Clone for LoopTx<C> {
+    fn clone(&self) -> Self {
+        LoopTx {
+            tx: self.tx.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+impl<C> LoopTx<C> {
+    pub(crate) fn new(tx: Sender<LoopMsg<C>>, wake: Option<Arc<dyn KernelWake>>) -> Self {
+        LoopTx { tx, wake }
+    }
+
+    pub(crate) fn send(&self, msg: LoopMsg<C>) -> Result<(), SendError<LoopMsg<C>>> {
+        self.tx.send(msg)?;
+        if let Some(w) = &self.wake {
+            w.notify();
+        }
+        Ok(())
+    }
+
+    /// The plain channel sender (for the epoll poller, whose receiver sleeps on the channel).
+    pub(crate) fn channel(&self) -> Sender<LoopMsg<C>> {
+        self.tx.clone()
+    }
+}
+
 /// Counters behind `Watcher::gc`.
 #[derive(Default)]
 pub(crate) struct GcCounters {
@@ -88,7 +142,7 @@ pub(crate) struct GcCounters {
 
 /// How handles and slices reach the loop; holds only a sender, so it never keeps the loop alive.
 pub(crate) struct LoopLink<C> {
-    pub(crate) tx: Sender<LoopMsg<C>>,
+    pub(crate) tx: LoopTx<C>,
     pub(crate) gc: Arc<GcCounters>,
 }
 

@@ -62,7 +62,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
         core.rx,
         ack_tx,
         registry.try_clone()?,
-        core.swap,
+        crate::swap::SwapPool::new(core.swap_size, core.swap_count, core.swap),
         core.results,
         core.ids,
         core.gc,
@@ -80,7 +80,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
 
     let slot = core.poller_slot;
     let close_tx = core.tx.clone();
-    let tx = core.tx;
+    let tx = core.tx.channel();
     let stop = shutdown.clone();
     let poller_thread = std::thread::Builder::new()
         .name("gaio-poller".into())

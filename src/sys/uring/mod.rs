@@ -1,0 +1,203 @@
+//! The io_uring backend. One thread owns the ring: it takes messages from the submit side,
+//! pushes SQEs, reaps CQEs and runs the deadline heap (the poller and the loop of the epoll
+//! backend merged, which lets the ring use SINGLE_ISSUER and DEFER_TASKRUN).
+//!
+//! Construction probes everything the backend relies on, each feature on its own:
+//! - ring setup: SINGLE_ISSUER|DEFER_TASKRUN (6.1), else COOP_TASKRUN (5.19), else plain; a
+//!   setup that fails in every form (ENOSYS, EPERM, EACCES, ENOMEM, EINVAL) makes the backend
+//!   unavailable, and `Backend::Auto` falls back to epoll;
+//! - opcodes RECV, SEND, READ, WRITE, ASYNC_CANCEL (required);
+//! - the provided buffer ring (5.19, required) and its incremental consumption (6.12, optional:
+//!   without it each swap read uses a whole buffer).
+
+mod buf_ring;
+mod event_loop;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use io_uring::{opcode, IoUring, Probe};
+
+use crate::sys::{Core, KernelWake};
+use crate::{Error, Result};
+
+/// Submission queue entries; the completion queue gets four times as many.
+const SQ_ENTRIES: u32 = 2048;
+
+/// The eventfd that wakes the ring thread from its kernel wait. A read of it is always pending
+/// on the ring; a sender writes it only when the thread has announced it is going to sleep, so
+/// a busy loop costs senders one atomic swap.
+pub(crate) struct RingWake {
+    sleeping: AtomicBool,
+    efd: OwnedFd,
+}
+
+impl RingWake {
+    pub(crate) fn new() -> Result<RingWake> {
+        // SAFETY: eventfd has no memory preconditions; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(Error::last_os_error());
+        }
+        Ok(RingWake {
+            sleeping: AtomicBool::new(false),
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Writes the eventfd regardless of the sleeping flag (shutdown).
+    pub(crate) fn force(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our own eventfd.
+        let _ = unsafe {
+            libc::write(
+                self.efd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+
+    /// The ring thread is about to block: senders must write the eventfd from now on.
+    fn announce_sleep(&self) {
+        self.sleeping.store(true, Ordering::SeqCst);
+    }
+
+    /// The ring thread is awake again.
+    fn awake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
+impl KernelWake for RingWake {
+    fn notify(&self) {
+        // Pairs with `announce_sleep` followed by the channel check in the loop: either the loop
+        // sees the message, or we see it sleeping and wake it.
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.force();
+        }
+    }
+}
+
+/// Why io_uring cannot run here, in words a user can act on.
+fn explain(stage: &str, e: &io::Error) -> Error {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "the kernel has no io_uring (ENOSYS)".to_string(),
+        Some(libc::EPERM) | Some(libc::EACCES) if disabled == "2" || disabled == "1" => {
+            format!("disabled by sysctl kernel.io_uring_disabled={disabled} ({e})")
+        }
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            format!("not permitted, likely blocked by a seccomp profile such as Docker's ({e})")
+        }
+        Some(libc::ENOMEM) => format!("out of locked memory: raise RLIMIT_MEMLOCK ({e})"),
+        Some(libc::EINVAL) => format!("the kernel refused the ring parameters ({e})"),
+        _ => e.to_string(),
+    };
+    Error::BackendUnavailable(format!("io_uring {stage}: {why}"))
+}
+
+/// Sets the ring up with the best task-work mode the kernel accepts. Must run on the thread
+/// that will submit (SINGLE_ISSUER).
+fn setup_ring() -> Result<IoUring> {
+    let cq = SQ_ENTRIES * 4;
+    let attempts: [fn(&mut io_uring::Builder); 3] = [
+        |b| {
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag();
+        },
+        |b| {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        },
+        |_| {},
+    ];
+    let mut last = None;
+    for set in attempts {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq).setup_clamp();
+        set(&mut b);
+        match b.build(SQ_ENTRIES) {
+            Ok(r) => return Ok(r),
+            // A flag the kernel does not know: try the next, plainer form.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(explain("setup", &e)),
+        }
+    }
+    let e = last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
+    Err(explain("setup", &e))
+}
+
+/// Checks that every opcode the backend uses is there.
+fn probe(ring: &IoUring) -> Result<()> {
+    let mut p = Probe::new();
+    ring.submitter()
+        .register_probe(&mut p)
+        .map_err(|e| explain("probe", &e))?;
+    let needed = [
+        (opcode::Recv::CODE, "RECV"),
+        (opcode::Send::CODE, "SEND"),
+        (opcode::Read::CODE, "READ"),
+        (opcode::Write::CODE, "WRITE"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    ];
+    for (code, name) in needed {
+        if !p.is_supported(code) {
+            return Err(Error::BackendUnavailable(format!(
+                "io_uring: the kernel lacks opcode {name}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Starts the ring thread. The ring is built on that thread (SINGLE_ISSUER binds it to its
+/// creator); any failure comes back here before this returns.
+pub(crate) fn start<C: Send + 'static>(
+    core: Core<C>,
+    wake: Arc<RingWake>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<()>>(1);
+    let slot = core.loop_slot.clone();
+    let thread = std::thread::Builder::new()
+        .name("gaio-uring".into())
+        .spawn(move || {
+            let ring = match setup_ring().and_then(|r| probe(&r).map(|()| r)) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let lp = match event_loop::RingLoop::new(ring, core, wake) {
+                Ok(lp) => lp,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            slot.enter();
+            let _ = ready_tx.send(Ok(()));
+            lp.run();
+            slot.exit();
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(vec![thread]),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(Error::BackendUnavailable(
+                "io_uring: the ring thread failed to start".into(),
+            ))
+        }
+    }
+}
