@@ -75,7 +75,9 @@ pub use error::{Error, Result, SubmitError};
 pub use op::{Buffer, OpId, OpResult, OpType};
 pub use results::Batch;
 pub use swap::SwapSlice;
-pub use watcher::{Builder, GcStats, Watcher, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE};
+pub use watcher::{
+    Builder, GcStats, SwapStats, Watcher, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE,
+};
 
 /// The README's examples, compiled as doctests so that they stay true to the code.
 #[cfg(doctest)]

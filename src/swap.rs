@@ -22,6 +22,10 @@ pub(crate) struct Shared {
     /// Set by the loop when a read found no space; cleared when the loop retries.
     starving: AtomicBool,
     owner: Arc<dyn SwapOwner>,
+    /// Live `SwapSlice`s.
+    slices: AtomicUsize,
+    /// Chunks with at least one live slice.
+    chunks_in_use: AtomicUsize,
 }
 
 impl Shared {
@@ -29,7 +33,17 @@ impl Shared {
         Arc::new(Shared {
             starving: AtomicBool::new(false),
             owner,
+            slices: AtomicUsize::new(0),
+            chunks_in_use: AtomicUsize::new(0),
         })
+    }
+
+    /// A snapshot of what live slices hold.
+    pub(crate) fn stats(&self) -> (usize, usize) {
+        (
+            self.slices.load(Ordering::Relaxed),
+            self.chunks_in_use.load(Ordering::Relaxed),
+        )
     }
 
     /// Announces that reads wait for space; a slice dropped from now on wakes the loop.
@@ -113,7 +127,10 @@ impl SwapSlice {
     /// write again while the slice lives.
     pub(crate) fn new(chunk: &Arc<Chunk>, offset: usize, len: usize) -> SwapSlice {
         debug_assert!(offset + len <= chunk.cap);
-        chunk.outstanding.fetch_add(1, Ordering::SeqCst);
+        if chunk.outstanding.fetch_add(1, Ordering::SeqCst) == 0 {
+            chunk.shared.chunks_in_use.fetch_add(1, Ordering::Relaxed);
+        }
+        chunk.shared.slices.fetch_add(1, Ordering::Relaxed);
         SwapSlice {
             chunk: chunk.clone(),
             offset,
@@ -142,6 +159,11 @@ impl AsRef<[u8]> for SwapSlice {
 impl Drop for SwapSlice {
     fn drop(&mut self) {
         let before = self.chunk.outstanding.fetch_sub(1, Ordering::SeqCst);
+        let shared = &self.chunk.shared;
+        shared.slices.fetch_sub(1, Ordering::Relaxed);
+        if before == 1 {
+            shared.chunks_in_use.fetch_sub(1, Ordering::Relaxed);
+        }
         // Pairs with the SeqCst store of `starving` in `SwapPool::space`: either the loop sees
         // this chunk free, or we see it starving and wake it.
         if before == 1 && self.chunk.shared.starving.load(Ordering::SeqCst) {

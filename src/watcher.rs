@@ -32,6 +32,21 @@ pub struct GcStats {
     pub closed: u64,
 }
 
+/// What the swap buffers hold right now, from [`Watcher::swap_stats`]. The same definition on
+/// both backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SwapStats {
+    /// Number of swap buffers (on io_uring: entries of the provided buffer ring).
+    pub buffers: usize,
+    /// Bytes per swap buffer.
+    pub buffer_size: usize,
+    /// Buffers holding at least one live [`SwapSlice`](crate::SwapSlice). A read waiting for
+    /// data holds none: an idle connection with a pending swap read costs no buffer.
+    pub buffers_in_use: usize,
+    /// Live [`SwapSlice`](crate::SwapSlice)s.
+    pub slices_live: usize,
+}
+
 /// Configures and starts a [`Watcher`]. Obtain one with [`Watcher::builder`].
 ///
 /// ```
@@ -69,7 +84,7 @@ impl Builder {
         self
     }
 
-    /// Number of swap buffers (default 3). More buffers let more swap-read data be held by
+    /// Number of swap buffers (default 3; io_uring rounds it up to a power of two). More buffers let more swap-read data be held by
     /// undropped results before further swap reads wait. Zero is refused by
     /// [`build`](Builder::build).
     pub fn swap_buffers(mut self, count: usize) -> Self {
@@ -144,12 +159,17 @@ impl Builder {
             _ => Arc::new(ThreadSlot::default()),
         };
         let swap = crate::swap::Shared::new(link.clone());
+        // io_uring's buffer ring needs a power-of-two entry count.
+        let buffers = match backend {
+            Backend::Uring => self.swap_buffers.clamp(1, 32768).next_power_of_two(),
+            _ => self.swap_buffers,
+        };
         let core = Core {
             tx: tx.clone(),
             rx,
             swap_size: self.swap_buffer_size,
-            swap_count: self.swap_buffers,
-            swap,
+            swap_count: buffers,
+            swap: swap.clone(),
             results: results.clone(),
             ids: ids.clone(),
             gc: gc.clone(),
@@ -184,6 +204,8 @@ impl Builder {
             gc,
             gate: RwLock::new(Some(driver)),
             next_op: AtomicU64::new(0),
+            swap,
+            swap_shape: (buffers, self.swap_buffer_size),
             loop_slot,
             poller_slot,
             threads: Mutex::new(threads),
@@ -239,6 +261,8 @@ pub struct Watcher<C: Send + 'static = ()> {
     /// submission is already in the channel, ahead of `Close`.
     gate: RwLock<Option<sys::Driver>>,
     next_op: AtomicU64,
+    swap: Arc<crate::swap::Shared>,
+    swap_shape: (usize, usize),
     loop_slot: Arc<ThreadSlot>,
     poller_slot: Arc<ThreadSlot>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -595,6 +619,18 @@ impl<C: Send + 'static> Watcher<C> {
         GcStats {
             found: self.gc.found.load(Ordering::Relaxed),
             closed: self.gc.closed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What the swap buffers hold right now (a snapshot; slices dropped on other threads change
+    /// it at any time).
+    pub fn swap_stats(&self) -> SwapStats {
+        let (slices_live, buffers_in_use) = self.swap.stats();
+        SwapStats {
+            buffers: self.swap_shape.0,
+            buffer_size: self.swap_shape.1,
+            buffers_in_use,
+            slices_live,
         }
     }
 

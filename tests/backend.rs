@@ -1,0 +1,520 @@
+//! Backend choice and what only a second backend can get wrong: the fallback path (forced
+//! epoll, forced io_uring, Auto, io_uring blocked by seccomp as Docker does), idle connections
+//! that must hold no swap buffer, a slow consumer with thousands of completions outstanding,
+//! and free/close/drop with requests in the kernel.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gaio::{Backend, Error, OpResult, OpType, Watcher};
+
+fn uring_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The backends this machine must run: epoll always, io_uring where the kernel enables it.
+fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Epoll];
+    if uring_enabled() {
+        v.push(Backend::Uring);
+    } else {
+        eprintln!("io_uring disabled on this machine: uring half skipped");
+    }
+    v
+}
+
+fn watcher<C: Send + 'static>(b: Backend) -> Watcher<C> {
+    Watcher::builder()
+        .backend(b)
+        .build()
+        .unwrap_or_else(|e| panic!("{b} watcher: {e}"))
+}
+
+/// Collects exactly `n` results, failing after `limit`.
+fn collect<C: Send + 'static>(w: &Watcher<C>, n: usize, limit: Duration) -> Vec<OpResult<C>> {
+    let start = Instant::now();
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        assert!(
+            start.elapsed() < limit,
+            "timed out with {} of {n} results",
+            v.len()
+        );
+        v.extend(w.wait_io_timeout(Duration::from_millis(100)).unwrap());
+    }
+    v
+}
+
+fn pair() -> (TcpStream, TcpStream) {
+    let ln = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(ln.local_addr().unwrap()).unwrap();
+    let (s, _) = ln.accept().unwrap();
+    (c, s)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|n| n.starts_with(prefix))
+        .count()
+}
+
+fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a valid rlimit struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+    r.rlim_cur
+}
+
+#[test]
+fn forced_epoll_runs_epoll() {
+    let w: Watcher = watcher(Backend::Epoll);
+    assert_eq!(w.backend(), Backend::Epoll);
+}
+
+#[test]
+fn forced_uring_runs_where_enabled() {
+    let r: gaio::Result<Watcher> = Watcher::builder().backend(Backend::Uring).build();
+    if uring_enabled() {
+        let w = r.expect("io_uring_disabled is 0, so the uring backend must build");
+        assert_eq!(w.backend(), Backend::Uring);
+    } else {
+        assert!(matches!(r, Err(Error::BackendUnavailable(_))), "{r:?}");
+    }
+}
+
+#[test]
+fn auto_picks_uring_where_enabled() {
+    let w: Watcher = watcher(Backend::Auto);
+    let want = if uring_enabled() {
+        Backend::Uring
+    } else {
+        Backend::Epoll
+    };
+    assert_eq!(w.backend(), want);
+}
+
+/// Blocks `io_uring_setup` with EPERM for this thread and the threads it spawns, as Docker's
+/// default seccomp profile does.
+fn block_io_uring_with_seccomp() {
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JMP_JEQ_K: u16 = 0x15;
+    const BPF_RET_K: u16 = 0x06;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    let filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: BPF_JMP_JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_io_uring_setup as u32,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers; PR_SET_SECCOMP reads `prog`, which
+    // points at `filter`, both alive for the call. The filter only affects this thread.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog
+            ),
+            0,
+            "seccomp: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[test]
+fn seccomp_blocked_uring_falls_back_to_epoll() {
+    // A thread of its own: the filter stays with it and the threads it spawns.
+    std::thread::spawn(|| {
+        block_io_uring_with_seccomp();
+        let auto: Watcher = watcher(Backend::Auto);
+        assert_eq!(auto.backend(), Backend::Epoll, "Auto must fall back");
+        // The fallback watcher works.
+        let (mut c, s) = pair();
+        let conn = auto.watch(&s).unwrap();
+        auto.read((), &conn, None).unwrap();
+        c.write_all(b"x").unwrap();
+        let r = collect(&auto, 1, Duration::from_secs(10));
+        assert_eq!(r[0].data(), b"x");
+
+        let forced: gaio::Result<Watcher> = Watcher::builder().backend(Backend::Uring).build();
+        match forced {
+            Err(Error::BackendUnavailable(why)) => {
+                assert!(
+                    why.contains("not permitted"),
+                    "reason should say why: {why}"
+                )
+            }
+            other => panic!("forced uring under seccomp: {other:?}"),
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn gaio_backend_variable() {
+    // nextest runs each test in its own process, so changing the environment is safe here.
+    std::env::set_var("GAIO_BACKEND", "epoll");
+    let w: Watcher = Watcher::new().unwrap();
+    assert_eq!(w.backend(), Backend::Epoll);
+    std::env::set_var("GAIO_BACKEND", "kqueue");
+    assert!(matches!(
+        Watcher::<()>::new(),
+        Err(Error::InvalidArgument(_))
+    ));
+    // An explicit choice wins over the variable.
+    let w: Watcher = watcher(Backend::Epoll);
+    assert_eq!(w.backend(), Backend::Epoll);
+    std::env::remove_var("GAIO_BACKEND");
+}
+
+/// Client ends live in a child process (this test binary, running `client_process`), so the
+/// parent's descriptor limit covers only the watcher's side: 10 000 connections need 10 000
+/// descriptors here and 10 000 there, within the 20 000 hard limit of this machine.
+struct Clients {
+    child: Child,
+}
+
+impl Clients {
+    fn connect(addr: SocketAddr, n: usize, payload: usize) -> Clients {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["client_process", "--exact", "--ignored", "--nocapture"])
+            .env("GAIO_CLIENT_ADDR", addr.to_string())
+            .env("GAIO_CLIENT_N", n.to_string())
+            .env("GAIO_CLIENT_PAYLOAD", payload.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        // Wait (bounded by the child's own limits) for "connected".
+        let mut line = String::new();
+        let mut rd = BufReader::new(out);
+        loop {
+            line.clear();
+            if rd.read_line(&mut line).unwrap() == 0 {
+                panic!("client process exited before connecting");
+            }
+            if line.starts_with("connected") {
+                break;
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut rd, &mut std::io::sink()));
+        Clients { child }
+    }
+
+    /// Tells the child to send its payload on every connection.
+    fn send(&mut self) {
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"send\n")
+            .unwrap();
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[ignore = "helper process for the many-connection tests, started by them"]
+fn client_process() {
+    let Ok(addr) = std::env::var("GAIO_CLIENT_ADDR") else {
+        return;
+    };
+    raise_nofile();
+    let n: usize = std::env::var("GAIO_CLIENT_N").unwrap().parse().unwrap();
+    let payload: usize = std::env::var("GAIO_CLIENT_PAYLOAD")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    let mut conns: Vec<TcpStream> = (0..n)
+        .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap())
+        .collect();
+    println!("connected {n}");
+    std::io::stdout().flush().unwrap();
+    let mut cmd = String::new();
+    let stdin = std::io::stdin();
+    while stdin.lock().read_line(&mut cmd).unwrap_or(0) > 0 {
+        if cmd.trim() == "send" {
+            for c in &mut conns {
+                c.write_all(&vec![0x5a; payload]).unwrap();
+            }
+        }
+        cmd.clear();
+    }
+    // stdin closed: the parent is done; drop every connection.
+}
+
+/// 10 000 idle connections (or as many as the descriptor limit allows, said on stderr), each
+/// with a pending swap read: no swap buffer is held. Then each gets 16 bytes: every read
+/// completes, and the buffers come free when the results are dropped.
+fn idle_holds_no_buffer(b: Backend) {
+    let limit = raise_nofile() as usize;
+    let n = 10_000.min(limit.saturating_sub(200));
+    if n < 10_000 {
+        eprintln!("descriptor limit {limit}: {n} idle connections instead of 10000");
+    }
+    let ln = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = ln.local_addr().unwrap();
+    let w: Watcher<usize> = watcher(b);
+    // Accept while the child connects: the backlog is far smaller than n.
+    let acceptor = std::thread::spawn(move || {
+        (0..n)
+            .map(|_| ln.accept().unwrap().0)
+            .collect::<Vec<TcpStream>>()
+    });
+    let mut clients = Clients::connect(addr, n, 16);
+    let mut conns = Vec::with_capacity(n);
+    for (i, s) in acceptor.join().unwrap().into_iter().enumerate() {
+        let c = w.watch(&s).unwrap();
+        drop(s);
+        w.read(i, &c, None).unwrap();
+        conns.push(c);
+    }
+    // Make sure every read reached the loop (and the kernel): a deadline-less read on a fresh
+    // pair completes only after everything submitted before it on the loop.
+    let (mut pc, ps) = pair();
+    let probe = w.watch(&ps).unwrap();
+    drop(ps);
+    w.read(usize::MAX, &probe, None).unwrap();
+    pc.write_all(b"p").unwrap();
+    let r = collect(&w, 1, Duration::from_secs(20));
+    assert_eq!(r[0].context, usize::MAX);
+    drop(r);
+    let st = w.swap_stats();
+    assert_eq!(
+        st.buffers_in_use, 0,
+        "{b}: idle reads hold swap buffers: {st:?}"
+    );
+    assert_eq!(st.slices_live, 0);
+    eprintln!("{b}: {n} idle connections with pending swap reads, swap {st:?}");
+
+    clients.send();
+    let mut got = vec![0usize; n];
+    let mut done = 0;
+    let start = Instant::now();
+    while done < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{b}: {done} of {n}"
+        );
+        for r in w.wait_io_timeout(Duration::from_millis(100)).unwrap() {
+            assert!(r.error.is_none(), "{b}: {:?}", r.error);
+            assert!(r.buffer.is_swap());
+            assert!(r.data().iter().all(|&x| x == 0x5a));
+            got[r.context] += r.size;
+            if got[r.context] == 16 {
+                done += 1;
+            } else {
+                w.read(r.context, &r.conn, None).unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        w.swap_stats().buffers_in_use,
+        0,
+        "dropped results free the buffers"
+    );
+    drop(clients);
+}
+
+#[test]
+fn idle_connections_hold_no_swap_buffer() {
+    for b in backends() {
+        idle_holds_no_buffer(b);
+    }
+}
+
+/// 64 connections × 200 writes: 12 800 completions pile up while nobody calls `wait_io`
+/// (the peers read every byte first, so every write has completed in the loop). All of them
+/// then arrive, each exactly once; none is lost to a full completion queue.
+fn slow_consumer(b: Backend) {
+    let w: Watcher<(usize, usize)> = watcher(b);
+    let mut readers = Vec::new();
+    let mut conns = Vec::new();
+    for c in 0..64 {
+        let (mut cl, s) = pair();
+        let conn = w.watch(&s).unwrap();
+        for k in 0..200 {
+            w.write((c, k), &conn, vec![(k % 251) as u8; 100]).unwrap();
+        }
+        conns.push(conn);
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 200 * 100];
+            cl.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            cl.read_exact(&mut buf).unwrap();
+            for k in 0..200 {
+                assert!(buf[k * 100..(k + 1) * 100]
+                    .iter()
+                    .all(|&x| x == (k % 251) as u8));
+            }
+        }));
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+    let res = collect(&w, 64 * 200, Duration::from_secs(30));
+    let mut seen = std::collections::HashSet::new();
+    for r in &res {
+        assert_eq!(r.op, OpType::Write);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!(r.size, 100);
+        assert!(seen.insert(r.context), "duplicate result {:?}", r.context);
+    }
+    assert!(w
+        .wait_io_timeout(Duration::from_millis(50))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn slow_consumer_loses_no_completion() {
+    for b in backends() {
+        slow_consumer(b);
+    }
+}
+
+/// Requests in the kernel when their connection is freed, and when the watcher closes or is
+/// dropped: each ends with exactly one `ClosedPipe` result carrying its buffer and progress;
+/// descriptors and threads are gone afterwards.
+fn in_flight_teardown(b: Backend) {
+    let fds0 = open_fds();
+    let w: Watcher<u32> = watcher(b);
+    // free: 50 reads (caller and swap buffers) and a 64 MiB write to a peer that never reads.
+    let (_c, s) = pair();
+    let conn = w.watch(&s).unwrap();
+    drop(s);
+    for i in 0..50 {
+        let buf = if i % 2 == 0 { Some(vec![0; 64]) } else { None };
+        w.read(i, &conn, buf).unwrap();
+    }
+    w.write(1000, &conn, vec![1; 64 << 20]).unwrap();
+    w.write(1001, &conn, vec![2; 10]).unwrap();
+    // Make sure the big write is in progress (a later op on another conn completes after it
+    // was taken by the loop).
+    let (mut pc, ps) = pair();
+    let probe = w.watch(&ps).unwrap();
+    drop(ps);
+    w.read(7777, &probe, Some(vec![0; 1])).unwrap();
+    pc.write_all(b"!").unwrap();
+    collect(&w, 1, Duration::from_secs(10));
+    w.free(&conn).unwrap();
+    let r = collect(&w, 52, Duration::from_secs(10));
+    let mut big = None;
+    for x in &r {
+        assert!(
+            matches!(x.error, Some(Error::ClosedPipe)),
+            "{b}: ctx {} {:?}",
+            x.context,
+            x.error
+        );
+        if x.context == 1000 {
+            assert_eq!(
+                x.buffer.as_slice().len(),
+                64 << 20,
+                "buffer comes back whole"
+            );
+            big = Some(x.size);
+        }
+    }
+    let big = big.expect("the big write's result");
+    assert!(big > 0 && big < 64 << 20, "partial progress kept: {big}");
+    // Results hold `Conn` clones, which keep the watcher's wake-up descriptor alive.
+    drop(r);
+
+    // close with requests in flight
+    let (_c2, s2) = pair();
+    let conn2 = w.watch(&s2).unwrap();
+    drop(s2);
+    for i in 0..100 {
+        w.read(i, &conn2, Some(vec![0; 8])).unwrap();
+    }
+    w.close().unwrap();
+    let r = collect(&w, 100, Duration::from_secs(10));
+    assert!(r.iter().all(|x| matches!(x.error, Some(Error::ClosedPipe))));
+    assert!(matches!(w.wait_io(), Err(Error::WatcherClosed)));
+    drop((r, conn, conn2, probe, pc));
+    assert_eq!(threads_named("gaio-"), 0, "{b}: threads joined by close");
+    drop(w);
+
+    // drop with requests in flight
+    let w: Watcher<u32> = watcher(b);
+    let (_c3, s3) = pair();
+    let conn3 = w.watch(&s3).unwrap();
+    drop(s3);
+    for i in 0..100 {
+        w.read(i, &conn3, None).unwrap();
+    }
+    drop(w);
+    drop(conn3);
+    assert_eq!(threads_named("gaio-"), 0, "{b}: threads joined by drop");
+    // The three client ends still open here are `_c`, `_c2`, `_c3`.
+    assert_eq!(open_fds(), fds0 + 3, "{b}: descriptors left behind");
+}
+
+#[test]
+fn free_close_and_drop_with_requests_in_flight() {
+    for b in backends() {
+        in_flight_teardown(b);
+    }
+}
