@@ -10,7 +10,8 @@ pub enum Backend {
     /// Readiness through `mio` (epoll on Linux), with a poller thread and a loop thread as in
     /// Go's gaio.
     Epoll,
-    /// io_uring (Linux only).
+    /// io_uring (Linux only): one thread owns the ring, submits and reaps (SINGLE_ISSUER and
+    /// DEFER_TASKRUN where the kernel has them); swap reads use a provided buffer ring.
     Uring,
 }
 

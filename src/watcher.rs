@@ -586,6 +586,10 @@ impl<C: Send + 'static> Watcher<C> {
     /// `cpu` (an id as in `/proc/cpuinfo`). Go's `SetPollerAffinity`; unlike Go, the kernel's
     /// error is reported.
     ///
+    /// On io_uring one thread both waits in the kernel and does the loop's work (it owns the
+    /// ring), so this call and [`set_loop_affinity`](Watcher::set_loop_affinity) pin that same
+    /// thread; the last call wins.
+    ///
     /// # Errors
     /// [`Error::CpuId`] if `cpu` is not a CPU of this machine or not one this process may use;
     /// [`Error::PollerClosed`] after [`close`](Watcher::close).
@@ -598,7 +602,8 @@ impl<C: Send + 'static> Watcher<C> {
         self.poller_slot.pin(cpu, Error::PollerClosed)
     }
 
-    /// Pins the loop thread (the one that performs every read and write) to CPU `cpu`. Go's
+    /// Pins the loop thread (the one that performs every read and write; on io_uring the ring
+    /// thread, see [`set_poller_affinity`](Watcher::set_poller_affinity)) to CPU `cpu`. Go's
     /// `SetLoopAffinity`; unlike Go it never blocks on a busy loop.
     ///
     /// # Errors
