@@ -518,3 +518,60 @@ fn free_close_and_drop_with_requests_in_flight() {
         in_flight_teardown(b);
     }
 }
+
+/// A swap read that waits for swap space (every buffer held by a live slice) times out; the
+/// caller-buffer read queued behind it then runs at once on data already in the socket, with
+/// no new readiness edge and no buffer released.
+fn starved_swap_read_then_caller_read(b: Backend) {
+    let w: Watcher<u32> = Watcher::builder()
+        .backend(b)
+        .swap_buffer_size(4096)
+        .swap_buffers(1)
+        .build()
+        .unwrap();
+    let (mut c, s) = pair();
+    let conn = w.watch(&s).unwrap();
+    drop(s);
+    // Fill the only swap buffer and keep the slice.
+    w.read(1, &conn, None).unwrap();
+    c.write_all(&[1u8; 4096]).unwrap();
+    let mut held = Vec::new();
+    let mut got = 0;
+    while got < 4096 {
+        let r = collect(&w, 1, Duration::from_secs(10));
+        got += r[0].size;
+        held.extend(r);
+        if got < 4096 {
+            w.read(1, &conn, None).unwrap();
+        }
+    }
+    assert_eq!(w.swap_stats().buffers_in_use, 1);
+    // This swap read finds no space (or, on io_uring, an empty ring) and times out.
+    w.read_timeout(2, &conn, None, Instant::now() + Duration::from_millis(100))
+        .unwrap();
+    w.read(3, &conn, Some(vec![0; 16])).unwrap();
+    c.write_all(b"behind").unwrap();
+    let r = collect(&w, 2, Duration::from_secs(10));
+    assert_eq!(r[0].context, 2);
+    assert!(
+        matches!(r[0].error, Some(Error::Deadline)),
+        "{b}: {:?}",
+        r[0]
+    );
+    assert_eq!(r[1].context, 3);
+    assert_eq!(r[1].data(), b"behind", "{b}");
+    assert_eq!(
+        w.swap_stats().buffers_in_use,
+        1,
+        "the held slice is still held"
+    );
+    drop(held);
+    assert_eq!(w.swap_stats().buffers_in_use, 0);
+}
+
+#[test]
+fn starved_swap_read_does_not_block_the_next_read() {
+    for b in backends() {
+        starved_swap_read_then_caller_read(b);
+    }
+}

@@ -253,12 +253,17 @@ impl<C> RingLoop<C> {
         let Some(c) = self.conns[i].as_mut() else {
             return;
         };
-        if c.in_flight[dir as usize] || c.closing || (dir == Dir::Read && c.starved) {
+        if c.in_flight[dir as usize] || c.closing {
             return;
         }
         let Some(&key) = c.queues[dir as usize].front() else {
             return;
         };
+        // A swap read that found the buffer ring empty waits for a buffer to come back; a
+        // caller-buffer read behind it (after the swap read timed out, say) need not.
+        if c.starved && self.ops[key].op.buffer.is_none() {
+            return;
+        }
         let fd = types::Fd(c.fd.as_raw_fd());
         let is_socket = c.is_socket;
         let p = &mut self.ops[key];
