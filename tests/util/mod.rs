@@ -661,7 +661,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns `(soft, hard)` afterwards.
-pub fn raise_nofile() -> (u64, u64) {
+pub fn raise_nofile() -> (libc::rlim_t, libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -679,14 +679,14 @@ pub fn raise_nofile() -> (u64, u64) {
             lim = want;
         }
     }
-    (lim.rlim_cur as u64, lim.rlim_max as u64)
+    (lim.rlim_cur, lim.rlim_max)
 }
 
 /// Raises `RLIMIT_NOFILE` and checks that `conns` more descriptors fit (plus those open now
 /// and a margin). If not, prints the reason and returns false: the caller skips.
 pub fn fds_available(conns: usize) -> bool {
     let (soft, hard) = raise_nofile();
-    let needed = (conns + fd_count() + 64) as u64;
+    let needed = (conns + fd_count() + 64) as libc::rlim_t;
     if soft < needed {
         eprintln!("skipped: RLIMIT_NOFILE hard limit {hard} < needed {needed}");
         return false;
