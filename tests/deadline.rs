@@ -28,6 +28,7 @@ const SLACK: Duration = Duration::from_secs(1);
 /// one swap read due in one second, on which nothing is ever sent. Exactly `par` results must
 /// come back, every one `Deadline`, none before its deadline; then nothing more.
 fn deadline_par(backend: Backend, par: usize) {
+    let _guard = util::many_fds_guard();
     let Some(srv) = util::echo_server(backend, 128) else {
         return;
     };

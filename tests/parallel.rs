@@ -177,6 +177,7 @@ impl Tally {
 /// Go's `testParallel(par, msgsize)`: default client watcher (3 × 64 KiB swap buffers), one
 /// swap read per connection, re-issued until all bytes are back.
 fn test_parallel(backend: Backend, par: usize, msgsize: usize) {
+    let _guard = util::many_fds_guard();
     let Some(srv) = util::echo_server(backend, msgsize) else {
         return;
     };
@@ -193,6 +194,7 @@ fn test_parallel(backend: Backend, par: usize, msgsize: usize) {
 /// are `par × 1024` bytes each (`NewWatcherSize`); each read goes into the swap buffer if
 /// `allswap` or one time in 13 at random, else into a fresh 1024-byte buffer.
 fn test_parallel_random(backend: Backend, par: usize, allswap: bool) {
+    let _guard = util::many_fds_guard();
     let Some(srv) = util::echo_server(backend, MSG) else {
         return;
     };
@@ -253,6 +255,7 @@ backend_tests! {
     /// buffer.
     fn swap_exhaustion_waits_for_space(backend) {
         const PAR: usize = 1024;
+        let _guard = util::many_fds_guard();
         let Some(srv) = util::echo_server(backend, MSG) else { return };
         let builder = Watcher::builder().swap_buffer_size(4096).swap_buffers(1);
         let Some(w) = util::build::<usize>(backend, builder) else { return };

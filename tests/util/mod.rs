@@ -153,6 +153,13 @@ pub fn tcp_pair() -> (TcpStream, TcpStream) {
     (c, s)
 }
 
+/// Wakes a thread blocked in accept(2) on `ln` (or a duplicate of it): on Linux, shutting a
+/// listening socket down makes a pending and every later accept fail with EINVAL.
+fn wake_acceptor(ln: &TcpListener) {
+    // SAFETY: shutdown(2) on a descriptor we own; no memory is passed.
+    unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(ln), libc::SHUT_RDWR) };
+}
+
 /// Accepts on `ln` until `stop`, handing each stream to `f`; returns when `f` returns false.
 /// An accept error (other than EINTR) before `stop` is returned.
 fn accept_loop(
@@ -193,6 +200,8 @@ pub struct EchoServer {
     watcher: Arc<Watcher<()>>,
     stop: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
+    /// A duplicate of the listener, to wake the acceptor with `shutdown`.
+    listener: TcpListener,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -215,6 +224,7 @@ pub fn echo_server(backend: Backend, bufsize: usize) -> Option<EchoServer> {
     let w = Arc::new(w);
     let ln = listen();
     let addr = ln.local_addr().unwrap();
+    let listener = ln.try_clone().expect("dup listener");
     let stop = Arc::new(AtomicBool::new(false));
     let failure = Arc::new(Mutex::new(None));
 
@@ -295,6 +305,7 @@ pub fn echo_server(backend: Backend, bufsize: usize) -> Option<EchoServer> {
         watcher: w,
         stop,
         failure,
+        listener,
         threads: vec![acceptor, server],
     })
 }
@@ -302,8 +313,7 @@ pub fn echo_server(backend: Backend, bufsize: usize) -> Option<EchoServer> {
 impl Drop for EchoServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wake the acceptor out of accept(2).
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        wake_acceptor(&self.listener);
         let _ = self.watcher.close();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -316,12 +326,14 @@ pub struct HangupServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    listener: TcpListener,
     thread: Option<JoinHandle<()>>,
 }
 
 pub fn hangup_server() -> HangupServer {
     let ln = listen();
     let addr = ln.local_addr().unwrap();
+    let listener = ln.try_clone().expect("dup listener");
     let stop = Arc::new(AtomicBool::new(false));
     let conns = Arc::new(Mutex::new(Vec::new()));
     let thread = {
@@ -340,6 +352,7 @@ pub fn hangup_server() -> HangupServer {
         addr,
         stop,
         conns,
+        listener,
         thread: Some(thread),
     }
 }
@@ -347,7 +360,7 @@ pub fn hangup_server() -> HangupServer {
 impl Drop for HangupServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        wake_acceptor(&self.listener);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -658,6 +671,14 @@ pub fn allowed_cpus() -> Vec<usize> {
         // SAFETY: `cpu < CPU_SETSIZE`, inside `set`.
         .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
         .collect()
+}
+
+/// Serialises the tests that open thousands of descriptors when several run in one process
+/// (plain `cargo test` runs a file's tests on parallel threads; under nextest each test has a
+/// process of its own and this never waits). Hold the guard for the whole test.
+pub fn many_fds_guard() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns `(soft, hard)` afterwards.
