@@ -550,12 +550,3 @@ backend_tests! {
         util::assert_fds(&fds0, fds0.len(), "after dropping the handles too");
     }
 }
-
-/// The backend a `Backend::Auto` watcher picks is a concrete one, and `GAIO_BACKEND` is not
-/// needed by the suite (every test forces its backend through the builder).
-#[test]
-fn auto_picks_a_concrete_backend() {
-    let w: Watcher<()> = Watcher::builder().backend(Backend::Auto).build().unwrap();
-    assert!(matches!(w.backend(), Backend::Epoll | Backend::Uring));
-    println!("Backend::Auto picked {}", w.backend());
-}

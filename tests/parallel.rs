@@ -126,6 +126,8 @@ fn run_parallel(
             total == target
         });
         assert!(rest.is_empty(), "results after the last byte: {rest:?}");
+        // Nothing is pending any more: any further result would be a second one.
+        util::expect_quiet(w, Duration::from_millis(100));
         assert_eq!(writes, par);
         assert!(got.iter().all(|&n| n == msgsize));
         println!(
