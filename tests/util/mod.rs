@@ -83,10 +83,9 @@ pub fn io_uring_disabled() -> Option<String> {
 /// The io_uring half of the suite:
 /// - `/proc/sys/kernel/io_uring_disabled` exists and is not "0": io_uring is switched off by
 ///   the administrator; skip.
-/// - it is "0": io_uring must work, so `BackendUnavailable` FAILS the test. (The brief this
-///   suite was written from asked for a skip with "io_uring backend not built yet" while the
-///   backend did not exist, and for exactly this failure once it did; the backend landed while
-///   the suite was being written.)
+/// - it is "0": io_uring must work, so `BackendUnavailable` FAILS the test. (Before the
+///   io_uring backend existed this case skipped with "io_uring backend not built yet"; now
+///   that it exists, a machine that enables io_uring must run it.)
 /// - the file does not exist (kernels before 6.6): try; `BackendUnavailable` skips, since such
 ///   a kernel can lack io_uring or have it blocked by seccomp.
 ///
