@@ -1,0 +1,533 @@
+//! Code shared by the examples: the echo server (its accept thread and its `wait_io` loop),
+//! listener setup, raising `RLIMIT_NOFILE`, and a small hand-written argument parser.
+//!
+//! `echo-server.rs`, `push-server.rs` and `echo-bench.rs` include this file with `mod common;`
+//! (it is not an example of its own: Cargo only builds `examples/*.rs` and
+//! `examples/*/main.rs`). Each example uses part of it, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::io;
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
+};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use gaio::{Buffer, Error, OpResult, OpType, Watcher};
+
+/// Listen backlog. `std::net::TcpListener::bind` uses 128, too small for thousands of clients
+/// dialling at once (a full accept queue drops SYNs, and the client retries a second later);
+/// the kernel caps this at `net.core.somaxconn` (4096 by default).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a TCP listener with `SO_REUSEADDR` (so a restarted server can rebind while old
+/// connections sit in TIME_WAIT) and a large backlog.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    Ok(sock.into())
+}
+
+/// Resolves `HOST:PORT` (a name like `localhost:7000` or an address) to its first address.
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e} (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (every connection is a descriptor, and
+/// the usual soft limit of 1024 is far too low for a server) and returns the soft limit now in
+/// force. If raising fails, the old soft limit is returned: the program still runs, with fewer
+/// connections.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass, which is valid and properly aligned.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+    Ok(u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX))
+}
+
+/// Whether an operation error is an ordinary way for a connection to end (the peer closed or
+/// reset it, or we freed it), as opposed to something worth logging.
+pub fn is_normal_close(err: &Error) -> bool {
+    match err {
+        Error::Eof | Error::ClosedPipe | Error::ConnClosed | Error::WatcherClosed => true,
+        Error::Io(_) => matches!(
+            err.raw_os_error(),
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT | libc::ECONNABORTED)
+        ),
+        _ => false,
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Echo server
+// ------------------------------------------------------------------------------------------
+
+/// Where the echo server reads into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Reads without a buffer land in the watcher's swap buffers (Go gaio's `Read(ctx, conn,
+    /// nil)`); the bytes are copied into a pooled `Vec` for the write. An idle connection holds
+    /// no buffer at all.
+    Swap,
+    /// Each connection owns one buffer of this many bytes: the read fills it, the very same
+    /// `Vec` is written back (no copy) and then reused for the next read. Costs the buffer per
+    /// connection, idle or not.
+    PerConn(usize),
+}
+
+impl FromStr for ReadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "swap" => Ok(ReadMode::Swap),
+            "conn" => Ok(ReadMode::PerConn(64 * 1024)),
+            _ => Err(format!("read mode {s:?} (expected swap or conn)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadMode::Swap => f.write_str("swap buffers"),
+            ReadMode::PerConn(n) => write!(f, "a {n}-byte buffer per connection"),
+        }
+    }
+}
+
+/// Counters the echo server keeps, readable from any thread.
+#[derive(Debug, Default)]
+pub struct EchoStats {
+    /// Connections accepted and handed to the watcher.
+    pub accepted: AtomicU64,
+    /// Connections freed (peer closed, error, or shutdown).
+    pub closed: AtomicU64,
+    /// Bytes echoed (completed writes).
+    pub bytes: AtomicU64,
+    /// Connections that ended with an error other than EOF or a reset (logged to stderr).
+    pub errors: AtomicU64,
+}
+
+/// An echo server: an accept thread hands each new TCP connection to a gaio [`Watcher`], and
+/// one thread runs the `wait_io` loop that echoes every read back with a write and reads
+/// again once the write is done (one operation in flight per connection, so a client that
+/// stops reading just stops being read from: no unbounded queue of writes).
+pub struct EchoServer {
+    watcher: Arc<Watcher<()>>,
+    addr: SocketAddr,
+    stats: Arc<EchoStats>,
+    stop: Arc<AtomicBool>,
+    /// A duplicate of the listening socket, to wake the accept thread at shutdown.
+    wake: TcpListener,
+    accept: Option<JoinHandle<()>>,
+    serve: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl EchoServer {
+    /// Starts the accept thread and the echo loop thread on `listener` and `watcher`.
+    /// With `verbose`, connection openings and closings are logged to stderr.
+    pub fn start(
+        listener: TcpListener,
+        watcher: Watcher<()>,
+        mode: ReadMode,
+        verbose: bool,
+    ) -> io::Result<EchoServer> {
+        let addr = listener.local_addr()?;
+        let wake = listener.try_clone()?;
+        let watcher = Arc::new(watcher);
+        let stats = Arc::new(EchoStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let serve = {
+            let (w, stats) = (watcher.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("echo-loop".into())
+                .spawn(move || echo_loop(&w, mode, &stats, verbose))?
+        };
+        let accept = {
+            let (w, stats, stop) = (watcher.clone(), stats.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("echo-accept".into())
+                .spawn(move || accept_loop(listener, &w, mode, &stats, &stop, verbose))?
+        };
+        Ok(EchoServer {
+            watcher,
+            addr,
+            stats,
+            stop,
+            wake,
+            accept: Some(accept),
+            serve: Some(serve),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's counters (a shared handle, still readable after `shutdown`).
+    pub fn stats(&self) -> Arc<EchoStats> {
+        self.stats.clone()
+    }
+
+    /// The backend the server's watcher runs on.
+    pub fn backend(&self) -> gaio::Backend {
+        self.watcher.backend()
+    }
+
+    /// Blocks until the echo loop ends, which only happens if `wait_io` fails; a server that
+    /// runs until it is killed never returns from here.
+    pub fn wait(mut self) -> Result<(), Error> {
+        match self.serve.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Io(io::Error::other("the echo loop panicked"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting, closes the watcher (which closes every connection), and joins both
+    /// threads. Returns the echo loop's outcome.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        self.stop_threads()
+    }
+
+    fn stop_threads(&mut self) -> Result<(), Error> {
+        self.stop.store(true, Ordering::Release);
+        // Every pending read completes with ClosedPipe, then wait_io reports WatcherClosed
+        // and the echo loop returns.
+        let closed = self.watcher.close();
+        let served = match self.serve.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Io(io::Error::other("the echo loop panicked"))),
+            None => Ok(()),
+        };
+        // The accept thread sits in a blocking accept(). shutdown(2) on the listening socket
+        // makes that accept fail at once (Linux: EINVAL); the thread then sees `stop`.
+        if let Some(t) = self.accept.take() {
+            let woken = socket2::SockRef::from(&self.wake)
+                .shutdown(Shutdown::Read)
+                .is_ok()
+                || TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1))
+                    .is_ok();
+            if woken {
+                let _ = t.join();
+            }
+            // Otherwise leave it: it exits at its next accept, and holds nothing but the
+            // listener.
+        }
+        closed.and(served)
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        if self.serve.is_some() {
+            let _ = self.stop_threads();
+        }
+    }
+}
+
+/// Where to connect to reach a listener bound to `addr` (an unspecified address such as
+/// `0.0.0.0` is reachable through loopback).
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// Accepts connections until `stop` is set or the watcher closes, hands each to the watcher
+/// and submits its first read. Runs on its own thread: gaio submissions may come from any
+/// thread.
+fn accept_loop(
+    listener: TcpListener,
+    w: &Watcher<()>,
+    mode: ReadMode,
+    stats: &EchoStats,
+    stop: &AtomicBool,
+    verbose: bool,
+) {
+    for incoming in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let stream = match incoming {
+            Ok(s) => s,
+            Err(e) => {
+                match e.raw_os_error() {
+                    // Out of descriptors or memory: the connection waits in the backlog; back
+                    // off instead of spinning on the same error.
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        eprintln!("accept: {e}; retrying in 100 ms");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    // The client gave up before we accepted, or a signal: nothing to report.
+                    Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => {}
+                    _ => {
+                        eprintln!("accept: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                continue;
+            }
+        };
+        let peer = stream.peer_addr().ok();
+        // Echo replies are small and latency-bound: do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        let conn = match w.watch(&stream) {
+            Ok(c) => c,
+            Err(Error::WatcherClosed) => break,
+            Err(e) => {
+                eprintln!("watch {peer:?}: {e}");
+                continue;
+            }
+        };
+        // The watcher owns its own duplicate of the descriptor; close ours now.
+        drop(stream);
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if verbose {
+            eprintln!("conn {:#x}: accepted from {peer:?}", conn.key());
+        }
+        let buf = match mode {
+            ReadMode::Swap => None,
+            ReadMode::PerConn(n) => Some(vec![0u8; n]),
+        };
+        if let Err(e) = w.read((), &conn, buf) {
+            // Only possible when the watcher is closing.
+            let _ = w.free(&conn);
+            stats.closed.fetch_add(1, Ordering::Relaxed);
+            if matches!(e.error, Error::WatcherClosed) {
+                break;
+            }
+        }
+    }
+}
+
+/// Most spare write buffers the swap-mode echo loop keeps for reuse.
+const POOL_MAX: usize = 256;
+
+/// The echo loop: one thread, one `wait_io` loop, one operation in flight per connection.
+/// Returns `Ok` once the watcher is closed and every result is drained.
+fn echo_loop(
+    w: &Watcher<()>,
+    mode: ReadMode,
+    stats: &EchoStats,
+    verbose: bool,
+) -> Result<(), Error> {
+    // Write buffers for swap mode, recycled when their write completes, so that the steady
+    // state allocates nothing.
+    let mut pool: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let batch = match w.wait_io() {
+            Ok(b) => b,
+            Err(Error::WatcherClosed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for res in batch {
+            if let Some(err) = &res.error {
+                end_conn(w, &res, err, stats, verbose);
+                if mode == ReadMode::Swap {
+                    recycle(&mut pool, res.buffer);
+                }
+                continue;
+            }
+            match res.op {
+                OpType::Read => echo_back(w, res, &mut pool, stats),
+                OpType::Write => {
+                    stats.bytes.fetch_add(res.size as u64, Ordering::Relaxed);
+                    let next = match mode {
+                        ReadMode::Swap => {
+                            recycle(&mut pool, res.buffer);
+                            None
+                        }
+                        // Reuse the buffer that was just written as the next read buffer.
+                        ReadMode::PerConn(n) => res.buffer.into_vec().map(|mut v| {
+                            v.resize(n, 0);
+                            v
+                        }),
+                    };
+                    if let Err(e) = w.read((), &res.conn, next) {
+                        // ConnClosed or WatcherClosed: nothing left to do for this one.
+                        if !matches!(e.error, Error::WatcherClosed) {
+                            free(w, &res.conn, stats);
+                        }
+                    }
+                }
+                // OpType is non_exhaustive; this loop only submits reads and writes.
+                _ => free(w, &res.conn, stats),
+            }
+        }
+    }
+}
+
+/// Writes what a read received back to its sender.
+fn echo_back(w: &Watcher<()>, res: OpResult<()>, pool: &mut Vec<Vec<u8>>, stats: &EchoStats) {
+    let OpResult {
+        conn, buffer, size, ..
+    } = res;
+    let out = match buffer {
+        // Caller buffer: write the same Vec back, cut to the bytes received.
+        Buffer::User(mut v) => {
+            v.truncate(size);
+            v
+        }
+        // Swap slice: copy out, then drop the slice at once so its space is reused.
+        Buffer::Swap(slice) => {
+            let mut v = pool.pop().unwrap_or_default();
+            v.clear();
+            v.extend_from_slice(&slice[..size.min(slice.len())]);
+            v
+        }
+        Buffer::None => Vec::new(),
+    };
+    if out.is_empty() {
+        // A read without data and without error should not happen; read again.
+        if w.read((), &conn, None).is_err() {
+            free(w, &conn, stats);
+        }
+        return;
+    }
+    if let Err(e) = w.write((), &conn, out) {
+        if let Some(v) = e.buffer {
+            recycle(pool, Buffer::User(v));
+        }
+        if !matches!(e.error, Error::WatcherClosed) {
+            free(w, &conn, stats);
+        }
+    }
+}
+
+/// A read or write ended with `err`: log it unless it is an ordinary close, then free.
+fn end_conn(w: &Watcher<()>, res: &OpResult<()>, err: &Error, stats: &EchoStats, verbose: bool) {
+    if matches!(err, Error::ClosedPipe | Error::WatcherClosed) {
+        // Our own free or the shutdown: already accounted for.
+        return;
+    }
+    let normal = is_normal_close(err);
+    if !normal {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if verbose || !normal {
+        eprintln!(
+            "conn {:#x}: {:?} ended: {err}; closing",
+            res.conn.key(),
+            res.op
+        );
+    }
+    free(w, &res.conn, stats);
+}
+
+/// Frees a connection once, counting it.
+fn free(w: &Watcher<()>, conn: &gaio::Conn, stats: &EchoStats) {
+    if !conn.is_freed() && w.free(conn).is_ok() {
+        stats.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps a finished write buffer for reuse, up to `POOL_MAX` of them.
+fn recycle(pool: &mut Vec<Vec<u8>>, buf: Buffer) {
+    if let Buffer::User(v) = buf {
+        if pool.len() < POOL_MAX && v.capacity() > 0 {
+            pool.push(v);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Argument parsing (by hand, to keep the examples free of dependencies)
+// ------------------------------------------------------------------------------------------
+
+/// Walks `--flag value` and `--flag=value` arguments.
+pub struct Args {
+    it: std::vec::IntoIter<String>,
+}
+
+/// One flag: its name and, for `--flag=value`, the inline value.
+pub struct Flag {
+    pub name: String,
+    inline: Option<String>,
+}
+
+impl Args {
+    /// The process arguments, without the program name.
+    pub fn from_env() -> Args {
+        Args {
+            it: std::env::args().skip(1).collect::<Vec<_>>().into_iter(),
+        }
+    }
+
+    /// The next flag, or `None` at the end. A bare word (not starting with `-`) is an error.
+    pub fn next_flag(&mut self) -> Result<Option<Flag>, String> {
+        let Some(arg) = self.it.next() else {
+            return Ok(None);
+        };
+        if !arg.starts_with('-') {
+            return Err(format!("unexpected argument {arg:?}"));
+        }
+        Ok(Some(match arg.split_once('=') {
+            Some((name, value)) => Flag {
+                name: name.to_string(),
+                inline: Some(value.to_string()),
+            },
+            None => Flag {
+                name: arg,
+                inline: None,
+            },
+        }))
+    }
+
+    /// The value of `flag`: inline (`--flag=v`) or the next argument.
+    pub fn value(&mut self, flag: &mut Flag) -> Result<String, String> {
+        match flag.inline.take() {
+            Some(v) => Ok(v),
+            None => self
+                .it
+                .next()
+                .ok_or_else(|| format!("{} needs a value", flag.name)),
+        }
+    }
+
+    /// The value of `flag`, parsed.
+    pub fn parse<T: FromStr>(&mut self, flag: &mut Flag) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = self.value(flag)?;
+        v.parse().map_err(|e| format!("{} {v:?}: {e}", flag.name))
+    }
+
+    /// Fails if a flag that takes no value was given one (`--quick=yes`).
+    pub fn no_value(&self, flag: &Flag) -> Result<(), String> {
+        match &flag.inline {
+            Some(v) => Err(format!("{} takes no value (got {v:?})", flag.name)),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Push server: the port of Go gaio's `examples/push-server`.
+//!
+//! Clients connect and are sent a line on a timer: every `--interval-ms` (100 ms by default)
+//! the server writes `<sequence> <unix time in ms>\n` to every connected client. It reads from
+//! each client only to notice when it goes away (a swap-buffer read, which holds no memory
+//! while it waits; whatever a client sends is discarded). Connections are freed on EOF, on a
+//! write or read error, and when a client falls too far behind. Runs until interrupted.
+//!
+//! ```text
+//! cargo run --release --example push-server -- --addr 127.0.0.1:7001
+//! # in another terminal:
+//! nc 127.0.0.1 7001
+//! ```
+//!
+//! The first line on stdout is always `listening on <addr>` (flushed at once); everything else
+//! goes to stderr.
+//!
+//! Options:
+//! - `--addr HOST:PORT`: where to listen (default `127.0.0.1:0`, any free port);
+//! - `--interval-ms N`: time between pushes (default 100);
+//! - `--backend epoll|uring|auto`: the gaio backend (default: `GAIO_BACKEND`, else auto);
+//! - `--write-timeout-ms N`: a push not fully written within this time ends the connection
+//!   (default 5000);
+//! - `--max-pending N`: a client with this many pushes still unwritten is too slow and is
+//!   disconnected (default 64), so one stalled reader cannot make the server queue without bound;
+//! - `--pad BYTES`: pad each line with `.` to at least this many bytes (newline included), to
+//!   push bigger messages;
+//! - `--verbose`: log connections opened and closed to stderr.
+//!
+//! Layout: an accept thread takes new connections, hands each to the watcher, submits its first
+//! read and passes the `Conn` to the main thread over a channel. The main thread owns the set of
+//! clients and runs one loop: `wait_io_timeout` until the next tick, handle the results, adopt
+//! new clients, and push when the tick is due.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::Args;
+use gaio::{Backend, Conn, Error, OpResult, OpType, Watcher};
+
+const USAGE: &str = "\
+usage: push-server [--addr HOST:PORT] [--interval-ms N] [--backend epoll|uring|auto]
+                   [--write-timeout-ms N] [--max-pending N] [--pad BYTES] [--verbose]";
+
+struct Options {
+    addr: String,
+    interval: Duration,
+    backend: Option<Backend>,
+    write_timeout: Duration,
+    max_pending: usize,
+    pad: usize,
+    verbose: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        addr: "127.0.0.1:0".into(),
+        interval: Duration::from_millis(100),
+        backend: None,
+        write_timeout: Duration::from_secs(5),
+        max_pending: 64,
+        pad: 0,
+        verbose: false,
+    };
+    let mut args = Args::from_env();
+    while let Some(mut flag) = args.next_flag()? {
+        match flag.name.as_str() {
+            "--addr" => o.addr = args.value(&mut flag)?,
+            "--interval-ms" => o.interval = Duration::from_millis(args.parse(&mut flag)?),
+            "--backend" => o.backend = Some(args.parse(&mut flag)?),
+            "--write-timeout-ms" => o.write_timeout = Duration::from_millis(args.parse(&mut flag)?),
+            "--max-pending" => o.max_pending = args.parse(&mut flag)?,
+            "--pad" => o.pad = args.parse(&mut flag)?,
+            "--verbose" | "-v" => {
+                args.no_value(&flag)?;
+                o.verbose = true;
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    if o.interval.is_zero() {
+        return Err("--interval-ms must be at least 1".into());
+    }
+    if o.max_pending == 0 {
+        return Err("--max-pending must be at least 1".into());
+    }
+    Ok(o)
+}
+
+/// What the main loop knows about one client.
+struct Client {
+    /// Pushes submitted and not yet completed.
+    pending: usize,
+}
+
+/// The push loop's state: the watcher, the clients, and counters for the status line.
+struct Pusher {
+    w: Arc<Watcher<()>>,
+    clients: HashMap<Conn, Client>,
+    opts: Options,
+    seq: u64,
+}
+
+impl Pusher {
+    /// Handles one result. Reads only tell us the client is alive (its bytes are discarded);
+    /// any error, on a read or a write, ends the connection.
+    fn on_result(&mut self, res: OpResult<()>) {
+        if let Some(err) = &res.error {
+            self.drop_client(&res.conn, err);
+            return;
+        }
+        match res.op {
+            OpType::Read => {
+                // Drop the swap slice before reading again so its space is reused.
+                let OpResult { conn, buffer, .. } = res;
+                drop(buffer);
+                if let Err(e) = self.w.read((), &conn, None) {
+                    self.drop_client(&conn, &e.error);
+                }
+            }
+            OpType::Write => {
+                if let Some(c) = self.clients.get_mut(&res.conn) {
+                    c.pending = c.pending.saturating_sub(1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets a client and frees its connection (its pending operations then complete with
+    /// `ClosedPipe`, which land here again and are ignored).
+    fn drop_client(&mut self, conn: &Conn, why: &Error) {
+        let known = self.clients.remove(conn).is_some();
+        if matches!(why, Error::ClosedPipe | Error::WatcherClosed) && !known {
+            return; // the echo of our own free
+        }
+        if known && (self.opts.verbose || !common::is_normal_close(why)) {
+            eprintln!("client {:#x}: {why}; disconnected", conn.key());
+        }
+        let _ = self.w.free(conn);
+    }
+
+    /// Writes the current tick's line to every client.
+    fn push(&mut self) {
+        self.seq += 1;
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut line = format!("{} {}", self.seq, unix_ms).into_bytes();
+        if line.len() + 1 < self.opts.pad {
+            line.resize(self.opts.pad - 1, b'.');
+        }
+        line.push(b'\n');
+        let deadline = Instant::now() + self.opts.write_timeout;
+        // Clients to disconnect: `None` for too slow, else the error that refused the push.
+        let mut gone: Vec<(Conn, Option<Error>)> = Vec::new();
+        for (conn, client) in self.clients.iter_mut() {
+            if client.pending >= self.opts.max_pending {
+                gone.push((conn.clone(), None));
+                continue;
+            }
+            // Each write owns its buffer (Go shares one []byte), so every client gets a copy of
+            // the line: one small allocation per client per tick.
+            match self.w.write_timeout((), conn, line.clone(), deadline) {
+                Ok(_) => client.pending += 1,
+                Err(e) => gone.push((conn.clone(), Some(e.error))),
+            }
+        }
+        for (conn, why) in gone {
+            match why {
+                Some(err) => self.drop_client(&conn, &err),
+                None => {
+                    eprintln!(
+                        "client {:#x}: {} pushes unwritten; too slow, disconnected",
+                        conn.key(),
+                        self.opts.max_pending
+                    );
+                    self.clients.remove(&conn);
+                    let _ = self.w.free(&conn);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections, hands each to the watcher, starts its read, and passes it to the main
+/// loop. Ends when the watcher closes or the main loop is gone.
+fn accept_loop(listener: TcpListener, w: &Watcher<()>, tx: mpsc::Sender<Conn>, verbose: bool) {
+    for incoming in listener.incoming() {
+        let stream = match incoming {
+            Ok(s) => s,
+            Err(e) => {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    eprintln!("accept: {e}; retrying in 100 ms");
+                    std::thread::sleep(Duration::from_millis(100));
+                } else if !matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EINTR)) {
+                    eprintln!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+        };
+        let peer = stream.peer_addr().ok();
+        let _ = stream.set_nodelay(true);
+        let conn = match w.watch(&stream) {
+            Ok(c) => c,
+            Err(Error::WatcherClosed) => return,
+            Err(e) => {
+                eprintln!("watch {peer:?}: {e}");
+                continue;
+            }
+        };
+        drop(stream); // the watcher has its own descriptor
+        if verbose {
+            eprintln!("client {:#x}: connected from {peer:?}", conn.key());
+        }
+        // The read notices EOF. If the client is gone before the main loop adopts the Conn,
+        // the main loop sees the error first and frees it; it then skips the freed Conn.
+        if w.read((), &conn, None).is_err() {
+            let _ = w.free(&conn);
+            continue;
+        }
+        if tx.send(conn).is_err() {
+            return;
+        }
+    }
+}
+
+fn run(opts: Options) -> Result<(), String> {
+    let addr = common::resolve(&opts.addr)?;
+    match common::raise_nofile_limit() {
+        Ok(n) if n < 4096 => eprintln!("note: only {n} descriptors allowed (RLIMIT_NOFILE)"),
+        Ok(_) => {}
+        Err(e) => eprintln!("note: cannot read RLIMIT_NOFILE: {e}"),
+    }
+    let mut builder = Watcher::builder();
+    if let Some(b) = opts.backend {
+        builder = builder.backend(b);
+    }
+    let w: Arc<Watcher<()>> = Arc::new(
+        builder
+            .build()
+            .map_err(|e| format!("cannot start the watcher: {e}"))?,
+    );
+    let listener = common::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("local address: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {local}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("stdout: {e}"))?;
+    drop(out);
+    eprintln!(
+        "push-server: backend {}, a push every {:?}",
+        w.backend(),
+        opts.interval
+    );
+
+    let (tx, rx) = mpsc::channel::<Conn>();
+    {
+        let (w, verbose) = (w.clone(), opts.verbose);
+        std::thread::Builder::new()
+            .name("push-accept".into())
+            .spawn(move || accept_loop(listener, &w, tx, verbose))
+            .map_err(|e| format!("cannot start the accept thread: {e}"))?;
+    }
+
+    let interval = opts.interval;
+    let mut p = Pusher {
+        w: w.clone(),
+        clients: HashMap::new(),
+        opts,
+        seq: 0,
+    };
+    let mut next_tick = Instant::now() + interval;
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let batch = w
+            .wait_io_timeout(wait)
+            .map_err(|e| format!("wait_io: {e}"))?;
+        for res in batch {
+            p.on_result(res);
+        }
+        // Adopt the connections accepted since the last pass.
+        for conn in rx.try_iter() {
+            if !conn.is_freed() {
+                p.clients.insert(conn, Client { pending: 0 });
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            p.push();
+            next_tick += interval;
+            if next_tick <= now {
+                // We fell behind (a pause, a huge batch): skip the missed ticks.
+                next_tick = now + interval;
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match parse_args().and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("push-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
