@@ -575,8 +575,9 @@ impl<C: Send + 'static> Watcher<C> {
         for t in threads {
             let _ = t.join();
         }
-        // The driver's descriptors (a registry clone, the waker) close only now, after the
-        // threads that use them are gone.
+        // The driver's descriptors (a registry clone, the waker, the ring's eventfd) close only
+        // now, after the threads that use them are gone.
+        driver.finish();
         drop(driver);
         self.results.close();
         Ok(())

@@ -20,7 +20,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gaio::{Backend, Buffer, Conn, Error, GcStats, OpResult, OpType, Watcher};
+use gaio::{Buffer, Conn, Error, GcStats, OpResult, OpType, Watcher};
 
 const T10: Duration = Duration::from_secs(10);
 
@@ -95,25 +95,6 @@ fn check_closed_pipe(results: Vec<OpResult<usize>>, n: usize) {
             assert_eq!(util::user_buf(r.buffer).len(), 32);
         }
     }
-}
-
-/// Descriptors a closed (or dropped) watcher still holds while the user's `Conn` handles (or
-/// results, or swap slices) live: none on epoll; on io_uring its wake-up eventfd, which every
-/// handle shares (it is how a handle's drop wakes the ring thread), so it closes with the last
-/// handle. Checked to be exactly that eventfd.
-fn lingering_fds(backend: Backend, before: &std::collections::BTreeMap<i32, String>) -> usize {
-    if backend != Backend::Uring {
-        return 0;
-    }
-    let eventfds = |m: &std::collections::BTreeMap<i32, String>| {
-        m.values().filter(|t| t.contains("eventfd")).count()
-    };
-    assert_eq!(
-        eventfds(&util::open_fds()),
-        eventfds(before) + 1,
-        "expected the ring's wake-up eventfd to be the one descriptor left"
-    );
-    1
 }
 
 /// Expects the watcher threads of this process to be exactly `expected` (by tid and name).
@@ -240,10 +221,8 @@ backend_tests! {
             assert!(util::is_closed_pipe(&r.error), "{r:?}");
             assert_eq!(r.size, 0);
         }
-        // Go delivers them in queue order, and so does epoll. io_uring ends the queued read at
-        // once and the one in the kernel when its cancellation completes, so there b comes
-        // first. No order is promised for these, so only the set is checked.
-        got.sort_by_key(|r| r.id);
+        // Queue order, as in Go, on both backends (io_uring cancels the read in the kernel
+        // first and ends the one behind it when that CQE is in).
         assert_eq!([got[0].id, got[1].id], [a, b]);
         let mut got = got.into_iter();
         let ra = got.next().unwrap();
@@ -495,8 +474,8 @@ backend_tests! {
 
     /// No leak after `close`: with 64 connections and requests pending, `close` completes
     /// them all (`ClosedPipe`), joins the threads and closes every descriptor the watcher had,
-    /// its own included, while the watcher value and the user's handles still exist (except
-    /// io_uring's wake-up eventfd, which closes with the last handle: `lingering_fds`).
+    /// its own included (io_uring's wake-up eventfd too), while the watcher value and the
+    /// user's handles still exist.
     fn no_leak_after_close(backend) {
         if !util::own_process("no_leak_after_close") { return; }
         let threads0 = util::gaio_threads();
@@ -510,15 +489,14 @@ backend_tests! {
         expect_threads(&threads0, "after close");
         check_closed_pipe(drain_after_close(&w), n - 1);
         drop(peers);
-        let lingering = lingering_fds(backend, &fds0);
-        util::assert_fds(&fds0, fds0.len() + lingering, "after close (handles still alive)");
+        util::assert_fds(&fds0, fds0.len(), "after close (handles still alive)");
         drop(conns);
         drop(w);
         util::assert_fds(&fds0, fds0.len(), "after dropping the closed watcher");
     }
 
     /// No leak after dropping the watcher without `close`: the drop does what close does
-    /// (threads joined, descriptors closed, but for `lingering_fds`); handles and a swap slice
+    /// (threads joined, every descriptor closed); handles and a swap slice
     /// that outlive the watcher stay valid and are dropped later without harm, and then every
     /// descriptor is gone.
     fn no_leak_after_watcher_drop(backend) {
@@ -540,8 +518,7 @@ backend_tests! {
         drop(w);
         expect_threads(&threads0, "after dropping the watcher");
         drop(peers);
-        let lingering = lingering_fds(backend, &fds0);
-        util::assert_fds(&fds0, fds0.len() + lingering, "after dropping the watcher (handles alive)");
+        util::assert_fds(&fds0, fds0.len(), "after dropping the watcher (handles alive)");
         match slice {
             Some(Buffer::Swap(s)) => assert_eq!(&s[..], b"outlives"),
             other => panic!("expected a swap slice, got {other:?}"),

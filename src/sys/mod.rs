@@ -36,6 +36,15 @@ impl Driver {
         }
     }
 
+    /// After the backend's threads are joined: close what handles may still point at.
+    pub(crate) fn finish(&self) {
+        match self {
+            Driver::Epoll(_) => {}
+            #[cfg(target_os = "linux")]
+            Driver::Uring(w) => w.close(),
+        }
+    }
+
     /// Interrupts the backend's kernel wait so its threads see `Close`.
     pub(crate) fn shutdown(&self) {
         match self {

@@ -377,7 +377,7 @@ impl<C> RingLoop<C> {
             return;
         }
         let ptr = (&mut *self.wake_buf as *mut u64).cast::<u8>();
-        let sqe = opcode::Read::new(types::Fd(self.wake.efd.as_raw_fd()), ptr, 8)
+        let sqe = opcode::Read::new(types::Fd(self.wake.raw), ptr, 8)
             .offset(u64::MAX)
             .build()
             .user_data(WAKE_UD);
@@ -464,7 +464,11 @@ impl<C> RingLoop<C> {
                 }
                 self.out.push(p.op.finish(swap, err));
                 if let Some(i) = i {
-                    self.arm(i, dir);
+                    if self.conns[i].as_ref().is_some_and(|c| c.closing) {
+                        self.end_queue(i, dir);
+                    } else {
+                        self.arm(i, dir);
+                    }
                     self.maybe_finish_release(i);
                 }
             }
@@ -532,8 +536,9 @@ impl<C> RingLoop<C> {
         }
     }
 
-    /// Starts releasing connection `i`: queued requests end with `ClosedPipe`, in-flight ones
-    /// are cancelled; the descriptor closes once the last CQE is in.
+    /// Starts releasing connection `i`: every request ends with `ClosedPipe`, in queue order
+    /// per direction as on epoll. A request in the kernel is cancelled first and the ones behind
+    /// it end when its CQE comes back; the descriptor closes after the last CQE.
     fn begin_release(&mut self, i: usize) {
         let Some(c) = self.conns[i].as_mut() else {
             return;
@@ -542,11 +547,32 @@ impl<C> RingLoop<C> {
             return;
         }
         c.closing = true;
-        let keys: Vec<usize> = c.queues.iter().flatten().copied().collect();
-        for key in keys {
-            self.end_request(key, Error::ClosedPipe);
+        for dir in [Dir::Read, Dir::Write] {
+            self.end_queue(i, dir);
         }
         self.maybe_finish_release(i);
+    }
+
+    /// Ends connection `i`'s `dir` queue front to back with `ClosedPipe`, stopping at a request
+    /// still in the kernel (which is cancelled; its CQE resumes this).
+    fn end_queue(&mut self, i: usize, dir: Dir) {
+        while let Some(&key) = self.conns[i]
+            .as_ref()
+            .and_then(|c| c.queues[dir as usize].front())
+        {
+            let Some(p) = self.ops.get(key) else {
+                // Cannot happen (a queued key always has its op); never spin on it.
+                if let Some(c) = self.conns[i].as_mut() {
+                    c.queues[dir as usize].pop_front();
+                }
+                continue;
+            };
+            let in_kernel = p.in_flight;
+            self.end_request(key, Error::ClosedPipe);
+            if in_kernel {
+                return;
+            }
+        }
     }
 
     fn maybe_finish_release(&mut self, i: usize) {

@@ -14,13 +14,14 @@ mod buf_ring;
 mod event_loop;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use io_uring::{opcode, IoUring, Probe};
 
+use crate::conn::lock;
 use crate::sys::{Core, KernelWake};
 use crate::{Error, Result};
 
@@ -30,9 +31,15 @@ const SQ_ENTRIES: u32 = 2048;
 /// The eventfd that wakes the ring thread from its kernel wait. A read of it is always pending
 /// on the ring; a sender writes it only when the thread has announced it is going to sleep, so
 /// a busy loop costs senders one atomic swap.
+///
+/// `Conn` handles and swap slices reach the loop through this too and may outlive the watcher,
+/// so the descriptor sits behind a lock and is closed by `close` once the ring thread is gone
+/// (a write that raced past the sleeping check then finds `None`, never a reused number).
 pub(crate) struct RingWake {
     sleeping: AtomicBool,
-    efd: OwnedFd,
+    efd: Mutex<Option<OwnedFd>>,
+    /// The descriptor number, for the ring thread's pending read (valid while it runs).
+    raw: RawFd,
 }
 
 impl RingWake {
@@ -45,21 +52,31 @@ impl RingWake {
         Ok(RingWake {
             sleeping: AtomicBool::new(false),
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+            efd: Mutex::new(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+            raw: fd,
         })
     }
 
     /// Writes the eventfd regardless of the sleeping flag (shutdown).
     pub(crate) fn force(&self) {
+        let g = lock(&self.efd);
+        let Some(fd) = g.as_ref() else {
+            return;
+        };
         let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our own eventfd.
+        // SAFETY: writes 8 bytes from a valid u64 to our own eventfd, kept open by the lock.
         let _ = unsafe {
             libc::write(
-                self.efd.as_raw_fd(),
+                fd.as_raw_fd(),
                 (&one as *const u64).cast(),
                 std::mem::size_of::<u64>(),
             )
         };
+    }
+
+    /// Closes the eventfd. Only after the ring thread has exited.
+    pub(crate) fn close(&self) {
+        lock(&self.efd).take();
     }
 
     /// The ring thread is about to block: senders must write the eventfd from now on.
