@@ -59,6 +59,10 @@ pub enum Error {
     /// Go's `io.ErrClosedPipe`.
     #[error("read/write on closed pipe")]
     ClosedPipe,
+    /// The request was cancelled by [`Watcher::cancel`](crate::Watcher::cancel); `size` keeps
+    /// the bytes it moved before. Distinct from [`Error::Deadline`] and [`Error::ClosedPipe`].
+    #[error("operation canceled")]
+    Canceled,
     /// The requested backend cannot run here; the text says why (for example that io_uring is
     /// not built into this version yet, or is disabled by the kernel).
     #[error("backend unavailable: {0}")]

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnId};
 use crate::swap::SwapSlice;
 use crate::Error;
 
@@ -16,18 +16,27 @@ pub enum OpType {
     Read,
     /// A [`write`](crate::Watcher::write) or [`write_timeout`](crate::Watcher::write_timeout).
     Write,
+    /// An [`accept`](crate::Watcher::accept): the new connection is in
+    /// [`OpResult::accepted`].
+    Accept,
+    /// A [`connect`](crate::Watcher::connect): [`OpResult::conn`] is the new connection.
+    Connect,
 }
 
-/// The identity of one accepted submission, returned by every submit call and repeated in its
-/// [`OpResult::id`]. Ids are unique per [`Watcher`](crate::Watcher) and never reused (a 64-bit
-/// counter).
+/// The identity of one accepted submission, returned by every submit call, repeated in its
+/// [`OpResult::id`], and taken by [`Watcher::cancel`](crate::Watcher::cancel). Ids are unique
+/// per [`Watcher`](crate::Watcher) and never reused (a 64-bit counter, plus the connection the
+/// request runs on, which is how `cancel` finds it without a global table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OpId(pub(crate) u64);
+pub struct OpId {
+    pub(crate) seq: u64,
+    pub(crate) conn: ConnId,
+}
 
 impl OpId {
-    /// The raw counter value, for logging or as a map key.
+    /// The counter value: unique per watcher, increasing in submission order.
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.seq
     }
 }
 
@@ -101,6 +110,9 @@ pub struct OpResult<C> {
     pub size: usize,
     /// Why the operation ended early, or `None` when it completed.
     pub error: Option<Error>,
+    /// For [`OpType::Accept`]: the accepted connection, already taken over by the watcher and
+    /// ready for its first request. `None` for every other operation and on error.
+    pub accepted: Option<Conn>,
 }
 
 impl<C> OpResult<C> {
@@ -125,6 +137,7 @@ impl<C> fmt::Debug for OpResult<C> {
             .field("buffer", &self.buffer)
             .field("size", &self.size)
             .field("error", &self.error)
+            .field("accepted", &self.accepted)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +151,10 @@ pub(crate) enum OpKind {
     ReadFull,
     /// Complete when every byte is written.
     Write,
+    /// Accept one connection on a listening socket (served in the read direction).
+    Accept,
+    /// Connect the request's own socket to `addr` (served in the write direction).
+    Connect,
 }
 
 impl OpKind {
@@ -145,7 +162,14 @@ impl OpKind {
         match self {
             OpKind::Read | OpKind::ReadFull => OpType::Read,
             OpKind::Write => OpType::Write,
+            OpKind::Accept => OpType::Accept,
+            OpKind::Connect => OpType::Connect,
         }
+    }
+
+    /// Whether the request waits on read readiness (else write readiness).
+    pub(crate) fn is_read_side(self) -> bool {
+        matches!(self, OpKind::Read | OpKind::ReadFull | OpKind::Accept)
     }
 }
 
@@ -160,6 +184,13 @@ pub(crate) struct Op<C> {
     pub(crate) deadline: Option<Instant>,
     /// Bytes moved so far.
     pub(crate) size: usize,
+    /// The peer address of a `Connect` (boxed: the kernel may read it while the request's
+    /// slot moves).
+    pub(crate) addr: Option<Box<socket2::SockAddr>>,
+    /// A `Connect` that has called `connect(2)` once and now waits for it to finish.
+    pub(crate) started: bool,
+    /// The connection an `Accept` produced.
+    pub(crate) accepted: Option<Conn>,
 }
 
 impl<C> Op<C> {
@@ -179,6 +210,7 @@ impl<C> Op<C> {
             buffer,
             size: self.size,
             error,
+            accepted: self.accepted,
         }
     }
 }

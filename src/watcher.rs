@@ -164,7 +164,10 @@ impl Builder {
             Backend::Uring => self.swap_buffers.clamp(1, 32768).next_power_of_two(),
             _ => self.swap_buffers,
         };
+        let watcher_id = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
         let core = Core {
+            watcher_id,
+            owner: link.clone(),
             tx: tx.clone(),
             rx,
             swap_size: self.swap_buffer_size,
@@ -195,7 +198,7 @@ impl Builder {
             }
         };
         Ok(Watcher {
-            id: NEXT_WATCHER.fetch_add(1, Ordering::Relaxed),
+            id: watcher_id,
             backend,
             tx,
             link,
@@ -460,6 +463,138 @@ impl<C: Send + 'static> Watcher<C> {
         self.submit(OpKind::Write, ctx, conn, Some(buf), deadline)
     }
 
+    /// Accepts one connection on a watched listening socket. The result's
+    /// [`accepted`](crate::OpResult::accepted) holds the new connection, already taken over
+    /// (close-on-exec, registered) and ready for its first request, so a whole server runs on
+    /// one `wait_io` loop. Accepts on one listener complete in submission order. Result errors:
+    /// [`Error::Io`] (`EMFILE`, `EINVAL` if `listener` is not listening, …), [`Error::Deadline`]
+    /// with [`accept_timeout`](Watcher::accept_timeout), [`Error::Canceled`],
+    /// [`Error::ClosedPipe`].
+    ///
+    /// Not in Go's gaio (its users accept with `net.Listener`).
+    ///
+    /// # Errors
+    /// As [`read`](Watcher::read) (no buffer is involved).
+    pub fn accept(&self, ctx: C, listener: &Conn) -> Result<OpId, SubmitError<C>> {
+        self.submit(OpKind::Accept, ctx, listener, None, None)
+    }
+
+    /// [`accept`](Watcher::accept) that ends with [`Error::Deadline`] if no connection arrives
+    /// by `deadline`.
+    ///
+    /// # Errors
+    /// As [`accept`](Watcher::accept).
+    pub fn accept_timeout(
+        &self,
+        ctx: C,
+        listener: &Conn,
+        deadline: Instant,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.submit(OpKind::Accept, ctx, listener, None, Some(deadline))
+    }
+
+    /// Opens a TCP connection to `addr` (IPv4 or IPv6). The new socket is taken over at once;
+    /// the result's [`conn`](crate::OpResult::conn) is it, connected when `error` is `None`.
+    /// Result errors: [`Error::Io`] (`ECONNREFUSED`, `ENETUNREACH`, …), [`Error::Deadline`]
+    /// if `deadline` passes first (the connect timeout), [`Error::Canceled`]. After an error,
+    /// drop or free the result's connection.
+    ///
+    /// Not in Go's gaio (its users dial with `net.Dial`).
+    ///
+    /// # Errors
+    /// [`Error::WatcherClosed`] after close; [`Error::Io`] if the socket cannot be created
+    /// (`EMFILE`, …). The context comes back in [`SubmitError`].
+    pub fn connect(
+        &self,
+        ctx: C,
+        addr: std::net::SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        let sock = match socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        ) {
+            Ok(s) => s,
+            Err(e) => return Err(SubmitError::new(Error::Io(e), ctx, None)),
+        };
+        let conn = match self.adopt(OwnedFd::from(sock)) {
+            Ok(c) => c,
+            Err(e) => return Err(SubmitError::new(e, ctx, None)),
+        };
+        self.submit_op(
+            OpKind::Connect,
+            ctx,
+            &conn,
+            None,
+            deadline,
+            Some(Box::new(addr.into())),
+        )
+    }
+
+    /// Cancels request `id`: if it is still pending it completes with [`Error::Canceled`],
+    /// keeping the bytes it moved in `size` and returning its buffer, and this returns
+    /// `Ok(true)`. If it already completed (its result is queued or delivered), or never
+    /// existed, this returns `Ok(false)` and nothing else happens: a request never yields a
+    /// second result. Blocks for one round trip to the loop thread.
+    ///
+    /// On io_uring a request already in the kernel may finish before the cancellation reaches
+    /// it; it then completes with its real result (`Ok(true)` was still correct: it was
+    /// pending). Modelled on Zig's async_io_uring cancellation by id; Go's gaio has none.
+    ///
+    /// # Errors
+    /// [`Error::WatcherClosed`] after [`close`](Watcher::close).
+    pub fn cancel(&self, id: OpId) -> Result<bool> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        {
+            let gate = self.read_gate();
+            if gate.is_none() {
+                return Err(Error::WatcherClosed);
+            }
+            self.tx
+                .send(LoopMsg::Cancel { id, reply })
+                .map_err(|_| Error::WatcherClosed)?;
+        }
+        answer.recv().map_err(|_| Error::WatcherClosed)
+    }
+
+    /// Gives a connection's descriptor back: pending requests complete with
+    /// [`Error::ClosedPipe`], the descriptor leaves the watcher (deregistered, never closed) and
+    /// is returned open, registered nowhere. Later submissions on `conn` are refused with
+    /// [`Error::ConnClosed`]. Blocks until the loop (and, on io_uring, the kernel) has let go of
+    /// it. The descriptor keeps the blocking mode the backend set (non-blocking on epoll,
+    /// blocking on io_uring). Asked for in gaio #11.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for another watcher's connection; [`Error::ConnClosed`] if it was
+    /// already freed or detached; [`Error::WatcherClosed`] after close.
+    pub fn detach(&self, conn: &Conn) -> Result<OwnedFd> {
+        if conn.0.watcher != self.id {
+            return Err(Error::Unsupported);
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        {
+            let gate = self.read_gate();
+            if gate.is_none() {
+                return Err(Error::WatcherClosed);
+            }
+            if conn.0.freed.swap(true, Ordering::AcqRel) {
+                return Err(Error::ConnClosed);
+            }
+            self.tx
+                .send(LoopMsg::Detach {
+                    id: conn.id(),
+                    reply,
+                })
+                .map_err(|_| Error::WatcherClosed)?;
+        }
+        match answer.recv() {
+            Ok(Some(fd)) => Ok(fd),
+            Ok(None) => Err(Error::ConnClosed),
+            Err(_) => Err(Error::WatcherClosed),
+        }
+    }
+
     fn submit(
         &self,
         kind: OpKind,
@@ -467,6 +602,18 @@ impl<C: Send + 'static> Watcher<C> {
         conn: &Conn,
         buffer: Option<Vec<u8>>,
         deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.submit_op(kind, ctx, conn, buffer, deadline, None)
+    }
+
+    fn submit_op(
+        &self,
+        kind: OpKind,
+        ctx: C,
+        conn: &Conn,
+        buffer: Option<Vec<u8>>,
+        deadline: Option<Instant>,
+        addr: Option<Box<socket2::SockAddr>>,
     ) -> Result<OpId, SubmitError<C>> {
         if conn.0.watcher != self.id {
             return Err(SubmitError::new(Error::Unsupported, ctx, buffer));
@@ -478,7 +625,10 @@ impl<C: Send + 'static> Watcher<C> {
         if gate.is_none() {
             return Err(SubmitError::new(Error::WatcherClosed, ctx, buffer));
         }
-        let id = OpId(self.next_op.fetch_add(1, Ordering::Relaxed));
+        let id = OpId {
+            seq: self.next_op.fetch_add(1, Ordering::Relaxed),
+            conn: conn.id(),
+        };
         let op = Op {
             id,
             kind,
@@ -487,6 +637,9 @@ impl<C: Send + 'static> Watcher<C> {
             buffer,
             deadline,
             size: 0,
+            addr,
+            started: false,
+            accepted: None,
         };
         match self.tx.send(LoopMsg::Submit(op)) {
             Ok(()) => Ok(id),

@@ -134,3 +134,95 @@ pub(crate) fn write(fd: RawFd, buf: &[u8], is_socket: bool) -> Io {
         }
     }
 }
+
+/// Outcome of an attempt that yields a value rather than a byte count.
+pub(crate) enum Io2<T> {
+    Ready(T),
+    WouldBlock,
+    Failed(io::Error),
+}
+
+fn errno_to_io2<T>(err: io::Error) -> Option<Io2<T>> {
+    match err.raw_os_error() {
+        Some(libc::EINTR) | Some(libc::ECONNABORTED) => None,
+        Some(libc::EAGAIN) => Some(Io2::WouldBlock),
+        #[allow(unreachable_patterns)]
+        Some(libc::EWOULDBLOCK) => Some(Io2::WouldBlock),
+        _ => Some(Io2::Failed(err)),
+    }
+}
+
+/// Accepts one connection from listening socket `fd`: close-on-exec and non-blocking, as
+/// every descriptor the readiness backend drives. EINTR and ECONNABORTED (the peer gave up
+/// while queued) are retried.
+pub(crate) fn accept(fd: RawFd) -> Io2<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    loop {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        // SAFETY: null address pointers are allowed (the peer address is not wanted).
+        let rc = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+        // SAFETY: as above; flags are set right after.
+        let rc = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
+        if rc >= 0 {
+            // SAFETY: `rc` is a new descriptor that nothing else owns.
+            let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(rc) };
+            #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+            {
+                let sock = socket2::SockRef::from(&owned);
+                if let Err(e) = sock
+                    .set_cloexec(true)
+                    .and_then(|()| sock.set_nonblocking(true))
+                {
+                    return Io2::Failed(e);
+                }
+            }
+            return Io2::Ready(owned);
+        }
+        if let Some(r) = errno_to_io2(io::Error::last_os_error()) {
+            return r;
+        }
+    }
+}
+
+/// Starts a non-blocking `connect(2)`: `Ready` if it finished at once, `WouldBlock` while it
+/// is in progress (EINPROGRESS).
+pub(crate) fn connect_start(fd: RawFd, addr: &socket2::SockAddr) -> Io2<()> {
+    // SAFETY: `addr` is a valid socket address of `addr.len()` bytes.
+    let rc = unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) };
+    if rc == 0 {
+        return Io2::Ready(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // EINTR: the connection goes on in the background, as for EINPROGRESS.
+        Some(libc::EINPROGRESS) | Some(libc::EINTR) | Some(libc::EALREADY) => Io2::WouldBlock,
+        _ => Io2::Failed(err),
+    }
+}
+
+/// Checks an in-progress connect after a readiness edge: the socket error if it failed,
+/// `Ready` once a peer address exists, else `WouldBlock` (a fresh socket reports write
+/// readiness and HUP before it is connected, so readiness alone proves nothing).
+pub(crate) fn connect_finished(fd: RawFd) -> Io2<()> {
+    // SAFETY: the loop owns `fd` and keeps it open for the duration of these calls.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&borrowed);
+    match sock.take_error() {
+        Ok(Some(e)) => return Io2::Failed(e),
+        Ok(None) => {}
+        Err(e) => return Io2::Failed(e),
+    }
+    match sock.peer_addr() {
+        Ok(_) => Io2::Ready(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Io2::WouldBlock,
+        Err(e) => Io2::Failed(e),
+    }
+}

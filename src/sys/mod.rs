@@ -68,6 +68,18 @@ pub(crate) enum LoopMsg<C> {
     Submit(Op<C>),
     /// `Watcher::free`: fail pending ops with `ClosedPipe`, close the descriptor.
     Free(ConnId),
+    /// `Watcher::cancel`: end that request with `Canceled`; the reply says whether it was
+    /// still pending.
+    Cancel {
+        id: crate::op::OpId,
+        reply: Sender<bool>,
+    },
+    /// `Watcher::detach`: fail pending ops with `ClosedPipe`, deregister, and hand the
+    /// descriptor back instead of closing it (`None` if the connection was already gone).
+    Detach {
+        id: ConnId,
+        reply: Sender<Option<OwnedFd>>,
+    },
     /// The last handle of a never-freed connection was dropped.
     Dropped(ConnId),
     /// Readiness from the poller: `(token, readable, writable)` triples. The vector goes back to
@@ -81,6 +93,10 @@ pub(crate) enum LoopMsg<C> {
 
 /// What the watcher hands a backend to start with.
 pub(crate) struct Core<C> {
+    /// The watcher's identity, for connections the loop creates (accept).
+    pub(crate) watcher_id: u64,
+    /// What those connections report their last drop to.
+    pub(crate) owner: Arc<dyn ConnOwner>,
     pub(crate) tx: LoopTx<C>,
     pub(crate) rx: crossbeam_channel::Receiver<LoopMsg<C>>,
     /// Bytes per swap buffer and number of buffers, as configured.

@@ -15,15 +15,15 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
-use mio::Registry;
+use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use crate::conn::{ConnId, IdAllocator};
+use crate::conn::{Conn, ConnId, ConnOwner, IdAllocator};
 use crate::deadline::{DeadlineHeap, Entry};
-use crate::op::{Op, OpKind, OpResult};
+use crate::op::{Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
 use crate::swap::{SwapPool, SwapSlice};
-use crate::sys::fd::{self, Io};
+use crate::sys::fd::{self, Io, Io2};
 use crate::sys::{GcCounters, LoopMsg, Readiness};
 use crate::Error;
 
@@ -35,6 +35,14 @@ const DRAIN: usize = 4096;
 enum Dir {
     Read,
     Write,
+}
+
+fn dir_of(kind: OpKind) -> Dir {
+    if kind.is_read_side() {
+        Dir::Read
+    } else {
+        Dir::Write
+    }
 }
 
 struct ConnState {
@@ -64,6 +72,8 @@ enum Attempt {
     WouldBlock,
     /// A swap read found every swap chunk held: wait for a release.
     NoSwap,
+    /// An accept produced this descriptor.
+    Accepted(OwnedFd),
 }
 
 pub(crate) struct EventLoop<C> {
@@ -79,9 +89,39 @@ pub(crate) struct EventLoop<C> {
     deadlines: DeadlineHeap,
     starved: Vec<ConnId>,
     out: Vec<OpResult<C>>,
+    /// Connections an accept produced while their listener's state was borrowed; added to
+    /// `conns` right after.
+    accepted: Vec<(ConnId, OwnedFd)>,
+    conn_maker: ConnMaker,
+}
+
+/// What the loop needs to take over a connection it accepted itself.
+pub(crate) struct ConnMaker {
+    pub(crate) registry: Registry,
+    pub(crate) ids: Arc<IdAllocator>,
+    pub(crate) watcher_id: u64,
+    pub(crate) owner: Arc<dyn ConnOwner>,
+}
+
+impl ConnMaker {
+    /// Registers an accepted socket and makes its handle.
+    fn adopt(&self, fd: &OwnedFd) -> std::io::Result<(ConnId, Conn)> {
+        let id = self.ids.alloc();
+        let raw = fd.as_raw_fd();
+        if let Err(e) = self.registry.register(
+            &mut SourceFd(&raw),
+            Token(id.token()),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.ids.release(id);
+            return Err(e);
+        }
+        Ok((id, Conn::new(id, self.watcher_id, raw, self.owner.clone())))
+    }
 }
 
 impl<C> EventLoop<C> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         rx: Receiver<LoopMsg<C>>,
         ack: Sender<Vec<Readiness>>,
@@ -90,8 +130,11 @@ impl<C> EventLoop<C> {
         results: Arc<ResultQueue<C>>,
         ids: Arc<IdAllocator>,
         gc: Arc<GcCounters>,
+        conn_maker: ConnMaker,
     ) -> Self {
         EventLoop {
+            accepted: Vec::new(),
+            conn_maker,
             rx,
             ack,
             registry,
@@ -173,6 +216,13 @@ impl<C> EventLoop<C> {
                 let _ = self.ack.send(batch);
             }
             LoopMsg::SwapReleased => self.retry_starved(),
+            LoopMsg::Cancel { id, reply } => {
+                let _ = reply.send(self.cancel(id));
+            }
+            LoopMsg::Detach { id, reply } => {
+                let fd = self.index_of(id).and_then(|i| self.unlink(i));
+                let _ = reply.send(fd);
+            }
             LoopMsg::Close => return false,
         }
         true
@@ -207,12 +257,9 @@ impl<C> EventLoop<C> {
             self.out.push(op.finish(None, Some(Error::ConnClosed)));
             return;
         };
-        let dir = match op.kind {
-            OpKind::Write => Dir::Write,
-            OpKind::Read | OpKind::ReadFull => Dir::Read,
-        };
+        let dir = dir_of(op.kind);
         let deadline = op.deadline;
-        let id = op.id.0;
+        let id = op.id.seq;
         let key = self.ops.insert(op);
         let Some(c) = self.conns[i].as_mut() else {
             return;
@@ -225,7 +272,7 @@ impl<C> EventLoop<C> {
         if let Some(at) = deadline {
             // Only a request still queued arms its deadline; an already-passed deadline fires
             // at the end of this iteration.
-            if self.ops.get(key).is_some_and(|o| o.id.0 == id) {
+            if self.ops.get(key).is_some_and(|o| o.id.seq == id) {
                 self.deadlines.push(Entry { at, id, key });
             }
         }
@@ -243,6 +290,18 @@ impl<C> EventLoop<C> {
                     c.queue(dir).pop_front();
                     self.out.push(self.ops.remove(key).finish(swap, err));
                 }
+                Attempt::Accepted(new_fd) => {
+                    c.queue(dir).pop_front();
+                    let mut op = self.ops.remove(key);
+                    match self.conn_maker.adopt(&new_fd) {
+                        Ok((id, conn)) => {
+                            op.accepted = Some(conn);
+                            self.accepted.push((id, new_fd));
+                            self.out.push(op.finish(None, None));
+                        }
+                        Err(e) => self.out.push(op.finish(None, Some(Error::Io(e)))),
+                    }
+                }
                 Attempt::WouldBlock => break,
                 Attempt::NoSwap => {
                     if !c.starved {
@@ -253,6 +312,34 @@ impl<C> EventLoop<C> {
                 }
             }
         }
+        while let Some((id, fd)) = self.accepted.pop() {
+            self.watch(id, fd, true);
+        }
+    }
+
+    /// Ends request `id` with `Canceled` if it is still queued; false if it is not.
+    fn cancel(&mut self, id: OpId) -> bool {
+        let Some(i) = self.index_of(id.conn) else {
+            return false;
+        };
+        for dir in [Dir::Read, Dir::Write] {
+            let Some(c) = self.conns[i].as_mut() else {
+                return false;
+            };
+            let ops = &self.ops;
+            let q = c.queue(dir);
+            if let Some(pos) = q.iter().position(|&k| ops[k].id == id) {
+                let key = q.remove(pos).unwrap_or(usize::MAX);
+                let op = self.ops.remove(key);
+                self.out.push(op.finish(None, Some(Error::Canceled)));
+                // The request behind it may be able to run now, with no new edge coming.
+                if pos == 0 {
+                    self.serve(i, dir);
+                }
+                return true;
+            }
+        }
+        false
     }
 
     fn retry_starved(&mut self) {
@@ -275,20 +362,17 @@ impl<C> EventLoop<C> {
         }
         let now = Instant::now();
         let ops = &self.ops;
-        let live = |e: &Entry| ops.get(e.key).is_some_and(|o| o.id.0 == e.id);
+        let live = |e: &Entry| ops.get(e.key).is_some_and(|o| o.id.seq == e.id);
         let mut expired = Vec::new();
         while let Some(e) = self.deadlines.pop_expired(now, live) {
             expired.push(e.key);
         }
         self.deadlines.compact(self.ops.len(), |e| {
-            self.ops.get(e.key).is_some_and(|o| o.id.0 == e.id)
+            self.ops.get(e.key).is_some_and(|o| o.id.seq == e.id)
         });
         for key in expired {
             let op = self.ops.remove(key);
-            let dir = match op.kind {
-                OpKind::Write => Dir::Write,
-                _ => Dir::Read,
-            };
+            let dir = dir_of(op.kind);
             let mut was_front = false;
             if let Some(i) = self.index_of(op.conn.id()) {
                 if let Some(c) = self.conns[i].as_mut() {
@@ -313,9 +397,12 @@ impl<C> EventLoop<C> {
     /// Ends connection `i`: pending requests complete with `ClosedPipe`, the descriptor leaves
     /// epoll and is closed, and the slot is recycled under a new generation.
     fn release(&mut self, i: usize) {
-        let Some(c) = self.conns[i].take() else {
-            return;
-        };
+        drop(self.unlink(i));
+    }
+
+    /// `release` without the close: the descriptor is handed back (detach).
+    fn unlink(&mut self, i: usize) -> Option<OwnedFd> {
+        let c = self.conns[i].take()?;
         for key in c.readers.iter().chain(c.writers.iter()) {
             self.out
                 .push(self.ops.remove(*key).finish(None, Some(Error::ClosedPipe)));
@@ -324,8 +411,8 @@ impl<C> EventLoop<C> {
         // Deregister before close, so another descriptor sharing the open file description
         // (an inherited copy) cannot keep a stale registration alive.
         let _ = self.registry.deregister(&mut SourceFd(&raw));
-        drop(c.fd);
         self.ids.release(c.id);
+        Some(c.fd)
     }
 
     fn shutdown(&mut self) {
@@ -381,6 +468,25 @@ fn attempt<C>(fd: RawFd, is_socket: bool, op: &mut Op<C>, swap: &mut SwapPool) -
                 Io::Failed(e) => return Attempt::Done(None, Some(Error::Io(e))),
             }
         },
+        (OpKind::Accept, _) => match fd::accept(fd) {
+            Io2::Ready(new_fd) => Attempt::Accepted(new_fd),
+            Io2::WouldBlock => Attempt::WouldBlock,
+            Io2::Failed(e) => Attempt::Done(None, Some(Error::Io(e))),
+        },
+        (OpKind::Connect, _) => {
+            let step = match (&op.addr, op.started) {
+                (Some(addr), false) => fd::connect_start(fd, addr),
+                _ => fd::connect_finished(fd),
+            };
+            match step {
+                Io2::Ready(()) => Attempt::Done(None, None),
+                Io2::WouldBlock => {
+                    op.started = true;
+                    Attempt::WouldBlock
+                }
+                Io2::Failed(e) => Attempt::Done(None, Some(Error::Io(e))),
+            }
+        }
         (_, None) => {
             let Some((ptr, len)) = swap.space() else {
                 return Attempt::NoSwap;

@@ -64,8 +64,14 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
         registry.try_clone()?,
         crate::swap::SwapPool::new(core.swap_size, core.swap_count, core.swap),
         core.results,
-        core.ids,
+        core.ids.clone(),
         core.gc,
+        event_loop::ConnMaker {
+            registry: registry.try_clone()?,
+            ids: core.ids,
+            watcher_id: core.watcher_id,
+            owner: core.owner,
+        },
     );
     let slot = core.loop_slot;
     let ready = ready_tx.clone();

@@ -20,9 +20,9 @@ use slab::Slab;
 
 use super::buf_ring::{BufRing, BGID};
 use super::RingWake;
-use crate::conn::{ConnId, IdAllocator};
+use crate::conn::{Conn, ConnId, ConnOwner, IdAllocator};
 use crate::deadline::{DeadlineHeap, Entry};
-use crate::op::{Op, OpKind, OpResult};
+use crate::op::{Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
 use crate::swap::SwapSlice;
 use crate::sys::{Core, GcCounters, LoopMsg};
@@ -44,9 +44,10 @@ enum Dir {
 }
 
 fn dir_of(kind: OpKind) -> Dir {
-    match kind {
-        OpKind::Write => Dir::Write,
-        OpKind::Read | OpKind::ReadFull => Dir::Read,
+    if kind.is_read_side() {
+        Dir::Read
+    } else {
+        Dir::Write
     }
 }
 
@@ -59,6 +60,8 @@ struct UConn {
     /// Freed or dropped: waiting for in-flight CQEs before the descriptor is closed.
     closing: bool,
     starved: bool,
+    /// `Watcher::detach` waits here for the descriptor once the last CQE is in.
+    detach: Option<crossbeam_channel::Sender<Option<OwnedFd>>>,
 }
 
 struct Pending<C> {
@@ -74,6 +77,8 @@ struct Pending<C> {
 /// What a CQE means for its request.
 enum Next {
     Done(Option<SwapSlice>, Option<Error>),
+    /// An accept produced this descriptor.
+    Accepted(OwnedFd),
     Resubmit,
     Starve,
 }
@@ -98,6 +103,8 @@ pub(crate) struct RingLoop<C> {
     out: Vec<OpResult<C>>,
     cqes: Vec<(u64, i32, u32)>,
     closing: bool,
+    watcher_id: u64,
+    owner: Arc<dyn ConnOwner>,
 }
 
 impl<C> RingLoop<C> {
@@ -122,6 +129,8 @@ impl<C> RingLoop<C> {
             out: Vec::with_capacity(1024),
             cqes: Vec::with_capacity(1024),
             closing: false,
+            watcher_id: core.watcher_id,
+            owner: core.owner,
         })
     }
 
@@ -166,27 +175,27 @@ impl<C> RingLoop<C> {
 
     fn handle(&mut self, msg: LoopMsg<C>) {
         match msg {
-            LoopMsg::Watch { id, fd, is_socket } => {
-                let i = id.index as usize;
-                if self.conns.len() <= i {
-                    self.conns.resize_with(i + 1, || None);
-                }
-                self.conns[i] = Some(UConn {
-                    id,
-                    fd,
-                    is_socket,
-                    queues: [VecDeque::new(), VecDeque::new()],
-                    in_flight: [false; 2],
-                    closing: false,
-                    starved: false,
-                });
-            }
+            LoopMsg::Watch { id, fd, is_socket } => self.watch(id, fd, is_socket),
             LoopMsg::Submit(op) => self.submit_op(op),
             LoopMsg::Free(id) => {
                 if let Some(i) = self.index_of(id) {
                     self.begin_release(i);
                 }
             }
+            LoopMsg::Cancel { id, reply } => {
+                let _ = reply.send(self.cancel(id));
+            }
+            LoopMsg::Detach { id, reply } => match self.index_of(id) {
+                Some(i) if self.conns[i].as_ref().is_some_and(|c| !c.closing) => {
+                    if let Some(c) = self.conns[i].as_mut() {
+                        c.detach = Some(reply);
+                    }
+                    self.begin_release(i);
+                }
+                _ => {
+                    let _ = reply.send(None);
+                }
+            },
             LoopMsg::Dropped(id) => {
                 if let Some(i) = self.index_of(id) {
                     self.begin_release(i);
@@ -207,6 +216,47 @@ impl<C> RingLoop<C> {
                     }
                 }
             }
+        }
+    }
+
+    fn watch(&mut self, id: ConnId, fd: OwnedFd, is_socket: bool) {
+        let i = id.index as usize;
+        if self.conns.len() <= i {
+            self.conns.resize_with(i + 1, || None);
+        }
+        self.conns[i] = Some(UConn {
+            id,
+            fd,
+            is_socket,
+            queues: [VecDeque::new(), VecDeque::new()],
+            in_flight: [false; 2],
+            closing: false,
+            starved: false,
+            detach: None,
+        });
+    }
+
+    /// Ends request `id` with `Canceled` if it is still pending; false if it is not.
+    fn cancel(&mut self, id: OpId) -> bool {
+        let Some(i) = self.index_of(id.conn) else {
+            return false;
+        };
+        let Some(c) = self.conns[i].as_ref() else {
+            return false;
+        };
+        let ops = &self.ops;
+        let key = c
+            .queues
+            .iter()
+            .flatten()
+            .copied()
+            .find(|&k| ops.get(k).is_some_and(|p| p.op.id == id));
+        match key {
+            Some(k) => {
+                self.end_request(k, Error::Canceled);
+                true
+            }
+            None => false,
         }
     }
 
@@ -231,7 +281,7 @@ impl<C> RingLoop<C> {
             let key = self.ops.vacant_key();
             self.deadlines.push(Entry {
                 at,
-                id: op.id.0,
+                id: op.id.seq,
                 key,
             });
         }
@@ -267,13 +317,22 @@ impl<C> RingLoop<C> {
         let fd = types::Fd(c.fd.as_raw_fd());
         let is_socket = c.is_socket;
         let p = &mut self.ops[key];
-        let ud = user_data(key, p.op.id.0);
+        let ud = user_data(key, p.op.id.seq);
         let ioprio = if p.poll_first && is_socket {
             RECVSEND_POLL_FIRST
         } else {
             0
         };
         let sqe = match (&mut p.op.buffer, p.op.kind) {
+            (_, OpKind::Accept) => {
+                opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            }
+            (_, OpKind::Connect) => match &p.op.addr {
+                Some(a) => opcode::Connect::new(fd, a.as_ptr().cast(), a.len()).build(),
+                None => return,
+            },
             (Some(buf), OpKind::Write) => {
                 let rest = &buf[p.op.size..];
                 let len = rest.len().min(u32::MAX as usize) as u32;
@@ -421,7 +480,7 @@ impl<C> RingLoop<C> {
         let Some(p) = self.ops.get_mut(key) else {
             return;
         };
-        if user_data(key, p.op.id.0) != ud || !p.in_flight {
+        if user_data(key, p.op.id.seq) != ud || !p.in_flight {
             return;
         }
         p.in_flight = false;
@@ -454,24 +513,43 @@ impl<C> RingLoop<C> {
                     self.retry_starved();
                 }
             }
-            Next::Done(swap, err) => {
-                let p = self.ops.remove(key);
-                if let Some(c) = i.and_then(|i| self.conns[i].as_mut()) {
-                    let q = &mut c.queues[dir as usize];
-                    if let Some(pos) = q.iter().position(|&k| k == key) {
-                        q.remove(pos);
-                    }
+            Next::Accepted(new_fd) => {
+                let id = self.ids.alloc();
+                let conn = Conn::new(id, self.watcher_id, new_fd.as_raw_fd(), self.owner.clone());
+                self.watch(id, new_fd, true);
+                if let Some(p) = self.ops.get_mut(key) {
+                    p.op.accepted = Some(conn);
                 }
-                self.out.push(p.op.finish(swap, err));
-                if let Some(i) = i {
-                    if self.conns[i].as_ref().is_some_and(|c| c.closing) {
-                        self.end_queue(i, dir);
-                    } else {
-                        self.arm(i, dir);
-                    }
-                    self.maybe_finish_release(i);
-                }
+                self.finish_request(key, i, dir, None, None);
             }
+            Next::Done(swap, err) => self.finish_request(key, i, dir, swap, err),
+        }
+    }
+
+    /// Delivers request `key` (its CQE said it is done) and moves its queue on.
+    fn finish_request(
+        &mut self,
+        key: usize,
+        i: Option<usize>,
+        dir: Dir,
+        swap: Option<SwapSlice>,
+        err: Option<Error>,
+    ) {
+        let p = self.ops.remove(key);
+        if let Some(c) = i.and_then(|i| self.conns[i].as_mut()) {
+            let q = &mut c.queues[dir as usize];
+            if let Some(pos) = q.iter().position(|&k| k == key) {
+                q.remove(pos);
+            }
+        }
+        self.out.push(p.op.finish(swap, err));
+        if let Some(i) = i {
+            if self.conns[i].as_ref().is_some_and(|c| c.closing) {
+                self.end_queue(i, dir);
+            } else {
+                self.arm(i, dir);
+            }
+            self.maybe_finish_release(i);
         }
     }
 
@@ -496,7 +574,7 @@ impl<C> RingLoop<C> {
         let now = Instant::now();
         loop {
             let ops = &self.ops;
-            let live = |e: &Entry| ops.get(e.key).is_some_and(|p| p.op.id.0 == e.id);
+            let live = |e: &Entry| ops.get(e.key).is_some_and(|p| p.op.id.seq == e.id);
             let Some(e) = self.deadlines.pop_expired(now, live) else {
                 break;
             };
@@ -504,7 +582,7 @@ impl<C> RingLoop<C> {
         }
         let ops = &self.ops;
         self.deadlines.compact(ops.len(), |e| {
-            ops.get(e.key).is_some_and(|p| p.op.id.0 == e.id)
+            ops.get(e.key).is_some_and(|p| p.op.id.seq == e.id)
         });
     }
 
@@ -516,7 +594,7 @@ impl<C> RingLoop<C> {
         if p.in_flight {
             if p.cancel.is_none() {
                 p.cancel = Some(err);
-                let ud = user_data(key, p.op.id.0);
+                let ud = user_data(key, p.op.id.seq);
                 self.push(opcode::AsyncCancel::new(ud).build().user_data(CANCEL_UD));
             }
             return;
@@ -588,8 +666,13 @@ impl<C> RingLoop<C> {
                     self.out.push(p.op.finish(None, Some(Error::ClosedPipe)));
                 }
             }
-            drop(c.fd);
             self.ids.release(c.id);
+            match c.detach {
+                Some(reply) => {
+                    let _ = reply.send(Some(c.fd));
+                }
+                None => drop(c.fd),
+            }
         }
     }
 
@@ -645,6 +728,15 @@ fn outcome<C>(p: &mut Pending<C>, res: i32, swap: Option<SwapSlice>) -> Next {
     }
     let n = res as usize;
     let op = &mut p.op;
+    match op.kind {
+        OpKind::Accept => {
+            use std::os::fd::FromRawFd;
+            // SAFETY: a successful ACCEPT returns a new descriptor that nothing else owns.
+            return Next::Accepted(unsafe { OwnedFd::from_raw_fd(res) });
+        }
+        OpKind::Connect => return Next::Done(None, None),
+        _ => {}
+    }
     match (op.kind, op.buffer.as_ref().map(Vec::len)) {
         (OpKind::Write, Some(len)) => {
             op.size += n;
