@@ -1,9 +1,11 @@
 //! Code shared by the examples: the echo server (its accept thread and its `wait_io` loop),
-//! listener setup, raising `RLIMIT_NOFILE`, and a small hand-written argument parser.
+//! listener setup, raising `RLIMIT_NOFILE`, and a small hand-written argument parser; and, in
+//! [`workloads`], the verifying echo clients (stream, burst, ping-pong, idle).
 //!
 //! `echo-server.rs`, `push-server.rs` and `echo-bench.rs` include this file with `mod common;`
 //! (it is not an example of its own: Cargo only builds `examples/*.rs` and
-//! `examples/*/main.rs`). Each example uses part of it, hence the `dead_code` allowance.
+//! `examples/*/main.rs`); `benches/backends.rs` includes it with `#[path]`. Each user needs
+//! part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 use std::io;
@@ -17,6 +19,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use gaio::{Buffer, Error, OpResult, OpType, Watcher};
+
+pub mod workloads;
 
 /// Listen backlog. `std::net::TcpListener::bind` uses 128, too small for thousands of clients
 /// dialling at once (a full accept queue drops SYNs, and the client retries a second later);
