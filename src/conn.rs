@@ -76,6 +76,8 @@ pub(crate) struct ConnShared {
     pub(crate) id: ConnId,
     pub(crate) watcher: u64,
     pub(crate) fd: RawFd,
+    /// `Some` for a regular file (file requests only).
+    pub(crate) file: Option<crate::sys::fd::FileInfo>,
     pub(crate) freed: AtomicBool,
     owner: Arc<dyn ConnOwner>,
 }
@@ -106,10 +108,21 @@ pub struct Conn(pub(crate) Arc<ConnShared>);
 
 impl Conn {
     pub(crate) fn new(id: ConnId, watcher: u64, fd: RawFd, owner: Arc<dyn ConnOwner>) -> Conn {
+        Conn::with_file(id, watcher, fd, None, owner)
+    }
+
+    pub(crate) fn with_file(
+        id: ConnId,
+        watcher: u64,
+        fd: RawFd,
+        file: Option<crate::sys::fd::FileInfo>,
+        owner: Arc<dyn ConnOwner>,
+    ) -> Conn {
         Conn(Arc::new(ConnShared {
             id,
             watcher,
             fd,
+            file,
             freed: AtomicBool::new(false),
             owner,
         }))
@@ -130,6 +143,11 @@ impl Conn {
     /// owns and closes it; do not read, write or close it yourself.
     pub fn raw_fd(&self) -> RawFd {
         self.0.fd
+    }
+
+    /// True for a regular file (or block device) taken over for file requests.
+    pub fn is_file(&self) -> bool {
+        self.0.file.is_some()
     }
 
     /// True once [`Watcher::free`](crate::Watcher::free) was called on this connection.

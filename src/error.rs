@@ -59,6 +59,11 @@ pub enum Error {
     /// Go's `io.ErrClosedPipe`.
     #[error("read/write on closed pipe")]
     ClosedPipe,
+    /// A request on an `O_DIRECT` file whose buffer address, length or offset is not aligned
+    /// as the file needs ([`dio_alignment`](crate::dio_alignment)); refused before anything
+    /// is submitted. The text says which.
+    #[error("misaligned for O_DIRECT: {0}")]
+    Misaligned(String),
     /// The request was cancelled by [`Watcher::cancel`](crate::Watcher::cancel); `size` keeps
     /// the bytes it moved before. Distinct from [`Error::Deadline`] and [`Error::ClosedPipe`].
     #[error("operation canceled")]
@@ -102,12 +107,13 @@ pub struct SubmitError<C> {
     pub error: Error,
     /// The context value that was passed in.
     pub context: C,
-    /// The buffer that was passed in, if any.
-    pub buffer: Option<Vec<u8>>,
+    /// The buffer that was passed in, if any ([`IoBuf::into_vec`](crate::IoBuf::into_vec)
+    /// gives a `Vec` back).
+    pub buffer: Option<crate::IoBuf>,
 }
 
 impl<C> SubmitError<C> {
-    pub(crate) fn new(error: Error, context: C, buffer: Option<Vec<u8>>) -> Self {
+    pub(crate) fn new(error: Error, context: C, buffer: Option<crate::IoBuf>) -> Self {
         SubmitError {
             error,
             context,
@@ -120,7 +126,7 @@ impl<C> fmt::Debug for SubmitError<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubmitError")
             .field("error", &self.error)
-            .field("buffer_len", &self.buffer.as_ref().map(Vec::len))
+            .field("buffer_len", &self.buffer.as_ref().map(|b| b.len()))
             .finish_non_exhaustive()
     }
 }

@@ -60,6 +60,7 @@ compile_error!(
 
 mod affinity;
 mod backend;
+mod buf;
 mod conn;
 mod deadline;
 mod error;
@@ -70,6 +71,7 @@ mod sys;
 mod watcher;
 
 pub use backend::Backend;
+pub use buf::{dio_alignment, AlignedBuf, DioAlignment, IoBuf};
 pub use conn::Conn;
 pub use error::{Error, Result, SubmitError};
 pub use op::{Buffer, OpId, OpResult, OpType};

@@ -21,6 +21,12 @@ pub enum OpType {
     Accept,
     /// A [`connect`](crate::Watcher::connect): [`OpResult::conn`] is the new connection.
     Connect,
+    /// A [`read_at`](crate::Watcher::read_at) on a file.
+    ReadAt,
+    /// A [`write_at`](crate::Watcher::write_at) on a file.
+    WriteAt,
+    /// An [`fsync`](crate::Watcher::fsync) or [`fdatasync`](crate::Watcher::fdatasync).
+    Fsync,
 }
 
 /// The identity of one accepted submission, returned by every submit call, repeated in its
@@ -43,12 +49,15 @@ impl OpId {
 /// The memory a result carries back.
 ///
 /// Go's `OpResult.Buffer` plus `IsSwapBuffer`, as one enum so that the two cannot disagree.
+#[non_exhaustive]
 pub enum Buffer {
     /// No memory: a swap-buffer read that ended without data (EOF, an error, a deadline, a free).
     None,
     /// The caller's own buffer, returned whole (its length is the length it was submitted with;
     /// the bytes moved are `[..size]`).
     User(Vec<u8>),
+    /// The caller's [`AlignedBuf`](crate::AlignedBuf) of a file request, returned whole.
+    Aligned(crate::AlignedBuf),
     /// A slice of the watcher's swap buffer holding exactly the `size` bytes a
     /// [`read`](crate::Watcher::read) without a buffer received. It stays valid and unchanged
     /// for as long as the [`SwapSlice`] lives; dropping it gives the space back.
@@ -66,6 +75,7 @@ impl Buffer {
         match self {
             Buffer::None => &[],
             Buffer::User(v) => v,
+            Buffer::Aligned(b) => b,
             Buffer::Swap(s) => s,
         }
     }
@@ -84,6 +94,7 @@ impl fmt::Debug for Buffer {
         match self {
             Buffer::None => f.write_str("None"),
             Buffer::User(v) => write!(f, "User(len {})", v.len()),
+            Buffer::Aligned(b) => write!(f, "Aligned(len {})", b.len()),
             Buffer::Swap(s) => write!(f, "Swap(len {})", s.len()),
         }
     }
@@ -155,6 +166,14 @@ pub(crate) enum OpKind {
     Accept,
     /// Connect the request's own socket to `addr` (served in the write direction).
     Connect,
+    /// Read a file at `offset` until the buffer is full or the file ends.
+    ReadAt,
+    /// Write all of the buffer to a file at `offset`.
+    WriteAt,
+    /// Flush a file to stable storage, after the writes submitted before it.
+    Fsync,
+    /// As `Fsync`, data only.
+    Fdatasync,
 }
 
 impl OpKind {
@@ -164,7 +183,18 @@ impl OpKind {
             OpKind::Write => OpType::Write,
             OpKind::Accept => OpType::Accept,
             OpKind::Connect => OpType::Connect,
+            OpKind::ReadAt => OpType::ReadAt,
+            OpKind::WriteAt => OpType::WriteAt,
+            OpKind::Fsync | OpKind::Fdatasync => OpType::Fsync,
         }
+    }
+
+    /// File requests run side by side, not in the per-direction FIFO queues.
+    pub(crate) fn is_file(self) -> bool {
+        matches!(
+            self,
+            OpKind::ReadAt | OpKind::WriteAt | OpKind::Fsync | OpKind::Fdatasync
+        )
     }
 
     /// Whether the request waits on read readiness (else write readiness).
@@ -179,8 +209,8 @@ pub(crate) struct Op<C> {
     pub(crate) kind: OpKind,
     pub(crate) conn: Conn,
     pub(crate) context: C,
-    /// `None` only for a read into the swap buffer.
-    pub(crate) buffer: Option<Vec<u8>>,
+    /// `None` only for a read into the swap buffer and for requests without data.
+    pub(crate) buffer: Option<crate::IoBuf>,
     pub(crate) deadline: Option<Instant>,
     /// Bytes moved so far.
     pub(crate) size: usize,
@@ -191,6 +221,12 @@ pub(crate) struct Op<C> {
     pub(crate) started: bool,
     /// The connection an `Accept` produced.
     pub(crate) accepted: Option<Conn>,
+    /// File offset of a `ReadAt`/`WriteAt` (the request moves `size` bytes from it).
+    pub(crate) offset: u64,
+    /// Epoll file requests: on a file thread right now (cannot be ended before it returns).
+    pub(crate) busy: bool,
+    /// Epoll file requests: how it ends once the file thread returns (deadline, cancel, free).
+    pub(crate) cancel: Option<Error>,
 }
 
 impl<C> Op<C> {
@@ -198,7 +234,8 @@ impl<C> Op<C> {
     /// (absent) caller buffer.
     pub(crate) fn finish(self, swap: Option<SwapSlice>, error: Option<Error>) -> OpResult<C> {
         let buffer = match (self.buffer, swap) {
-            (Some(v), _) => Buffer::User(v),
+            (Some(crate::IoBuf::Vec(v)), _) => Buffer::User(v),
+            (Some(crate::IoBuf::Aligned(b)), _) => Buffer::Aligned(b),
             (None, Some(s)) => Buffer::Swap(s),
             (None, None) => Buffer::None,
         };

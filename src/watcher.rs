@@ -12,7 +12,7 @@ use crate::conn::{lock, Conn, IdAllocator};
 use crate::op::{Op, OpId, OpKind};
 use crate::results::{Batch, ResultQueue};
 use crate::sys::{self, Core, GcCounters, LoopLink, LoopMsg, LoopTx};
-use crate::{Error, Result, SubmitError};
+use crate::{Error, IoBuf, Result, SubmitError};
 
 /// Default size of one swap buffer, in bytes (Go's `defaultInternalBufferSize`).
 pub const DEFAULT_SWAP_BUFFER_SIZE: usize = 64 * 1024;
@@ -297,7 +297,12 @@ impl<C: Send + 'static> Watcher<C> {
         self.backend
     }
 
-    /// Takes over a descriptor: a TCP or Unix socket, a pipe, an eventfd, anything pollable.
+    /// Takes over a descriptor: a TCP or Unix socket, a pipe, an eventfd, anything pollable,
+    /// or a regular file (or block device) for the file requests
+    /// ([`read_at`](Watcher::read_at), [`write_at`](Watcher::write_at),
+    /// [`fsync`](Watcher::fsync)); stream requests on a file, and file requests on anything
+    /// else, are refused with [`Error::Unsupported`]. A file is never registered for readiness
+    /// and its blocking mode is left alone.
     ///
     /// The watcher keeps its own duplicate (`F_DUPFD_CLOEXEC`, so a forked child never inherits
     /// it) and registers it once, edge-triggered, for read and write readiness. The caller may
@@ -313,7 +318,7 @@ impl<C: Send + 'static> Watcher<C> {
     ///
     /// # Errors
     /// - [`Error::WatcherClosed`] after [`close`](Watcher::close);
-    /// - [`Error::Unsupported`]: a regular file or directory (readiness cannot be polled on it);
+    /// - [`Error::Unsupported`]: a directory.
     /// - [`Error::Io`]: the duplicate or the registration failed (`EBADF`, `EMFILE`, …).
     pub fn watch<F: AsFd + ?Sized>(&self, fd: &F) -> Result<Conn> {
         if self.read_gate().is_none() {
@@ -331,9 +336,12 @@ impl<C: Send + 'static> Watcher<C> {
         let kind = sys::fd::prepare(fd.as_fd(), self.backend == Backend::Epoll)?;
         let id = self.ids.alloc();
         let raw = fd.as_raw_fd();
-        if let Err(e) = driver.register(raw, id) {
-            self.ids.release(id);
-            return Err(e);
+        // Files are never polled: readiness says nothing about them.
+        if kind.file.is_none() {
+            if let Err(e) = driver.register(raw, id) {
+                self.ids.release(id);
+                return Err(e);
+            }
         }
         self.tx
             .send(LoopMsg::Watch {
@@ -343,7 +351,13 @@ impl<C: Send + 'static> Watcher<C> {
             })
             .map_err(|_| Error::WatcherClosed)?;
         drop(gate);
-        Ok(Conn::new(id, self.id, raw, self.link.clone()))
+        Ok(Conn::with_file(
+            id,
+            self.id,
+            raw,
+            kind.file,
+            self.link.clone(),
+        ))
     }
 
     /// Reads once: completes as soon as any data arrives (or EOF, an error, a free).
@@ -393,7 +407,8 @@ impl<C: Send + 'static> Watcher<C> {
         buf: Option<Vec<u8>>,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        if buf.as_ref().is_some_and(Vec::is_empty) {
+        let buf = buf.map(IoBuf::Vec);
+        if buf.as_ref().is_some_and(|b| b.is_empty()) {
             return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
         }
         self.submit(OpKind::Read, ctx, conn, buf, deadline)
@@ -415,9 +430,13 @@ impl<C: Send + 'static> Watcher<C> {
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
         if buf.is_empty() {
-            return Err(SubmitError::new(Error::EmptyBuffer, ctx, Some(buf)));
+            return Err(SubmitError::new(
+                Error::EmptyBuffer,
+                ctx,
+                Some(IoBuf::Vec(buf)),
+            ));
         }
-        self.submit(OpKind::ReadFull, ctx, conn, Some(buf), deadline)
+        self.submit(OpKind::ReadFull, ctx, conn, Some(IoBuf::Vec(buf)), deadline)
     }
 
     /// Writes all of `buf`: completes only when every byte is written, or with an error that
@@ -458,9 +477,13 @@ impl<C: Send + 'static> Watcher<C> {
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
         if buf.is_empty() {
-            return Err(SubmitError::new(Error::EmptyBuffer, ctx, Some(buf)));
+            return Err(SubmitError::new(
+                Error::EmptyBuffer,
+                ctx,
+                Some(IoBuf::Vec(buf)),
+            ));
         }
-        self.submit(OpKind::Write, ctx, conn, Some(buf), deadline)
+        self.submit(OpKind::Write, ctx, conn, Some(IoBuf::Vec(buf)), deadline)
     }
 
     /// Accepts one connection on a watched listening socket. The result's
@@ -529,7 +552,135 @@ impl<C: Send + 'static> Watcher<C> {
             None,
             deadline,
             Some(Box::new(addr.into())),
+            0,
         )
+    }
+
+    /// Reads a file at byte `offset` into `buf` (a `Vec<u8>` or an
+    /// [`AlignedBuf`](crate::AlignedBuf)) without blocking the caller: completes when `buf` is
+    /// full, or earlier at the end of the file with `size` the bytes read (a short read). At or
+    /// past the end, it completes with [`Error::Eof`] and `size` 0. Several `read_at`s on one
+    /// file run at once (queue depth), and complete in any order.
+    ///
+    /// On io_uring this is a READ; on epoll a `preadv2(RWF_NOWAIT)` on the loop thread when the
+    /// data is cached, else a blocking `pread` on a small pool of file threads (sockets never go
+    /// there). Go's asyncfs `ReadAt`. Result errors: [`Error::Eof`], [`Error::Io`],
+    /// [`Error::Deadline`], [`Error::Canceled`], [`Error::ClosedPipe`]; a request already in
+    /// the kernel or on a file thread ends only when that returns, keeping its progress.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBuffer`]; [`Error::Unsupported`] if `file` is not a file taken over with
+    /// [`watch`](Watcher::watch) (or belongs to another watcher); [`Error::Misaligned`] on an
+    /// `O_DIRECT` file when the buffer's address, its length or `offset` is not aligned as the
+    /// file needs; [`Error::ConnClosed`]; [`Error::WatcherClosed`].
+    pub fn read_at(
+        &self,
+        ctx: C,
+        file: &Conn,
+        buf: impl Into<IoBuf>,
+        offset: u64,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.file_op(
+            OpKind::ReadAt,
+            ctx,
+            file,
+            Some(buf.into()),
+            offset,
+            deadline,
+        )
+    }
+
+    /// Writes all of `buf` to a file at byte `offset`: completes when every byte is written,
+    /// or with an error keeping the count written in `size`. Several `write_at`s run at once;
+    /// an [`fsync`](Watcher::fsync) submitted after them waits for them. Go's asyncfs
+    /// `WriteAt`.
+    ///
+    /// # Errors
+    /// As [`read_at`](Watcher::read_at).
+    pub fn write_at(
+        &self,
+        ctx: C,
+        file: &Conn,
+        buf: impl Into<IoBuf>,
+        offset: u64,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.file_op(
+            OpKind::WriteAt,
+            ctx,
+            file,
+            Some(buf.into()),
+            offset,
+            deadline,
+        )
+    }
+
+    /// Flushes a file's data and metadata to stable storage (`fsync(2)`). It starts only once
+    /// every [`write_at`](Watcher::write_at) submitted before it on this file has completed
+    /// (on io_uring the same ordering an IO_LINK chain gives), so a completed `fsync` covers
+    /// them. Result errors: [`Error::Io`], [`Error::Deadline`], [`Error::Canceled`],
+    /// [`Error::ClosedPipe`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if `file` is not a watched file; [`Error::ConnClosed`];
+    /// [`Error::WatcherClosed`].
+    pub fn fsync(
+        &self,
+        ctx: C,
+        file: &Conn,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.file_op(OpKind::Fsync, ctx, file, None, 0, deadline)
+    }
+
+    /// [`fsync`](Watcher::fsync) for data only (`fdatasync(2)`): metadata not needed to read
+    /// the data back (timestamps) may stay unflushed.
+    ///
+    /// # Errors
+    /// As [`fsync`](Watcher::fsync).
+    pub fn fdatasync(
+        &self,
+        ctx: C,
+        file: &Conn,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.file_op(OpKind::Fdatasync, ctx, file, None, 0, deadline)
+    }
+
+    fn file_op(
+        &self,
+        kind: OpKind,
+        ctx: C,
+        file: &Conn,
+        buf: Option<IoBuf>,
+        offset: u64,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        let Some(info) = file.0.file else {
+            return Err(SubmitError::new(Error::Unsupported, ctx, buf));
+        };
+        if let Some(b) = &buf {
+            if b.is_empty() {
+                return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
+            }
+            if info.direct {
+                let a = info.align;
+                let why = if b.as_ptr() as usize % a.memory != 0 {
+                    Some(format!("buffer address not a multiple of {}", a.memory))
+                } else if b.len() % a.offset != 0 {
+                    Some(format!("length {} not a multiple of {}", b.len(), a.offset))
+                } else if offset % a.offset as u64 != 0 {
+                    Some(format!("offset {offset} not a multiple of {}", a.offset))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(SubmitError::new(Error::Misaligned(why), ctx, buf));
+                }
+            }
+        }
+        self.submit_op(kind, ctx, file, buf, deadline, None, offset)
     }
 
     /// Cancels request `id`: if it is still pending it completes with [`Error::Canceled`],
@@ -600,20 +751,26 @@ impl<C: Send + 'static> Watcher<C> {
         kind: OpKind,
         ctx: C,
         conn: &Conn,
-        buffer: Option<Vec<u8>>,
+        buffer: Option<IoBuf>,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        self.submit_op(kind, ctx, conn, buffer, deadline, None)
+        if conn.0.file.is_some() {
+            // Stream requests mean nothing on a file: use read_at / write_at.
+            return Err(SubmitError::new(Error::Unsupported, ctx, buffer));
+        }
+        self.submit_op(kind, ctx, conn, buffer, deadline, None, 0)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn submit_op(
         &self,
         kind: OpKind,
         ctx: C,
         conn: &Conn,
-        buffer: Option<Vec<u8>>,
+        buffer: Option<IoBuf>,
         deadline: Option<Instant>,
         addr: Option<Box<socket2::SockAddr>>,
+        offset: u64,
     ) -> Result<OpId, SubmitError<C>> {
         if conn.0.watcher != self.id {
             return Err(SubmitError::new(Error::Unsupported, ctx, buffer));
@@ -640,6 +797,9 @@ impl<C: Send + 'static> Watcher<C> {
             addr,
             started: false,
             accepted: None,
+            offset,
+            busy: false,
+            cancel: None,
         };
         match self.tx.send(LoopMsg::Submit(op)) {
             Ok(()) => Ok(id),

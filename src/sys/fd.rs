@@ -9,6 +9,16 @@ use crate::{Error, Result};
 /// What kind of descriptor the watcher was given.
 pub(crate) struct FdKind {
     pub(crate) is_socket: bool,
+    /// A regular file or block device: driven by file requests (`read_at`, …), never polled.
+    pub(crate) file: Option<FileInfo>,
+}
+
+/// What the submit side checks file requests against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileInfo {
+    /// Opened with `O_DIRECT`: buffers, lengths and offsets must be aligned.
+    pub(crate) direct: bool,
+    pub(crate) align: crate::DioAlignment,
 }
 
 /// Checks that `fd` can be driven by the watcher, and sets its blocking mode: non-blocking for
@@ -26,8 +36,27 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
         return Err(Error::last_os_error());
     }
     let fmt = st.st_mode & libc::S_IFMT;
-    if fmt == libc::S_IFREG || fmt == libc::S_IFDIR {
+    if fmt == libc::S_IFDIR {
         return Err(Error::Unsupported);
+    }
+    if fmt == libc::S_IFREG || fmt == libc::S_IFBLK {
+        // Files are never polled and their blocking flag means nothing to pread/pwrite.
+        // SAFETY: F_GETFL on a valid descriptor has no memory effects.
+        let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(Error::last_os_error());
+        }
+        #[cfg(target_os = "linux")]
+        let direct = flags & libc::O_DIRECT != 0;
+        #[cfg(not(target_os = "linux"))]
+        let direct = false;
+        return Ok(FdKind {
+            is_socket: false,
+            file: Some(FileInfo {
+                direct,
+                align: crate::dio_alignment(&fd)?,
+            }),
+        });
     }
     set_nonblocking(raw, nonblocking)?;
     #[cfg(any(target_os = "macos", target_os = "ios"))]
@@ -36,6 +65,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
     }
     Ok(FdKind {
         is_socket: fmt == libc::S_IFSOCK,
+        file: None,
     })
 }
 

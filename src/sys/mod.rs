@@ -85,6 +85,8 @@ pub(crate) enum LoopMsg<C> {
     /// Readiness from the poller: `(token, readable, writable)` triples. The vector goes back to
     /// the poller as its acknowledgement.
     Events(Vec<Readiness>),
+    /// A file request finished on a worker thread (epoll backend): bytes moved or `-errno`.
+    FileDone { key: usize, seq: u64, res: isize },
     /// A swap slice was dropped while reads were waiting for swap space.
     SwapReleased,
     /// Shut down: fail everything pending with `ClosedPipe`, close every descriptor, exit.
@@ -144,6 +146,9 @@ impl<C> LoopTx<C> {
         LoopTx { tx, wake }
     }
 
+    // The message comes back on failure so a refused submission can return its buffer and
+    // context; it is large (a whole request), and boxing it would cost an allocation per send.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn send(&self, msg: LoopMsg<C>) -> Result<(), SendError<LoopMsg<C>>> {
         self.tx.send(msg)?;
         if let Some(w) = &self.wake {

@@ -7,7 +7,9 @@
 //! edge-triggered readiness safe without draining); otherwise it waits for the next edge. On
 //! an edge the queue is served front to back until a request would block.
 
-use std::collections::VecDeque;
+mod files;
+
+use std::collections::{BTreeSet, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use super::file_pool;
 use crate::conn::{Conn, ConnId, ConnOwner, IdAllocator};
 use crate::deadline::{DeadlineHeap, Entry};
 use crate::op::{Op, OpId, OpKind, OpResult};
@@ -53,6 +56,18 @@ struct ConnState {
     writers: VecDeque<usize>,
     /// Listed in `EventLoop::starved`: the front reader waits for swap space.
     starved: bool,
+    /// File requests (a regular file): pending keys, none in the FIFO queues.
+    files: Vec<usize>,
+    /// Ids of the `write_at`s not yet complete, for the fsync barrier.
+    writes: BTreeSet<u64>,
+    /// `fsync`s waiting for earlier writes.
+    fsyncs: VecDeque<usize>,
+    /// File requests on a file thread: the descriptor must stay open until they return.
+    busy: usize,
+    /// Released while `busy`: finish when the last file request returns.
+    closing: bool,
+    /// A `detach` waiting for that.
+    detach: Option<Sender<Option<OwnedFd>>>,
 }
 
 impl ConnState {
@@ -93,6 +108,7 @@ pub(crate) struct EventLoop<C> {
     /// `conns` right after.
     accepted: Vec<(ConnId, OwnedFd)>,
     conn_maker: ConnMaker,
+    pool: file_pool::FilePool<C>,
 }
 
 /// What the loop needs to take over a connection it accepted itself.
@@ -120,7 +136,7 @@ impl ConnMaker {
     }
 }
 
-impl<C> EventLoop<C> {
+impl<C: Send + 'static> EventLoop<C> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         rx: Receiver<LoopMsg<C>>,
@@ -131,10 +147,12 @@ impl<C> EventLoop<C> {
         ids: Arc<IdAllocator>,
         gc: Arc<GcCounters>,
         conn_maker: ConnMaker,
+        done: Sender<LoopMsg<C>>,
     ) -> Self {
         EventLoop {
             accepted: Vec::new(),
             conn_maker,
+            pool: file_pool::FilePool::new(done),
             rx,
             ack,
             registry,
@@ -187,7 +205,10 @@ impl<C> EventLoop<C> {
     /// Handles one message; false means shut down.
     fn handle(&mut self, msg: LoopMsg<C>) -> bool {
         match msg {
-            LoopMsg::Watch { id, fd, is_socket } => self.watch(id, fd, is_socket),
+            LoopMsg::Watch {
+                id, fd, is_socket, ..
+            } => self.watch(id, fd, is_socket),
+            LoopMsg::FileDone { key, seq, res } => self.file_done(key, seq, res),
             LoopMsg::Submit(op) => self.submit(op),
             LoopMsg::Free(id) => {
                 if let Some(i) = self.index_of(id) {
@@ -219,10 +240,17 @@ impl<C> EventLoop<C> {
             LoopMsg::Cancel { id, reply } => {
                 let _ = reply.send(self.cancel(id));
             }
-            LoopMsg::Detach { id, reply } => {
-                let fd = self.index_of(id).and_then(|i| self.unlink(i));
-                let _ = reply.send(fd);
-            }
+            LoopMsg::Detach { id, reply } => match self.index_of(id) {
+                Some(i) => {
+                    if let Some(c) = self.conns[i].as_mut() {
+                        c.detach = Some(reply);
+                    }
+                    self.release(i);
+                }
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
             LoopMsg::Close => return false,
         }
         true
@@ -248,15 +276,28 @@ impl<C> EventLoop<C> {
             readers: VecDeque::new(),
             writers: VecDeque::new(),
             starved: false,
+            files: Vec::new(),
+            writes: BTreeSet::new(),
+            fsyncs: VecDeque::new(),
+            busy: 0,
+            closing: false,
+            detach: None,
         });
     }
 
     fn submit(&mut self, op: Op<C>) {
-        let Some(i) = self.index_of(op.conn.id()) else {
+        let i = match self.index_of(op.conn.id()) {
+            Some(i) if self.conns[i].as_ref().is_some_and(|c| !c.closing) => i,
             // Freed (or dropped) between the submit-side check and here.
-            self.out.push(op.finish(None, Some(Error::ConnClosed)));
-            return;
+            _ => {
+                self.out.push(op.finish(None, Some(Error::ConnClosed)));
+                return;
+            }
         };
+        if op.kind.is_file() {
+            self.file_submit(i, op);
+            return;
+        }
         let dir = dir_of(op.kind);
         let deadline = op.deadline;
         let id = op.id.seq;
@@ -322,6 +363,15 @@ impl<C> EventLoop<C> {
         let Some(i) = self.index_of(id.conn) else {
             return false;
         };
+        if let Some(key) = self.conns[i].as_ref().and_then(|c| {
+            c.files
+                .iter()
+                .copied()
+                .find(|&k| self.ops.get(k).is_some_and(|o| o.id == id))
+        }) {
+            self.file_end(i, key, Error::Canceled);
+            return true;
+        }
         for dir in [Dir::Read, Dir::Write] {
             let Some(c) = self.conns[i].as_mut() else {
                 return false;
@@ -371,6 +421,12 @@ impl<C> EventLoop<C> {
             self.ops.get(e.key).is_some_and(|o| o.id.seq == e.id)
         });
         for key in expired {
+            if self.ops[key].kind.is_file() {
+                if let Some(i) = self.index_of(self.ops[key].conn.id()) {
+                    self.file_end(i, key, Error::Deadline);
+                }
+                continue;
+            }
             let op = self.ops.remove(key);
             let dir = dir_of(op.kind);
             let mut was_front = false;
@@ -395,30 +451,67 @@ impl<C> EventLoop<C> {
     }
 
     /// Ends connection `i`: pending requests complete with `ClosedPipe`, the descriptor leaves
-    /// epoll and is closed, and the slot is recycled under a new generation.
+    /// epoll and is closed (or handed to a waiting `detach`), and the slot is recycled under a
+    /// new generation. A file with requests on a file thread is finished when they return.
     fn release(&mut self, i: usize) {
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        if c.busy > 0 {
+            if !c.closing {
+                c.closing = true;
+                for key in c.files.clone() {
+                    self.file_end(i, key, Error::ClosedPipe);
+                }
+            }
+            return;
+        }
         drop(self.unlink(i));
     }
 
-    /// `release` without the close: the descriptor is handed back (detach).
+    /// Takes connection `i` out: its requests end with `ClosedPipe`, it leaves epoll, and its
+    /// descriptor goes to a waiting `detach` or is closed.
     fn unlink(&mut self, i: usize) -> Option<OwnedFd> {
-        let c = self.conns[i].take()?;
-        for key in c.readers.iter().chain(c.writers.iter()) {
-            self.out
-                .push(self.ops.remove(*key).finish(None, Some(Error::ClosedPipe)));
+        let mut c = self.conns[i].take()?;
+        for key in c
+            .readers
+            .iter()
+            .chain(c.writers.iter())
+            .chain(c.files.iter())
+        {
+            if let Some(op) = self.ops.try_remove(*key) {
+                self.out.push(op.finish(None, Some(Error::ClosedPipe)));
+            }
         }
         let raw: RawFd = c.fd.as_raw_fd();
         // Deregister before close, so another descriptor sharing the open file description
         // (an inherited copy) cannot keep a stale registration alive.
         let _ = self.registry.deregister(&mut SourceFd(&raw));
         self.ids.release(c.id);
-        Some(c.fd)
+        match c.detach.take() {
+            Some(reply) => {
+                let _ = reply.send(Some(c.fd));
+                None
+            }
+            None => Some(c.fd),
+        }
     }
 
     fn shutdown(&mut self) {
         for i in 0..self.conns.len() {
             self.release(i);
         }
+        // Files with requests on a file thread close when those return; wait for them
+        // (each is one bounded syscall).
+        while self.conns.iter().flatten().any(|c| c.busy > 0) {
+            match self.rx.recv() {
+                Ok(LoopMsg::FileDone { key, seq, res }) => self.file_done(key, seq, res),
+                Ok(LoopMsg::Submit(op)) => self.out.push(op.finish(None, Some(Error::ClosedPipe))),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.pool.shutdown();
         // Anything still queued behind `Close` (handle drops, late wakes) needs no result; a
         // submission cannot be there (the submit gate closes before `Close` is sent), but if
         // one were, it still gets its single result.
@@ -468,6 +561,10 @@ fn attempt<C>(fd: RawFd, is_socket: bool, op: &mut Op<C>, swap: &mut SwapPool) -
                 Io::Failed(e) => return Attempt::Done(None, Some(Error::Io(e))),
             }
         },
+        // File requests never come here (`file_submit`).
+        (OpKind::ReadAt | OpKind::WriteAt | OpKind::Fsync | OpKind::Fdatasync, _) => {
+            Attempt::Done(None, Some(Error::Unsupported))
+        }
         (OpKind::Accept, _) => match fd::accept(fd) {
             Io2::Ready(new_fd) => Attempt::Accepted(new_fd),
             Io2::WouldBlock => Attempt::WouldBlock,

@@ -4,6 +4,7 @@
 //! read and write, and never modified until they are deregistered on release.
 
 mod event_loop;
+mod file_pool;
 mod poller;
 
 use std::io;
@@ -72,6 +73,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
             watcher_id: core.watcher_id,
             owner: core.owner,
         },
+        core.tx.channel(),
     );
     let slot = core.loop_slot;
     let ready = ready_tx.clone();

@@ -7,7 +7,7 @@
 //! requests with ASYNC_CANCEL and deliver only when the CQE comes back: a buffer is never
 //! returned, and a descriptor never closed, while the kernel may still use it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -62,6 +62,14 @@ struct UConn {
     starved: bool,
     /// `Watcher::detach` waits here for the descriptor once the last CQE is in.
     detach: Option<crossbeam_channel::Sender<Option<OwnedFd>>>,
+    /// File requests: pending keys (they run side by side, outside the FIFO queues).
+    files: Vec<usize>,
+    /// Ids of `write_at`s not yet complete, for the fsync barrier.
+    writes: BTreeSet<u64>,
+    /// `fsync`s waiting for earlier writes.
+    fsyncs: VecDeque<usize>,
+    /// File requests in the kernel.
+    files_in_flight: usize,
 }
 
 struct Pending<C> {
@@ -175,7 +183,9 @@ impl<C> RingLoop<C> {
 
     fn handle(&mut self, msg: LoopMsg<C>) {
         match msg {
-            LoopMsg::Watch { id, fd, is_socket } => self.watch(id, fd, is_socket),
+            LoopMsg::Watch {
+                id, fd, is_socket, ..
+            } => self.watch(id, fd, is_socket),
             LoopMsg::Submit(op) => self.submit_op(op),
             LoopMsg::Free(id) => {
                 if let Some(i) = self.index_of(id) {
@@ -203,7 +213,7 @@ impl<C> RingLoop<C> {
                 }
             }
             // Buffers are recycled every iteration; the message only woke us.
-            LoopMsg::SwapReleased | LoopMsg::Events(_) => {}
+            LoopMsg::SwapReleased | LoopMsg::Events(_) | LoopMsg::FileDone { .. } => {}
             LoopMsg::Close => {
                 self.closing = true;
                 for i in 0..self.conns.len() {
@@ -233,6 +243,10 @@ impl<C> RingLoop<C> {
             closing: false,
             starved: false,
             detach: None,
+            files: Vec::new(),
+            writes: BTreeSet::new(),
+            fsyncs: VecDeque::new(),
+            files_in_flight: 0,
         });
     }
 
@@ -249,6 +263,7 @@ impl<C> RingLoop<C> {
             .queues
             .iter()
             .flatten()
+            .chain(c.files.iter())
             .copied()
             .find(|&k| ops.get(k).is_some_and(|p| p.op.id == id));
         match key {
@@ -277,6 +292,7 @@ impl<C> RingLoop<C> {
             }
         };
         let dir = dir_of(op.kind);
+        let is_file = op.kind.is_file();
         if let Some(at) = op.deadline {
             let key = self.ops.vacant_key();
             self.deadlines.push(Entry {
@@ -291,10 +307,148 @@ impl<C> RingLoop<C> {
             cancel: None,
             poll_first: false,
         });
+        if is_file {
+            self.file_submit(i, key);
+            return;
+        }
         if let Some(c) = self.conns[i].as_mut() {
             c.queues[dir as usize].push_back(key);
         }
         self.arm(i, dir);
+    }
+
+    /// A new file request: reads and writes go to the kernel at once, side by side; an fsync
+    /// waits for the writes submitted before it.
+    fn file_submit(&mut self, i: usize, key: usize) {
+        let (kind, seq) = (self.ops[key].op.kind, self.ops[key].op.id.seq);
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        c.files.push(key);
+        match kind {
+            OpKind::WriteAt => {
+                c.writes.insert(seq);
+            }
+            OpKind::Fsync | OpKind::Fdatasync if c.writes.range(..seq).next().is_some() => {
+                c.fsyncs.push_back(key);
+                return;
+            }
+            _ => {}
+        }
+        self.arm_file(i, key);
+    }
+
+    fn arm_file(&mut self, i: usize, key: usize) {
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        let fd = types::Fd(c.fd.as_raw_fd());
+        let p = &mut self.ops[key];
+        let ud = user_data(key, p.op.id.seq);
+        let off = p.op.offset + p.op.size as u64;
+        let sqe = match (p.op.kind, p.op.buffer.as_mut()) {
+            (OpKind::ReadAt, Some(b)) => {
+                let rest = &mut b[p.op.size..];
+                let len = rest.len().min(u32::MAX as usize) as u32;
+                opcode::Read::new(fd, rest.as_mut_ptr(), len)
+                    .offset(off)
+                    .build()
+            }
+            (OpKind::WriteAt, Some(b)) => {
+                let rest = &b[p.op.size..];
+                let len = rest.len().min(u32::MAX as usize) as u32;
+                opcode::Write::new(fd, rest.as_ptr(), len)
+                    .offset(off)
+                    .build()
+            }
+            (OpKind::Fdatasync, _) => opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+            _ => opcode::Fsync::new(fd).build(),
+        };
+        p.in_flight = true;
+        c.files_in_flight += 1;
+        self.in_flight += 1;
+        self.push(sqe.user_data(ud));
+    }
+
+    /// The CQE of file request `key` on file `i`.
+    fn file_complete(&mut self, i: usize, key: usize, res: i32) {
+        if let Some(c) = self.conns[i].as_mut() {
+            c.files_in_flight -= 1;
+        }
+        let p = &mut self.ops[key];
+        let len = p.op.buffer.as_ref().map_or(0, |b| b.len());
+        enum F {
+            Finish(Option<Error>),
+            Again,
+        }
+        let next = if res < 0 {
+            match -res {
+                libc::EAGAIN | libc::EINTR | libc::ECANCELED if p.cancel.is_some() => {
+                    F::Finish(p.cancel.take())
+                }
+                libc::EAGAIN | libc::EINTR => F::Again,
+                libc::ECANCELED => F::Finish(Some(Error::ClosedPipe)),
+                e => F::Finish(Some(Error::Io(std::io::Error::from_raw_os_error(e)))),
+            }
+        } else {
+            match p.op.kind {
+                OpKind::Fsync | OpKind::Fdatasync => F::Finish(p.cancel.take()),
+                OpKind::ReadAt if res == 0 => F::Finish(
+                    p.cancel
+                        .take()
+                        .or_else(|| (p.op.size == 0).then_some(Error::Eof)),
+                ),
+                _ => {
+                    p.op.size += res as usize;
+                    if p.op.size >= len {
+                        F::Finish(None)
+                    } else if let Some(e) = p.cancel.take() {
+                        F::Finish(Some(e))
+                    } else {
+                        F::Again
+                    }
+                }
+            }
+        };
+        match next {
+            F::Again if !self.conns[i].as_ref().is_some_and(|c| c.closing) => self.arm_file(i, key),
+            F::Again => self.file_finish(i, key, Some(Error::ClosedPipe)),
+            F::Finish(e) => self.file_finish(i, key, e),
+        }
+    }
+
+    /// Delivers file request `key`; a finished write may let waiting fsyncs go.
+    fn file_finish(&mut self, i: usize, key: usize, err: Option<Error>) {
+        let p = self.ops.remove(key);
+        let (seq, was_write) = (p.op.id.seq, p.op.kind == OpKind::WriteAt);
+        self.out.push(p.op.finish(None, err));
+        let mut ready = Vec::new();
+        if let Some(c) = self.conns[i].as_mut() {
+            c.files.retain(|&k| k != key);
+            c.fsyncs.retain(|&k| k != key);
+            if was_write {
+                c.writes.remove(&seq);
+                while let Some(&f) = c.fsyncs.front() {
+                    let fseq = self.ops[f].op.id.seq;
+                    if c.writes.range(..fseq).next().is_some() {
+                        break;
+                    }
+                    c.fsyncs.pop_front();
+                    ready.push(f);
+                }
+            }
+        }
+        let closing = self.conns[i].as_ref().is_some_and(|c| c.closing);
+        for f in ready {
+            if closing {
+                self.file_finish(i, f, Some(Error::ClosedPipe));
+            } else {
+                self.arm_file(i, f);
+            }
+        }
+        self.maybe_finish_release(i);
     }
 
     /// Puts the front request of connection `i`'s `dir` queue into the kernel, unless one is
@@ -487,6 +641,12 @@ impl<C> RingLoop<C> {
         self.in_flight -= 1;
         let dir = dir_of(p.op.kind);
         let cid = p.op.conn.id();
+        if p.op.kind.is_file() {
+            if let Some(i) = self.index_of(cid) {
+                self.file_complete(i, key, res);
+            }
+            return;
+        }
         let swap = cqueue::buffer_select(flags)
             .and_then(|bid| self.bufs.take(bid, res.max(0) as usize, flags));
         let next = outcome(p, res, swap);
@@ -599,6 +759,13 @@ impl<C> RingLoop<C> {
             }
             return;
         }
+        if self.ops[key].op.kind.is_file() {
+            // Not in the kernel: an fsync waiting for earlier writes.
+            if let Some(i) = self.index_of(self.ops[key].op.conn.id()) {
+                self.file_finish(i, key, Some(err));
+            }
+            return;
+        }
         let p = self.ops.remove(key);
         let dir = dir_of(p.op.kind);
         let i = self.index_of(p.op.conn.id());
@@ -625,8 +792,14 @@ impl<C> RingLoop<C> {
             return;
         }
         c.closing = true;
+        let files = c.files.clone();
         for dir in [Dir::Read, Dir::Write] {
             self.end_queue(i, dir);
+        }
+        for key in files {
+            if self.ops.contains(key) {
+                self.end_request(key, Error::ClosedPipe);
+            }
         }
         self.maybe_finish_release(i);
     }
@@ -654,14 +827,18 @@ impl<C> RingLoop<C> {
     }
 
     fn maybe_finish_release(&mut self, i: usize) {
-        let done =
-            matches!(&self.conns[i], Some(c) if c.closing && !c.in_flight[0] && !c.in_flight[1]);
+        // Only once nothing of this connection is in the kernel: closing the descriptor
+        // earlier could let a queued SQE reach a reused descriptor number.
+        let done = matches!(&self.conns[i], Some(c) if c.closing
+            && !c.in_flight[0]
+            && !c.in_flight[1]
+            && c.files_in_flight == 0);
         if !done {
             return;
         }
         if let Some(c) = self.conns[i].take() {
             // Requests still queued (none should be) end here too.
-            for key in c.queues.iter().flatten() {
+            for key in c.queues.iter().flatten().chain(c.files.iter()) {
                 if let Some(p) = self.ops.try_remove(*key) {
                     self.out.push(p.op.finish(None, Some(Error::ClosedPipe)));
                 }
@@ -737,7 +914,7 @@ fn outcome<C>(p: &mut Pending<C>, res: i32, swap: Option<SwapSlice>) -> Next {
         OpKind::Connect => return Next::Done(None, None),
         _ => {}
     }
-    match (op.kind, op.buffer.as_ref().map(Vec::len)) {
+    match (op.kind, op.buffer.as_ref().map(|b| b.len())) {
         (OpKind::Write, Some(len)) => {
             op.size += n;
             if op.size >= len {
