@@ -5,6 +5,11 @@
 //! write has completed. Connections are freed on EOF or error. The server runs until it is
 //! interrupted (Ctrl-C / SIGTERM).
 //!
+//! With `--accept-mode watcher` there is no accept thread: the watcher takes the listening
+//! socket over and connections arrive as results of `accept` requests (a few kept
+//! outstanding, each replaced as soon as it completes) on the same `wait_io` loop, so the whole
+//! server is one loop on one thread.
+//!
 //! ```text
 //! cargo run --release --example echo-server -- --addr 127.0.0.1:7000
 //! # in another terminal:
@@ -17,6 +22,8 @@
 //! Options:
 //! - `--addr HOST:PORT`: where to listen (default `127.0.0.1:0`, any free port);
 //! - `--backend epoll|uring|auto`: the gaio backend (default: `GAIO_BACKEND`, else auto);
+//! - `--accept-mode thread|watcher`: accept on a `std` thread (default), or with `accept`
+//!   requests on the echo loop;
 //! - `--read swap|conn`: read into the watcher's swap buffers, copying into a pooled buffer for
 //!   the write (default; an idle connection holds no memory), or into a 64 KiB buffer owned by
 //!   each connection that is written back without a copy;
@@ -31,17 +38,18 @@ mod common;
 use std::io::Write;
 use std::process::ExitCode;
 
-use common::{Args, EchoServer, ReadMode};
+use common::{AcceptMode, Args, EchoServer, ReadMode};
 use gaio::{Backend, Watcher};
 
 const USAGE: &str = "\
 usage: echo-server [--addr HOST:PORT] [--backend epoll|uring|auto] [--read swap|conn]
-                   [--buffer-size BYTES] [--verbose]";
+                   [--accept-mode thread|watcher] [--buffer-size BYTES] [--verbose]";
 
 struct Options {
     addr: String,
     backend: Option<Backend>,
     read: ReadMode,
+    accept: AcceptMode,
     buffer_size: usize,
     verbose: bool,
 }
@@ -51,6 +59,7 @@ fn parse_args() -> Result<Options, String> {
         addr: "127.0.0.1:0".into(),
         backend: None,
         read: ReadMode::Swap,
+        accept: AcceptMode::Thread,
         buffer_size: gaio::DEFAULT_SWAP_BUFFER_SIZE,
         verbose: false,
     };
@@ -60,6 +69,7 @@ fn parse_args() -> Result<Options, String> {
             "--addr" => o.addr = args.value(&mut flag)?,
             "--backend" => o.backend = Some(args.parse(&mut flag)?),
             "--read" => o.read = args.parse(&mut flag)?,
+            "--accept-mode" => o.accept = args.parse(&mut flag)?,
             "--buffer-size" => o.buffer_size = args.parse(&mut flag)?,
             "--verbose" | "-v" => {
                 args.no_value(&flag)?;
@@ -108,9 +118,12 @@ fn run(o: Options) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(|e| format!("stdout: {e}"))?;
     drop(out);
-    eprintln!("echo-server: backend {backend}, reads into {}", o.read);
+    eprintln!(
+        "echo-server: backend {backend}, reads into {}, accepts with {}",
+        o.read, o.accept
+    );
 
-    let server = EchoServer::start(listener, watcher, o.read, o.verbose)
+    let server = EchoServer::start_with(listener, watcher, o.read, o.accept, o.verbose)
         .map_err(|e| format!("cannot start the server threads: {e}"))?;
     // Runs until the process is interrupted; returns only if wait_io fails.
     server.wait().map_err(|e| format!("echo loop failed: {e}"))

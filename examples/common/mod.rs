@@ -1,4 +1,5 @@
-//! Code shared by the examples: the echo server (its accept thread and its `wait_io` loop),
+//! Code shared by the examples: the echo server (its accept thread or `accept` requests, and
+//! its `wait_io` loop),
 //! listener setup, raising `RLIMIT_NOFILE`, and a small hand-written argument parser; and, in
 //! [`workloads`], the verifying echo clients (stream, burst, ping-pong, idle).
 //!
@@ -16,9 +17,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gaio::{Buffer, Error, OpResult, OpType, Watcher};
+use gaio::{Buffer, Conn, Error, OpResult, OpType, Watcher};
 
 pub mod workloads;
 
@@ -123,6 +124,50 @@ impl std::fmt::Display for ReadMode {
     }
 }
 
+/// How the echo server accepts connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptMode {
+    /// A plain `std` accept loop on a thread of its own hands each connection to the watcher
+    /// (Go gaio's example; the default).
+    Thread,
+    /// The listener is watched too, and the connections arrive as results of
+    /// [`Watcher::accept`] requests ([`ACCEPTS_IN_FLIGHT`] outstanding) on the echo loop
+    /// itself: the whole server is one `wait_io` loop.
+    Watcher,
+}
+
+impl FromStr for AcceptMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "thread" => Ok(AcceptMode::Thread),
+            "watcher" => Ok(AcceptMode::Watcher),
+            _ => Err(format!("accept mode {s:?} (expected thread or watcher)")),
+        }
+    }
+}
+
+impl std::fmt::Display for AcceptMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcceptMode::Thread => f.write_str("an accept thread"),
+            AcceptMode::Watcher => write!(
+                f,
+                "accept requests on the echo loop ({ACCEPTS_IN_FLIGHT} outstanding)"
+            ),
+        }
+    }
+}
+
+/// Accept requests kept outstanding on the listener in [`AcceptMode::Watcher`]: each accepted
+/// connection is replaced by a new request at once, and several outstanding let one readiness
+/// edge (or one batch of io_uring completions) bring in several connections.
+pub const ACCEPTS_IN_FLIGHT: usize = 4;
+
+/// How long a failed accept request waits before it is submitted again, when it failed for
+/// lack of descriptors or memory (the connection waits in the backlog meanwhile).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Counters the echo server keeps, readable from any thread.
 #[derive(Debug, Default)]
 pub struct EchoStats {
@@ -136,41 +181,84 @@ pub struct EchoStats {
     pub errors: AtomicU64,
 }
 
-/// An echo server: an accept thread hands each new TCP connection to a gaio [`Watcher`], and
-/// one thread runs the `wait_io` loop that echoes every read back with a write and reads
-/// again once the write is done (one operation in flight per connection, so a client that
-/// stops reading just stops being read from: no unbounded queue of writes).
+/// An echo server: new TCP connections reach a gaio [`Watcher`] (from an accept thread, or
+/// as results of `accept` requests, see [`AcceptMode`]), and one thread runs the `wait_io`
+/// loop that echoes every read back with a write and reads again once the write is done (one
+/// operation in flight per connection, so a client that stops reading just stops being read
+/// from: no unbounded queue of writes).
 pub struct EchoServer {
     watcher: Arc<Watcher<()>>,
     addr: SocketAddr,
     stats: Arc<EchoStats>,
     stop: Arc<AtomicBool>,
-    /// A duplicate of the listening socket, to wake the accept thread at shutdown.
-    wake: TcpListener,
+    /// A duplicate of the listening socket, to wake the accept thread at shutdown (thread
+    /// mode only).
+    wake: Option<TcpListener>,
     accept: Option<JoinHandle<()>>,
     serve: Option<JoinHandle<Result<(), Error>>>,
 }
 
 impl EchoServer {
-    /// Starts the accept thread and the echo loop thread on `listener` and `watcher`.
-    /// With `verbose`, connection openings and closings are logged to stderr.
+    /// Starts the accept thread and the echo loop thread on `listener` and `watcher`
+    /// ([`AcceptMode::Thread`]). With `verbose`, connection openings and closings are logged
+    /// to stderr.
     pub fn start(
         listener: TcpListener,
         watcher: Watcher<()>,
         mode: ReadMode,
         verbose: bool,
     ) -> io::Result<EchoServer> {
+        EchoServer::start_with(listener, watcher, mode, AcceptMode::Thread, verbose)
+    }
+
+    /// [`start`](EchoServer::start) with a choice of how connections are accepted. With
+    /// [`AcceptMode::Watcher`] there is no accept thread: the watcher takes the listener over
+    /// and the echo loop thread is the whole server.
+    pub fn start_with(
+        listener: TcpListener,
+        watcher: Watcher<()>,
+        mode: ReadMode,
+        accept_mode: AcceptMode,
+        verbose: bool,
+    ) -> io::Result<EchoServer> {
         let addr = listener.local_addr()?;
-        let wake = listener.try_clone()?;
         let watcher = Arc::new(watcher);
         let stats = Arc::new(EchoStats::default());
         let stop = Arc::new(AtomicBool::new(false));
 
+        if accept_mode == AcceptMode::Watcher {
+            // Linux copies TCP_NODELAY from the listener to every socket it accepts, so this
+            // does what the accept thread's per-connection set_nodelay does.
+            socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+            let lconn = watcher.watch(&listener).map_err(into_io)?;
+            // The watcher keeps its own descriptor of the listener; ours is not needed.
+            drop(listener);
+            for _ in 0..ACCEPTS_IN_FLIGHT {
+                watcher.accept((), &lconn).map_err(|e| into_io(e.error))?;
+            }
+            let serve = {
+                let (w, stats) = (watcher.clone(), stats.clone());
+                std::thread::Builder::new()
+                    .name("echo-loop".into())
+                    .spawn(move || echo_loop(&w, mode, &stats, verbose, Some(lconn)))?
+            };
+            return Ok(EchoServer {
+                watcher,
+                addr,
+                stats,
+                stop,
+                wake: None,
+                accept: None,
+                serve: Some(serve),
+            });
+        }
+
+        let wake = listener.try_clone()?;
         let serve = {
             let (w, stats) = (watcher.clone(), stats.clone());
             std::thread::Builder::new()
                 .name("echo-loop".into())
-                .spawn(move || echo_loop(&w, mode, &stats, verbose))?
+                .spawn(move || echo_loop(&w, mode, &stats, verbose, None))?
         };
         let accept = {
             let (w, stats, stop) = (watcher.clone(), stats.clone(), stop.clone());
@@ -183,7 +271,7 @@ impl EchoServer {
             addr,
             stats,
             stop,
-            wake,
+            wake: Some(wake),
             accept: Some(accept),
             serve: Some(serve),
         })
@@ -232,8 +320,8 @@ impl EchoServer {
         };
         // The accept thread sits in a blocking accept(). shutdown(2) on the listening socket
         // makes that accept fail at once (Linux: EINVAL); the thread then sees `stop`.
-        if let Some(t) = self.accept.take() {
-            let woken = socket2::SockRef::from(&self.wake)
+        if let (Some(t), Some(wake)) = (self.accept.take(), &self.wake) {
+            let woken = socket2::SockRef::from(wake)
                 .shutdown(Shutdown::Read)
                 .is_ok()
                 || TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1))
@@ -253,6 +341,14 @@ impl Drop for EchoServer {
         if self.serve.is_some() {
             let _ = self.stop_threads();
         }
+    }
+}
+
+/// A gaio error as an `io::Error` (the OS error itself when there is one).
+fn into_io(e: Error) -> io::Error {
+    match e {
+        Error::Io(e) => e,
+        e => io::Error::other(e.to_string()),
     }
 }
 
@@ -338,23 +434,44 @@ fn accept_loop(
 const POOL_MAX: usize = 256;
 
 /// The echo loop: one thread, one `wait_io` loop, one operation in flight per connection.
-/// Returns `Ok` once the watcher is closed and every result is drained.
+/// With `listener` (the watched listening socket, [`AcceptMode::Watcher`]) it also serves the
+/// `accept` requests on it, keeping [`ACCEPTS_IN_FLIGHT`] outstanding. Returns `Ok` once the
+/// watcher is closed and every result is drained.
 fn echo_loop(
     w: &Watcher<()>,
     mode: ReadMode,
     stats: &EchoStats,
     verbose: bool,
+    listener: Option<Conn>,
 ) -> Result<(), Error> {
     // Write buffers for swap mode, recycled when their write completes, so that the steady
     // state allocates nothing.
     let mut pool: Vec<Vec<u8>> = Vec::new();
+    // Accept requests that failed for lack of resources, to submit again at `retry_at`.
+    let mut parked = Parked::default();
     loop {
-        let batch = match w.wait_io() {
+        let waited = match parked.retry_at {
+            Some(at) => w.wait_io_timeout(at.saturating_duration_since(Instant::now())),
+            None => w.wait_io(),
+        };
+        let batch = match waited {
             Ok(b) => b,
             Err(Error::WatcherClosed) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if let (Some(lconn), Some(at)) = (&listener, parked.retry_at) {
+            if Instant::now() >= at {
+                parked.retry_at = None;
+                for _ in 0..std::mem::take(&mut parked.count) {
+                    submit_accept(w, lconn, &mut parked);
+                }
+            }
+        }
         for res in batch {
+            if res.op == OpType::Accept {
+                accepted(w, res, mode, stats, verbose, &mut parked);
+                continue;
+            }
             if let Some(err) = &res.error {
                 end_conn(w, &res, err, stats, verbose);
                 if mode == ReadMode::Swap {
@@ -387,6 +504,85 @@ fn echo_loop(
                 // OpType is non_exhaustive; this loop only submits reads and writes.
                 _ => free(w, &res.conn, stats),
             }
+        }
+    }
+}
+
+/// Accept requests waiting to be submitted again.
+#[derive(Default)]
+struct Parked {
+    count: usize,
+    retry_at: Option<Instant>,
+}
+
+impl Parked {
+    fn park(&mut self) {
+        self.count += 1;
+        self.retry_at
+            .get_or_insert_with(|| Instant::now() + ACCEPT_RETRY);
+    }
+}
+
+/// Submits an accept request on the listener; parks it if the submission is refused for any
+/// reason but the watcher closing.
+fn submit_accept(w: &Watcher<()>, lconn: &Conn, parked: &mut Parked) {
+    if let Err(e) = w.accept((), lconn) {
+        if !matches!(e.error, Error::WatcherClosed | Error::ConnClosed) {
+            eprintln!("accept: submission refused: {}; retrying", e.error);
+            parked.park();
+        }
+    }
+}
+
+/// An accept request completed: start the new connection's first read, and put a new accept
+/// request in its place (at once, or after [`ACCEPT_RETRY`] if it failed for lack of
+/// descriptors or memory, or for an unexpected reason).
+fn accepted(
+    w: &Watcher<()>,
+    res: OpResult<()>,
+    mode: ReadMode,
+    stats: &EchoStats,
+    verbose: bool,
+    parked: &mut Parked,
+) {
+    let lconn = &res.conn;
+    match (res.error, res.accepted) {
+        (None, Some(conn)) => {
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            if verbose {
+                eprintln!("conn {:#x}: accepted", conn.key());
+            }
+            let buf = match mode {
+                ReadMode::Swap => None,
+                ReadMode::PerConn(n) => Some(vec![0u8; n]),
+            };
+            if w.read((), &conn, buf).is_err() {
+                // Only possible when the watcher is closing.
+                free(w, &conn, stats);
+            }
+            submit_accept(w, lconn, parked);
+        }
+        // Our own shutdown: the listener is gone, nothing to resubmit.
+        (Some(Error::ClosedPipe | Error::WatcherClosed | Error::ConnClosed), _) => {}
+        (Some(e), _) => match e.raw_os_error() {
+            // Out of descriptors or memory: the connection waits in the backlog; retry later
+            // instead of spinning on the same error.
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                eprintln!("accept: {e}; retrying in {} ms", ACCEPT_RETRY.as_millis());
+                parked.park();
+            }
+            // The client gave up before we accepted, or a signal: nothing to report.
+            Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => {
+                submit_accept(w, lconn, parked)
+            }
+            _ => {
+                eprintln!("accept: {e}; retrying in {} ms", ACCEPT_RETRY.as_millis());
+                parked.park();
+            }
+        },
+        (None, None) => {
+            eprintln!("accept: completed without a connection; retrying");
+            submit_accept(w, lconn, parked);
         }
     }
 }
