@@ -59,6 +59,12 @@ impl<C> ResultQueue<C> {
         self.cv.notify_all();
     }
 
+    /// A guard for a backend thread: if the thread unwinds from a panic (a bug), the queue is
+    /// closed so `wait_io` reports `WatcherClosed` instead of waiting forever.
+    pub(crate) fn close_on_panic(self: &std::sync::Arc<Self>) -> CloseOnPanic<C> {
+        CloseOnPanic(self.clone())
+    }
+
     /// Takes everything queued, waiting up to `timeout` (forever if `None`) for at least one
     /// result. An empty deque means the timeout passed. Once closed and drained:
     /// `WatcherClosed`.
@@ -97,6 +103,16 @@ impl<C> ResultQueue<C> {
         let mut g = lock(&self.inner);
         if g.spare.capacity() < d.capacity() {
             g.spare = d;
+        }
+    }
+}
+
+pub(crate) struct CloseOnPanic<C>(std::sync::Arc<ResultQueue<C>>);
+
+impl<C> Drop for CloseOnPanic<C> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.close();
         }
     }
 }

@@ -511,7 +511,70 @@ fn starved_swap_read_then_caller_read(b: Backend) {
     assert_eq!(w.swap_stats().buffers_in_use, 0);
 }
 
+/// Two queued reads with the same deadline: the front one (a swap read starved of space)
+/// expires, the caller-buffer read behind it then completes on data already there, and its own
+/// expiry, collected in the same pass, must be skipped, not acted on twice.
+fn same_deadline_behind_starved_read(b: Backend) {
+    let builder = Watcher::builder().swap_buffer_size(4096).swap_buffers(1);
+    let Some(w) = util::build::<u32>(b, builder) else {
+        return;
+    };
+    let (mut c, s) = util::tcp_pair();
+    let conn = w.watch(&s).unwrap();
+    drop(s);
+    w.read_full(1, &conn, vec![0; 1], None).unwrap();
+    // Hold the only swap buffer with a live slice.
+    let (mut c2, s2) = util::tcp_pair();
+    let other = w.watch(&s2).unwrap();
+    drop(s2);
+    w.read(9, &other, None).unwrap();
+    c2.write_all(&[5u8; 4096]).unwrap();
+    c.write_all(b"x").unwrap();
+    let mut held = Vec::new();
+    let mut got = 0;
+    while got < 4096 + 1 {
+        for r in collect(&w, 1, Duration::from_secs(10)) {
+            got += r.size;
+            if r.context == 9 && got < 4097 {
+                w.read(9, &other, None).unwrap();
+            }
+            held.push(r);
+        }
+    }
+    let at = Instant::now() + Duration::from_millis(100);
+    w.read_timeout(2, &conn, None, at).unwrap();
+    w.read_timeout(3, &conn, Some(vec![0; 16]), at).unwrap();
+    c.write_all(b"behind").unwrap();
+    let r = collect(&w, 2, Duration::from_secs(10));
+    let ctxs: Vec<u32> = r.iter().map(|x| x.context).collect();
+    assert_eq!(ctxs, [2, 3], "{b}: {r:?}");
+    assert!(
+        matches!(r[0].error, Some(Error::Deadline)),
+        "{b}: {:?}",
+        r[0]
+    );
+    // The read behind either got the data (served after the first expired) or expired too.
+    assert!(
+        r[1].error.is_none() || matches!(r[1].error, Some(Error::Deadline)),
+        "{b}: {:?}",
+        r[1]
+    );
+    assert!(w
+        .wait_io_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_empty());
+    // The loop is alive.
+    w.read(4, &conn, Some(vec![0; 16])).unwrap();
+    c.write_all(b"alive").unwrap();
+    assert!(collect(&w, 1, Duration::from_secs(10))[0].error.is_none());
+    drop(held);
+}
+
 backend_tests! {
+    fn same_deadline_behind_a_starved_read(backend) {
+        same_deadline_behind_starved_read(backend);
+    }
+
     fn idle_connections_hold_no_swap_buffer(backend) {
         let _heavy = util::many_fds_guard();
         idle_holds_no_buffer(backend);

@@ -415,12 +415,18 @@ impl<C: Send + 'static> EventLoop<C> {
         let live = |e: &Entry| ops.get(e.key).is_some_and(|o| o.id.seq == e.id);
         let mut expired = Vec::new();
         while let Some(e) = self.deadlines.pop_expired(now, live) {
-            expired.push(e.key);
+            expired.push(e);
         }
         self.deadlines.compact(self.ops.len(), |e| {
             self.ops.get(e.key).is_some_and(|o| o.id.seq == e.id)
         });
-        for key in expired {
+        for e in expired {
+            // Ending one request can end another in this list (serving the queue behind it, or
+            // a release): act only on requests still pending.
+            if !self.ops.get(e.key).is_some_and(|o| o.id.seq == e.id) {
+                continue;
+            }
+            let key = e.key;
             if self.ops[key].kind.is_file() {
                 if let Some(i) = self.index_of(self.ops[key].conn.id()) {
                     self.file_end(i, key, Error::Deadline);

@@ -59,6 +59,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
     let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 
+    let guard = core.results.close_on_panic();
     let lp = event_loop::EventLoop::new(
         core.rx,
         ack_tx,
@@ -80,6 +81,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
     let loop_thread = std::thread::Builder::new()
         .name("gaio-loop".into())
         .spawn(move || {
+            let _guard = guard;
             slot.enter();
             let _ = ready.send(());
             lp.run();

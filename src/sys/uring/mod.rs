@@ -182,9 +182,11 @@ pub(crate) fn start<C: Send + 'static>(
 ) -> Result<Vec<JoinHandle<()>>> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<()>>(1);
     let slot = core.loop_slot.clone();
+    let guard = core.results.close_on_panic();
     let thread = std::thread::Builder::new()
         .name("gaio-uring".into())
         .spawn(move || {
+            let _guard = guard;
             let ring = match setup_ring().and_then(|r| probe(&r).map(|()| r)) {
                 Ok(r) => r,
                 Err(e) => {
