@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench backends                      # 7 rounds, about 2 minutes
-//! cargo bench --bench backends -- --quick           # a smoke check, about 15 s
+//! cargo bench --bench backends -- --quick           # a smoke check, about 10 s
 //! cargo bench --bench backends -- --rounds 9        # more rounds
 //! ```
 //!
@@ -16,6 +16,11 @@
 //! - **ping-pong**: 1000 connections x 64 B request/response: requests/s, p50, p99;
 //! - **idle**: 10 000 connections each with a pending swap read on the server: server RSS per
 //!   connection, `(RSS with the idle connections - RSS before) / n`.
+//!
+//! Also the server's CPU time per unit of work (per MB echoed, per request, per burst), from
+//! `/proc/PID/task/*/schedstat`: throughput on a shared 2-core machine moves with whatever
+//! else runs, CPU per unit of work much less, and it tells a slower backend that spends more
+//! CPU from one that waits more.
 //!
 //! The server runs in a process of its own, so that its memory is measured alone: this binary
 //! re-executes itself with `GAIO_BENCH_SERVER=epoll|uring`, which makes it run only the echo
@@ -282,9 +287,21 @@ fn metrics(plan: &Plan) -> Vec<Metric> {
             0,
         ),
         m(
+            Workload::Stream1,
+            "stream, 1 conn: server CPU per MB echoed, µs".into(),
+            Better::Lower,
+            0,
+        ),
+        m(
             Workload::Stream8,
             format!("stream, 8 conns x {chunk} KiB: MB/s"),
             Better::Higher,
+            0,
+        ),
+        m(
+            Workload::Stream8,
+            "stream, 8 conns: server CPU per MB echoed, µs".into(),
+            Better::Lower,
             0,
         ),
         m(
@@ -304,6 +321,12 @@ fn metrics(plan: &Plan) -> Vec<Metric> {
             2,
         ),
         m(
+            Workload::Burst,
+            "burst: server CPU, ms".into(),
+            Better::Lower,
+            0,
+        ),
+        m(
             Workload::PingPong,
             format!("ping-pong, {} conns x {PP_MSG} B: k req/s", plan.pp_conns),
             Better::Higher,
@@ -318,6 +341,12 @@ fn metrics(plan: &Plan) -> Vec<Metric> {
         m(
             Workload::PingPong,
             "ping-pong: p99 latency, ms".into(),
+            Better::Lower,
+            2,
+        ),
+        m(
+            Workload::PingPong,
+            "ping-pong: server CPU per request, µs".into(),
             Better::Lower,
             2,
         ),
@@ -353,6 +382,8 @@ struct ServerStats {
     accepted: u64,
     closed: u64,
     errors: u64,
+    /// Bytes echoed (completed writes).
+    bytes: u64,
 }
 
 /// An echo server in a child process (this binary, re-executed with `SERVER_ENV`).
@@ -423,10 +454,11 @@ impl ServerProc {
             .map(|s| s.split(' ').filter_map(|n| n.parse().ok()).collect())
             .unwrap_or_default();
         match nums[..] {
-            [accepted, closed, errors] => Ok(ServerStats {
+            [accepted, closed, errors, bytes] => Ok(ServerStats {
                 accepted,
                 closed,
                 errors,
+                bytes,
             }),
             _ => Err(format!("{backend} server: bad stats line {line:?}")),
         }
@@ -446,6 +478,29 @@ impl ServerProc {
                 .ok_or_else(|| format!("{path}: no {name}"))
         };
         Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// CPU time the server's threads have used so far, in seconds: the sum of the first field
+    /// of `/proc/PID/task/*/schedstat` (nanoseconds on a CPU; no thread of the server exits
+    /// before it is read).
+    fn cpu_secs(&self) -> BenchResult<f64> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let mut ns: u64 = 0;
+        for task in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+            let path = task
+                .map_err(|e| format!("{dir}: {e}"))?
+                .path()
+                .join("schedstat");
+            // A thread may end between the listing and the read: it no longer counts.
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                ns += text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Ok(ns as f64 / 1e9)
     }
 
     /// Waits (bounded) until the server has accepted `n` connections.
@@ -470,7 +525,7 @@ impl ServerProc {
 
     /// After the client closed its `n` connections: waits (bounded) until the server has
     /// accepted and freed exactly `n`, and fails if it logged any error.
-    fn settle(&mut self, n: u64) -> BenchResult<()> {
+    fn settle(&mut self, n: u64) -> BenchResult<ServerStats> {
         let until = Instant::now() + SETTLE;
         loop {
             let s = self.stats()?;
@@ -481,7 +536,7 @@ impl ServerProc {
                 ));
             }
             if s.accepted == n && s.closed == n {
-                return Ok(());
+                return Ok(s);
             }
             if s.accepted > n || Instant::now() >= until {
                 return Err(format!(
@@ -562,10 +617,11 @@ fn serve(backend: &str) -> BenchResult<()> {
         let line = line.map_err(|e| format!("stdin: {e}"))?;
         match line.trim() {
             "stats" => say(format!(
-                "stats {} {} {}",
+                "stats {} {} {} {}",
                 stats.accepted.load(Ordering::Relaxed),
                 stats.closed.load(Ordering::Relaxed),
-                stats.errors.load(Ordering::Relaxed)
+                stats.errors.load(Ordering::Relaxed),
+                stats.bytes.load(Ordering::Relaxed)
             ))?,
             other => return Err(format!("unknown command {other:?}")),
         }
@@ -592,15 +648,24 @@ fn measure(
         Workload::Stream1 | Workload::Stream8 => {
             let n = if workload == Workload::Stream1 { 1 } else { 8 };
             let st = stream(addr, n, plan.stream_secs, &mut quiet)?;
-            server.settle(n as u64)?;
-            vec![st.bytes as f64 / 1e6 / st.elapsed.as_secs_f64()]
+            let echoed = server.settle(n as u64)?.bytes;
+            let cpu = server.cpu_secs()?;
+            vec![
+                st.bytes as f64 / 1e6 / st.elapsed.as_secs_f64(),
+                cpu * 1e6 / (echoed as f64 / 1e6).max(1e-9),
+            ]
         }
         Workload::Burst => {
             let n = plan.burst_conns;
             let bu = burst(addr, n, plan.burst_timeout, Some(client), &mut quiet)?;
             server.settle(n as u64)?;
             let (_, hwm) = server.memory()?;
-            vec![bu.total.as_secs_f64(), hwm as f64 / (1024.0 * 1024.0)]
+            let cpu = server.cpu_secs()?;
+            vec![
+                bu.total.as_secs_f64(),
+                hwm as f64 / (1024.0 * 1024.0),
+                cpu * 1e3,
+            ]
         }
         Workload::PingPong => {
             let n = plan.pp_conns;
@@ -612,10 +677,17 @@ fn measure(
                 Some(client),
                 &mut quiet,
             )?;
-            server.settle(n as u64)?;
+            // Every request the server echoed, warm-up and tail included.
+            let echoed = server.settle(n as u64)?.bytes / PP_MSG as u64;
+            let cpu = server.cpu_secs()?;
             let rate = pp.requests as f64 / pp.window.as_secs_f64().max(1e-9);
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            vec![rate / 1e3, ms(pp.percentile(0.50)), ms(pp.percentile(0.99))]
+            vec![
+                rate / 1e3,
+                ms(pp.percentile(0.50)),
+                ms(pp.percentile(0.99)),
+                cpu * 1e6 / (echoed as f64).max(1.0),
+            ]
         }
         Workload::Idle => {
             let n = plan.idle_conns;
