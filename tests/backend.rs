@@ -6,9 +6,8 @@
 #[macro_use]
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use gaio::{Backend, Error, OpResult, OpType, Watcher};
@@ -165,96 +164,12 @@ fn gaio_backend_variable() {
     std::env::remove_var("GAIO_BACKEND");
 }
 
-/// Client ends live in a child process (this test binary, running `client_process`), so the
-/// parent's descriptor limit covers only the watcher's side: 10 000 connections need 10 000
-/// descriptors here and 10 000 there, within the 20 000 hard limit of this machine.
-struct Clients {
-    child: Child,
-}
-
-impl Clients {
-    fn connect(addr: SocketAddr, n: usize, payload: usize) -> Clients {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["client_process", "--exact", "--ignored", "--nocapture"])
-            .env("GAIO_CLIENT_ADDR", addr.to_string())
-            .env("GAIO_CLIENT_N", n.to_string())
-            .env("GAIO_CLIENT_PAYLOAD", payload.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        // Wait (bounded by the child's own limits) for "connected".
-        let mut line = String::new();
-        let mut rd = BufReader::new(out);
-        loop {
-            line.clear();
-            if rd.read_line(&mut line).unwrap() == 0 {
-                panic!("client process exited before connecting");
-            }
-            if line.starts_with("connected") {
-                break;
-            }
-        }
-        std::thread::spawn(move || std::io::copy(&mut rd, &mut std::io::sink()));
-        Clients { child }
-    }
-
-    /// Tells the child to send its payload on every connection.
-    fn send(&mut self) {
-        self.child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"send\n")
-            .unwrap();
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::yield_now();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The client ends live in a child process ([`util::ChildClients`], which runs this binary's
+/// `client_process` test), so the parent's descriptor limit covers only the watcher's side.
 #[test]
 #[ignore = "helper process for the many-connection tests, started by them"]
 fn client_process() {
-    let Ok(addr) = std::env::var("GAIO_CLIENT_ADDR") else {
-        return;
-    };
-    util::raise_nofile();
-    let n: usize = std::env::var("GAIO_CLIENT_N").unwrap().parse().unwrap();
-    let payload: usize = std::env::var("GAIO_CLIENT_PAYLOAD")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let addr: SocketAddr = addr.parse().unwrap();
-    let mut conns: Vec<TcpStream> = (0..n)
-        .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap())
-        .collect();
-    println!("connected {n}");
-    std::io::stdout().flush().unwrap();
-    let mut cmd = String::new();
-    let stdin = std::io::stdin();
-    while stdin.lock().read_line(&mut cmd).unwrap_or(0) > 0 {
-        if cmd.trim() == "send" {
-            for c in &mut conns {
-                c.write_all(&vec![0x5a; payload]).unwrap();
-            }
-        }
-        cmd.clear();
-    }
-    // stdin closed: the parent is done; drop every connection.
+    util::client_process_main();
 }
 
 /// 10 000 idle connections (or as many as the descriptor limit allows, said on stderr), each
@@ -277,7 +192,7 @@ fn idle_holds_no_buffer(b: Backend) {
             .map(|_| ln.accept().unwrap().0)
             .collect::<Vec<TcpStream>>()
     });
-    let mut clients = Clients::connect(addr, n, 16);
+    let mut clients = util::ChildClients::connect(addr, n, 16);
     let mut conns = Vec::with_capacity(n);
     for (i, s) in acceptor.join().unwrap().into_iter().enumerate() {
         let c = w.watch(&s).unwrap();

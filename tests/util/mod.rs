@@ -506,6 +506,19 @@ pub fn user_buf(b: Buffer) -> Vec<u8> {
     }
 }
 
+/// The user buffer of a result, by reference (panics on a swap slice or none).
+pub fn user_buf_ref(b: &Buffer) -> &Vec<u8> {
+    match b {
+        Buffer::User(v) => v,
+        other => panic!("expected the caller's buffer back, got {other:?}"),
+    }
+}
+
+/// The OS error number of a result's error, if it is an [`Error::Io`].
+pub fn errno_of(e: &Option<Error>) -> Option<i32> {
+    e.as_ref().and_then(Error::raw_os_error)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Process inspection: fds, threads, CPUs, limits
 // ---------------------------------------------------------------------------------------------
@@ -747,4 +760,247 @@ pub fn message(i: usize, len: usize) -> Vec<u8> {
 /// Index of the first differing byte of two equal-length slices.
 pub fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client connections held by a child process
+// ---------------------------------------------------------------------------------------------
+
+/// The client ends of many loopback connections, held by a child process: this test binary
+/// run again as its `client_process` test. The parent's descriptor limit then covers only the
+/// watcher's side: 10 000 connections need 10 000 descriptors here and 10 000 there, within
+/// the 20 000 hard limit of the machine this suite was written on.
+///
+/// A test file that uses it declares the entry point the child runs, at the crate root:
+///
+/// ```ignore
+/// #[test]
+/// #[ignore = "helper process for the many-connection tests, started by them"]
+/// fn client_process() {
+///     util::client_process_main();
+/// }
+/// ```
+///
+/// Protocol: the child connects `n` times to the address and prints `connected <n>`; then it
+/// reads commands from its stdin, one per line:
+/// - `send`: writes `payload` bytes of 0x5a on every connection, then prints `sent`;
+/// - `echo <round>`: writes [`message`]`(i + round, payload)` on connection `i`, for every
+///   connection, then reads `payload` bytes back from each and compares them; prints
+///   `echoed <n>`, or exits non-zero with the reason on stderr;
+/// - end of input (the parent dropped this value, or died): it drops every connection and
+///   exits.
+///
+/// Every wait, in the child and here, is bounded.
+pub struct ChildClients {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildClients {
+    /// Starts the child and waits (up to 60 s) until its `n` connections to `addr` are up.
+    pub fn connect(addr: SocketAddr, n: usize, payload: usize) -> ChildClients {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["client_process", "--exact", "--ignored", "--nocapture"])
+            .env("GAIO_CLIENT_ADDR", addr.to_string())
+            .env("GAIO_CLIENT_N", n.to_string())
+            .env("GAIO_CLIENT_PAYLOAD", payload.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the client process");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut c = ChildClients { child, lines };
+        c.expect_line("connected", Duration::from_secs(60));
+        c
+    }
+
+    /// Waits up to `limit` for an output line starting with `prefix` (libtest's own lines are
+    /// skipped) and returns it; panics if the child exits or the time passes first.
+    pub fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let left = limit.checked_sub(start.elapsed()).unwrap_or_else(|| {
+                panic!("the client process did not print {prefix:?} within {limit:?}")
+            });
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the client process did not print {prefix:?} within {limit:?}")
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait();
+                    panic!("the client process exited before printing {prefix:?}: {status:?}")
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{cmd}").expect("command to the client process");
+        stdin.flush().expect("command to the client process");
+    }
+
+    /// Tells the child to send its payload on every connection (does not wait).
+    pub fn send(&mut self) {
+        self.command("send");
+    }
+
+    /// One echo round (see the type's documentation); returns once every connection has its
+    /// bytes back, verified, and panics if that takes longer than `limit`.
+    pub fn echo(&mut self, round: usize, limit: Duration) {
+        self.command(&format!("echo {round}"));
+        self.expect_line("echoed", limit);
+    }
+}
+
+impl Drop for ChildClients {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of the child process of [`ChildClients`]. Does nothing when run without the
+/// parent's environment (for example by `cargo test -- --ignored`).
+pub fn client_process_main() {
+    use std::io::{BufRead, Write};
+    let Ok(addr) = std::env::var("GAIO_CLIENT_ADDR") else {
+        return;
+    };
+    raise_nofile();
+    let env = |k: &str| -> usize { std::env::var(k).unwrap().parse().unwrap() };
+    let (n, payload) = (env("GAIO_CLIENT_N"), env("GAIO_CLIENT_PAYLOAD"));
+    let addr: SocketAddr = addr.parse().unwrap();
+    let mut conns: Vec<TcpStream> = (0..n)
+        .map(|i| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("client {i} of {n}: connect: {e}"))
+        })
+        .collect();
+    for c in &conns {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    }
+    let say = |s: String| {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{s}").unwrap();
+        out.flush().unwrap();
+    };
+    say(format!("connected {n}"));
+    let stdin = std::io::stdin();
+    let mut cmd = String::new();
+    while stdin.lock().read_line(&mut cmd).unwrap_or(0) > 0 {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        match words.as_slice() {
+            ["send"] => {
+                let bytes = vec![0x5a; payload];
+                for c in &mut conns {
+                    c.write_all(&bytes).unwrap();
+                }
+                say("sent".into());
+            }
+            ["echo", round] => {
+                let round: usize = round.parse().unwrap();
+                for (i, c) in conns.iter_mut().enumerate() {
+                    c.write_all(&message(i + round, payload))
+                        .unwrap_or_else(|e| panic!("client {i}: write: {e}"));
+                }
+                let mut back = vec![0u8; payload];
+                for (i, c) in conns.iter_mut().enumerate() {
+                    c.read_exact(&mut back)
+                        .unwrap_or_else(|e| panic!("client {i}: echo: {e}"));
+                    if let Some(k) = first_difference(&back, &message(i + round, payload)) {
+                        panic!("client {i}, round {round}: wrong byte at offset {k}");
+                    }
+                }
+                say(format!("echoed {n}"));
+            }
+            other => panic!("client process: unknown command {other:?}"),
+        }
+        cmd.clear();
+    }
+    // End of input: the parent is done; dropping `conns` closes every connection.
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults and process state
+// ---------------------------------------------------------------------------------------------
+
+/// Closes `s` with an RST instead of a FIN (`SO_LINGER` of zero, then close): the peer's
+/// pending and later calls fail with `ECONNRESET` or `EPIPE`.
+pub fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+    drop(s);
+}
+
+/// This process's resident set size (`VmRSS` of `/proc/self/status`), in KiB.
+pub fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// The current `RLIMIT_NOFILE` as `(soft, hard)`.
+pub fn nofile() -> (libc::rlim_t, libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
+    (lim.rlim_cur, lim.rlim_max)
+}
+
+/// Sets the soft `RLIMIT_NOFILE` (the hard one unchanged). Only in a test that owns its
+/// process: it applies to every thread.
+pub fn set_nofile_soft(soft: libc::rlim_t) {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: nofile().1,
+    };
+    // SAFETY: `lim` is a valid rlimit; lowering the soft limit is always allowed.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The kernel thread id of the calling thread.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// The scheduler state letter of thread `tid` of this process (`R` running, `S` sleeping in
+/// an interruptible wait such as a futex, …), from `/proc/self/task/<tid>/stat`.
+pub fn thread_state(tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: the state follows the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
 }
