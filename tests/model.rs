@@ -735,17 +735,14 @@ impl Run<'_> {
 fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
     let count_fds = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
     let fds0 = util::open_fds();
-    // A library bug makes swap-buffer starvation lose a read on io_uring (see
-    // `uring_swap_released_before_starvation_is_seen`). Until it is fixed, io_uring runs the
-    // model with 64 swap buffers of 64 KiB, more than the peers of one case ever send (fewer
-    // than 40 sends of at most 70 000 bytes), so that no swap read can starve there; epoll gets
-    // the generated sizes (1-3 buffers of 512 B to 64 KiB, with slices held to starve reads).
-    // `GAIO_MODEL_FULL=1` uses the generated sizes on io_uring too, to check the fix.
-    let full = backend == Backend::Epoll || std::env::var("GAIO_MODEL_FULL").is_ok();
-    let (swap_size, swap_buffers) = if full {
-        (case.swap_size, case.swap_buffers)
-    } else {
+    // The generated swap sizes (1-3 buffers of 512 B to 64 KiB, with slices held to starve
+    // reads) on both backends. `GAIO_MODEL_ROOMY=1` gives 64 buffers of 64 KiB instead, which no
+    // case can exhaust, to tell a starvation bug from any other.
+    let roomy = std::env::var("GAIO_MODEL_ROOMY").is_ok();
+    let (swap_size, swap_buffers) = if roomy {
         (64 << 10, 64)
+    } else {
+        (case.swap_size, case.swap_buffers)
     };
     {
         let builder = Watcher::builder()
@@ -920,6 +917,7 @@ fn expire_then_serve(backend: Backend) {
 
 /// The failure the model found on io_uring (a swap read pending forever with every swap buffer
 /// free), reduced by hand to its cause; the shrunk case fails only with the right timing.
+/// Fixed by stamping each swap read with the buffer ring's publish generation.
 ///
 /// A swap read `A` waits in the kernel for data while a read on another connection fills the
 /// only swap buffer, whose slice the test then drops: no read is starved, so the loop is not
@@ -977,8 +975,6 @@ fn epoll_swap_released_before_starvation_is_seen() {
 }
 
 #[test]
-#[ignore = "library bug: io_uring loses a starved swap read when its buffer went back to the \
-            ring before the ENOBUFS was reaped; the read never completes"]
 fn uring_swap_released_before_starvation_is_seen() {
     swap_released_before_starvation_is_seen(Backend::Uring);
 }

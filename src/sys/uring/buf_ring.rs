@@ -37,6 +37,9 @@ pub(crate) struct BufRing {
     incremental: bool,
     buf_size: usize,
     shared: Arc<Shared>,
+    /// Bumped at every publish: a request armed before the latest publish may have seen an
+    /// emptier ring than the kernel has now.
+    generation: u64,
 }
 
 impl BufRing {
@@ -78,6 +81,7 @@ impl BufRing {
             incremental: true,
             buf_size: size,
             shared,
+            generation: 0,
         };
         let submitter = ring.submitter();
         // SAFETY: the mapping is page-aligned, `n` entries long, and stays mapped until
@@ -116,7 +120,13 @@ impl BufRing {
         self.used[bid as usize] = 0;
     }
 
-    fn publish(&self) {
+    /// The publish count; see `generation`.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn publish(&mut self) {
+        self.generation += 1;
         // SAFETY: the tail field lives inside the first entry of our mapping.
         let tail = unsafe { BufRingEntry::tail(self.entries.as_ptr()) } as *const AtomicU16;
         // SAFETY: the kernel reads this u16 concurrently; an atomic release store is how the

@@ -80,6 +80,9 @@ struct Pending<C> {
     cancel: Option<Error>,
     /// The last attempt hit EAGAIN: the next one arms poll first.
     poll_first: bool,
+    /// Buffer ring generation when this swap read was armed: an ENOBUFS from before a later
+    /// publish is stale and is retried at once.
+    buf_gen: u64,
 }
 
 /// What a CQE means for its request.
@@ -306,6 +309,7 @@ impl<C> RingLoop<C> {
             in_flight: false,
             cancel: None,
             poll_first: false,
+            buf_gen: 0,
         });
         if is_file {
             self.file_submit(i, key);
@@ -531,6 +535,7 @@ impl<C> RingLoop<C> {
             }
         };
         p.in_flight = true;
+        p.buf_gen = self.bufs.generation();
         c.in_flight[dir as usize] = true;
         self.in_flight += 1;
         self.push(sqe.user_data(ud));
@@ -656,6 +661,13 @@ impl<C> RingLoop<C> {
         }
         match next {
             Next::Resubmit => {
+                if let Some(i) = i {
+                    self.arm(i, dir);
+                }
+            }
+            // Buffers went back into the ring after this read was armed: the kernel has them
+            // now, so try again instead of waiting for a release that already happened.
+            Next::Starve if self.ops[key].buf_gen != self.bufs.generation() => {
                 if let Some(i) = i {
                     self.arm(i, dir);
                 }
