@@ -112,6 +112,21 @@ pub(crate) struct Core<C> {
     pub(crate) poller_slot: Arc<crate::affinity::ThreadSlot>,
 }
 
+/// What a connection needs only once it takes file requests: kept behind a `Box` so the
+/// sockets of a server with tens of thousands of connections do not pay for it.
+#[derive(Default)]
+pub(crate) struct FileState {
+    /// Pending file requests (they run side by side, outside the FIFO queues).
+    pub(crate) files: Vec<usize>,
+    /// Ids of the `write_at`s not yet complete, for the fsync barrier.
+    pub(crate) writes: std::collections::BTreeSet<u64>,
+    /// `fsync`s waiting for earlier writes.
+    pub(crate) fsyncs: std::collections::VecDeque<usize>,
+    /// File requests out of the loop's hands (in the kernel, or on a file thread): the
+    /// descriptor must stay open until they return.
+    pub(crate) busy: usize,
+}
+
 /// One readiness event, as the poller passes it on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Readiness {

@@ -9,7 +9,7 @@
 
 mod files;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use crate::op::{Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
 use crate::swap::{SwapPool, SwapSlice};
 use crate::sys::fd::{self, Io, Io2};
-use crate::sys::{GcCounters, LoopMsg, Readiness};
+use crate::sys::{FileState, GcCounters, LoopMsg, Readiness};
 use crate::Error;
 
 /// Messages handled per iteration before results are flushed, so a flood of submissions
@@ -56,14 +56,8 @@ struct ConnState {
     writers: VecDeque<usize>,
     /// Listed in `EventLoop::starved`: the front reader waits for swap space.
     starved: bool,
-    /// File requests (a regular file): pending keys, none in the FIFO queues.
-    files: Vec<usize>,
-    /// Ids of the `write_at`s not yet complete, for the fsync barrier.
-    writes: BTreeSet<u64>,
-    /// `fsync`s waiting for earlier writes.
-    fsyncs: VecDeque<usize>,
-    /// File requests on a file thread: the descriptor must stay open until they return.
-    busy: usize,
+    /// File requests' state, once there are any.
+    file: Option<Box<FileState>>,
     /// Released while `busy`: finish when the last file request returns.
     closing: bool,
     /// A `detach` waiting for that.
@@ -71,6 +65,18 @@ struct ConnState {
 }
 
 impl ConnState {
+    fn fs(&mut self) -> &mut FileState {
+        self.file.get_or_insert_with(Default::default)
+    }
+
+    fn busy(&self) -> usize {
+        self.file.as_ref().map_or(0, |f| f.busy)
+    }
+
+    fn file_keys(&self) -> impl Iterator<Item = &usize> {
+        self.file.iter().flat_map(|f| f.files.iter())
+    }
+
     fn queue(&mut self, dir: Dir) -> &mut VecDeque<usize> {
         match dir {
             Dir::Read => &mut self.readers,
@@ -276,10 +282,7 @@ impl<C: Send + 'static> EventLoop<C> {
             readers: VecDeque::new(),
             writers: VecDeque::new(),
             starved: false,
-            files: Vec::new(),
-            writes: BTreeSet::new(),
-            fsyncs: VecDeque::new(),
-            busy: 0,
+            file: None,
             closing: false,
             detach: None,
         });
@@ -364,8 +367,7 @@ impl<C: Send + 'static> EventLoop<C> {
             return false;
         };
         if let Some(key) = self.conns[i].as_ref().and_then(|c| {
-            c.files
-                .iter()
+            c.file_keys()
                 .copied()
                 .find(|&k| self.ops.get(k).is_some_and(|o| o.id == id))
         }) {
@@ -463,10 +465,11 @@ impl<C: Send + 'static> EventLoop<C> {
         let Some(c) = self.conns[i].as_mut() else {
             return;
         };
-        if c.busy > 0 {
+        if c.busy() > 0 {
             if !c.closing {
                 c.closing = true;
-                for key in c.files.clone() {
+                let keys: Vec<usize> = c.file_keys().copied().collect();
+                for key in keys {
                     self.file_end(i, key, Error::ClosedPipe);
                 }
             }
@@ -483,7 +486,7 @@ impl<C: Send + 'static> EventLoop<C> {
             .readers
             .iter()
             .chain(c.writers.iter())
-            .chain(c.files.iter())
+            .chain(c.file_keys())
         {
             if let Some(op) = self.ops.try_remove(*key) {
                 self.out.push(op.finish(None, Some(Error::ClosedPipe)));
@@ -509,7 +512,7 @@ impl<C: Send + 'static> EventLoop<C> {
         }
         // Files with requests on a file thread close when those return; wait for them
         // (each is one bounded syscall).
-        while self.conns.iter().flatten().any(|c| c.busy > 0) {
+        while self.conns.iter().flatten().any(|c| c.busy() > 0) {
             match self.rx.recv() {
                 Ok(LoopMsg::FileDone { key, seq, res }) => self.file_done(key, seq, res),
                 Ok(LoopMsg::Submit(op)) => self.out.push(op.finish(None, Some(Error::ClosedPipe))),

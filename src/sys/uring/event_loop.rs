@@ -7,7 +7,7 @@
 //! requests with ASYNC_CANCEL and deliver only when the CQE comes back: a buffer is never
 //! returned, and a descriptor never closed, while the kernel may still use it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::deadline::{DeadlineHeap, Entry};
 use crate::op::{Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
 use crate::swap::SwapSlice;
-use crate::sys::{Core, GcCounters, LoopMsg};
+use crate::sys::{Core, FileState, GcCounters, LoopMsg};
 use crate::{Error, Result};
 
 /// `user_data` of the always-pending eventfd read.
@@ -62,14 +62,14 @@ struct UConn {
     starved: bool,
     /// `Watcher::detach` waits here for the descriptor once the last CQE is in.
     detach: Option<crossbeam_channel::Sender<Option<OwnedFd>>>,
-    /// File requests: pending keys (they run side by side, outside the FIFO queues).
-    files: Vec<usize>,
-    /// Ids of `write_at`s not yet complete, for the fsync barrier.
-    writes: BTreeSet<u64>,
-    /// `fsync`s waiting for earlier writes.
-    fsyncs: VecDeque<usize>,
-    /// File requests in the kernel.
-    files_in_flight: usize,
+    /// File requests' state, once there are any.
+    file: Option<Box<FileState>>,
+}
+
+impl UConn {
+    fn fs(&mut self) -> &mut FileState {
+        self.file.get_or_insert_with(Default::default)
+    }
 }
 
 struct Pending<C> {
@@ -246,10 +246,7 @@ impl<C> RingLoop<C> {
             closing: false,
             starved: false,
             detach: None,
-            files: Vec::new(),
-            writes: BTreeSet::new(),
-            fsyncs: VecDeque::new(),
-            files_in_flight: 0,
+            file: None,
         });
     }
 
@@ -266,7 +263,7 @@ impl<C> RingLoop<C> {
             .queues
             .iter()
             .flatten()
-            .chain(c.files.iter())
+            .chain(c.file.iter().flat_map(|f| f.files.iter()))
             .copied()
             .find(|&k| ops.get(k).is_some_and(|p| p.op.id == id));
         match key {
@@ -328,13 +325,13 @@ impl<C> RingLoop<C> {
         let Some(c) = self.conns[i].as_mut() else {
             return;
         };
-        c.files.push(key);
+        c.fs().files.push(key);
         match kind {
             OpKind::WriteAt => {
-                c.writes.insert(seq);
+                c.fs().writes.insert(seq);
             }
-            OpKind::Fsync | OpKind::Fdatasync if c.writes.range(..seq).next().is_some() => {
-                c.fsyncs.push_back(key);
+            OpKind::Fsync | OpKind::Fdatasync if c.fs().writes.range(..seq).next().is_some() => {
+                c.fs().fsyncs.push_back(key);
                 return;
             }
             _ => {}
@@ -371,7 +368,7 @@ impl<C> RingLoop<C> {
             _ => opcode::Fsync::new(fd).build(),
         };
         p.in_flight = true;
-        c.files_in_flight += 1;
+        c.fs().busy += 1;
         self.in_flight += 1;
         self.push(sqe.user_data(ud));
     }
@@ -379,7 +376,7 @@ impl<C> RingLoop<C> {
     /// The CQE of file request `key` on file `i`.
     fn file_complete(&mut self, i: usize, key: usize, res: i32) {
         if let Some(c) = self.conns[i].as_mut() {
-            c.files_in_flight -= 1;
+            c.fs().busy -= 1;
         }
         let p = &mut self.ops[key];
         let len = p.op.buffer.as_ref().map_or(0, |b| b.len());
@@ -430,16 +427,16 @@ impl<C> RingLoop<C> {
         self.out.push(p.op.finish(None, err));
         let mut ready = Vec::new();
         if let Some(c) = self.conns[i].as_mut() {
-            c.files.retain(|&k| k != key);
-            c.fsyncs.retain(|&k| k != key);
+            c.fs().files.retain(|&k| k != key);
+            c.fs().fsyncs.retain(|&k| k != key);
             if was_write {
-                c.writes.remove(&seq);
-                while let Some(&f) = c.fsyncs.front() {
+                c.fs().writes.remove(&seq);
+                while let Some(&f) = c.fs().fsyncs.front() {
                     let fseq = self.ops[f].op.id.seq;
-                    if c.writes.range(..fseq).next().is_some() {
+                    if c.fs().writes.range(..fseq).next().is_some() {
                         break;
                     }
-                    c.fsyncs.pop_front();
+                    c.fs().fsyncs.pop_front();
                     ready.push(f);
                 }
             }
@@ -804,7 +801,12 @@ impl<C> RingLoop<C> {
             return;
         }
         c.closing = true;
-        let files = c.files.clone();
+        let files: Vec<usize> = c
+            .file
+            .iter()
+            .flat_map(|f| f.files.iter())
+            .copied()
+            .collect();
         for dir in [Dir::Read, Dir::Write] {
             self.end_queue(i, dir);
         }
@@ -844,13 +846,18 @@ impl<C> RingLoop<C> {
         let done = matches!(&self.conns[i], Some(c) if c.closing
             && !c.in_flight[0]
             && !c.in_flight[1]
-            && c.files_in_flight == 0);
+            && c.file.as_ref().map_or(0, |f| f.busy) == 0);
         if !done {
             return;
         }
         if let Some(c) = self.conns[i].take() {
             // Requests still queued (none should be) end here too.
-            for key in c.queues.iter().flatten().chain(c.files.iter()) {
+            for key in c
+                .queues
+                .iter()
+                .flatten()
+                .chain(c.file.iter().flat_map(|f| f.files.iter()))
+            {
                 if let Some(p) = self.ops.try_remove(*key) {
                     self.out.push(p.op.finish(None, Some(Error::ClosedPipe)));
                 }

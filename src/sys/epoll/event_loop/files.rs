@@ -60,19 +60,19 @@ impl<C: Send + 'static> EventLoop<C> {
         let Some(c) = self.conns[i].as_mut() else {
             return;
         };
-        c.files.push(key);
+        c.fs().files.push(key);
         match kind {
             OpKind::WriteAt => {
-                c.writes.insert(seq);
+                c.fs().writes.insert(seq);
                 self.file_run(i, key);
             }
             OpKind::ReadAt => self.file_run(i, key),
             _ => {
                 // The barrier: after every write submitted before it.
-                if c.writes.range(..seq).next().is_none() {
+                if c.fs().writes.range(..seq).next().is_none() {
                     self.file_dispatch(i, key);
                 } else {
-                    c.fsyncs.push_back(key);
+                    c.fs().fsyncs.push_back(key);
                 }
             }
         }
@@ -144,7 +144,7 @@ impl<C: Send + 'static> EventLoop<C> {
         };
         if self.pool.submit(job) {
             op.busy = true;
-            c.busy += 1;
+            c.fs().busy += 1;
         } else {
             let e = std::io::Error::other("no file thread could be started");
             self.file_finish(i, key, Some(Error::Io(e)));
@@ -164,7 +164,7 @@ impl<C: Send + 'static> EventLoop<C> {
             return;
         };
         if let Some(c) = self.conns[i].as_mut() {
-            c.busy -= 1;
+            c.fs().busy -= 1;
         }
         let op = &mut self.ops[key];
         op.busy = false;
@@ -216,7 +216,7 @@ impl<C: Send + 'static> EventLoop<C> {
             return;
         }
         if let Some(c) = self.conns[i].as_mut() {
-            c.fsyncs.retain(|&k| k != key);
+            c.fs().fsyncs.retain(|&k| k != key);
         }
         self.file_finish(i, key, Some(err));
     }
@@ -231,17 +231,17 @@ impl<C: Send + 'static> EventLoop<C> {
         let Some(c) = self.conns[i].as_mut() else {
             return;
         };
-        c.files.retain(|&k| k != key);
+        c.fs().files.retain(|&k| k != key);
         if was_write {
-            c.writes.remove(&seq);
+            c.fs().writes.remove(&seq);
             let ready: Vec<usize> = {
                 let mut v = Vec::new();
-                while let Some(&f) = c.fsyncs.front() {
+                while let Some(&f) = c.fs().fsyncs.front() {
                     let fseq = self.ops[f].id.seq;
-                    if c.writes.range(..fseq).next().is_some() {
+                    if c.fs().writes.range(..fseq).next().is_some() {
                         break;
                     }
-                    c.fsyncs.pop_front();
+                    c.fs().fsyncs.pop_front();
                     v.push(f);
                 }
                 v
@@ -252,7 +252,7 @@ impl<C: Send + 'static> EventLoop<C> {
         }
         if self.conns[i]
             .as_ref()
-            .is_some_and(|c| c.closing && c.busy == 0)
+            .is_some_and(|c| c.closing && c.busy() == 0)
         {
             drop(self.unlink(i));
         }
