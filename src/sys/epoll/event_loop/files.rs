@@ -1,6 +1,6 @@
 //! File requests on the readiness backend: `preadv2`/`pwritev2` with `RWF_NOWAIT` on the loop
-//! thread (page-cache hits cost one syscall and no hop), and the misses (and every fsync) on
-//! the file threads. Requests on one file run side by side; an fsync waits for the writes
+//! thread (page-cache hits cost one syscall and no hop), and the misses, every `O_DIRECT`
+//! request and every fsync on the file threads. Requests on one file run side by side; an fsync waits for the writes
 //! submitted before it.
 
 use std::os::fd::AsRawFd;
@@ -89,6 +89,11 @@ impl<C: Send + 'static> EventLoop<C> {
             return;
         };
         let fd = c.fd.as_raw_fd();
+        // RWF_NOWAIT covers locks and allocation, not the device: on an O_DIRECT file it waits
+        // for the disk on the loop thread. Those go to the file threads at once.
+        if self.ops[key].conn.0.file.is_some_and(|f| f.direct) {
+            return self.file_dispatch(i, key);
+        }
         loop {
             let op = &mut self.ops[key];
             let Some(buf) = op.buffer.as_mut() else {
