@@ -225,7 +225,8 @@ pub(crate) struct Op<C> {
     pub(crate) offset: u64,
     /// Epoll file requests: on a file thread right now (cannot be ended before it returns).
     pub(crate) busy: bool,
-    /// Epoll file requests: how it ends once the file thread returns (deadline, cancel, free).
+    /// How a request that could not be ended at once (in the kernel, or on a file thread)
+    /// ends when it returns, unless it completed first: deadline, cancel or free.
     pub(crate) cancel: Option<Error>,
 }
 

@@ -127,6 +127,28 @@ pub(crate) struct FileState {
     pub(crate) busy: usize,
 }
 
+impl FileState {
+    /// An fsync with id `seq` must wait while a write submitted before it is not complete.
+    pub(crate) fn fsync_must_wait(&self, seq: u64) -> bool {
+        self.writes.range(..seq).next().is_some()
+    }
+
+    /// Write `seq` completed: the waiting fsyncs (front first, `seq_of` gives their ids)
+    /// that no earlier write holds back any more, taken off the waiting queue.
+    pub(crate) fn write_done(&mut self, seq: u64, seq_of: impl Fn(usize) -> u64) -> Vec<usize> {
+        self.writes.remove(&seq);
+        let mut ready = Vec::new();
+        while let Some(&f) = self.fsyncs.front() {
+            if self.fsync_must_wait(seq_of(f)) {
+                break;
+            }
+            self.fsyncs.pop_front();
+            ready.push(f);
+        }
+        ready
+    }
+}
+
 /// One readiness event, as the poller passes it on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Readiness {

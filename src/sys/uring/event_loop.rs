@@ -75,9 +75,6 @@ impl UConn {
 struct Pending<C> {
     op: Op<C>,
     in_flight: bool,
-    /// Set when a deadline or a free cancelled the request in the kernel: the error it ends
-    /// with unless the CQE shows it completed first.
-    cancel: Option<Error>,
     /// The last attempt hit EAGAIN: the next one arms poll first.
     poll_first: bool,
     /// Buffer ring generation when this swap read was armed: an ENOBUFS from before a later
@@ -304,7 +301,6 @@ impl<C> RingLoop<C> {
         let key = self.ops.insert(Pending {
             op,
             in_flight: false,
-            cancel: None,
             poll_first: false,
             buf_gen: 0,
         });
@@ -330,7 +326,7 @@ impl<C> RingLoop<C> {
             OpKind::WriteAt => {
                 c.fs().writes.insert(seq);
             }
-            OpKind::Fsync | OpKind::Fdatasync if c.fs().writes.range(..seq).next().is_some() => {
+            OpKind::Fsync | OpKind::Fdatasync if c.fs().fsync_must_wait(seq) => {
                 c.fs().fsyncs.push_back(key);
                 return;
             }
@@ -386,8 +382,8 @@ impl<C> RingLoop<C> {
         }
         let next = if res < 0 {
             match -res {
-                libc::EAGAIN | libc::EINTR | libc::ECANCELED if p.cancel.is_some() => {
-                    F::Finish(p.cancel.take())
+                libc::EAGAIN | libc::EINTR | libc::ECANCELED if p.op.cancel.is_some() => {
+                    F::Finish(p.op.cancel.take())
                 }
                 libc::EAGAIN | libc::EINTR => F::Again,
                 libc::ECANCELED => F::Finish(Some(Error::ClosedPipe)),
@@ -395,9 +391,9 @@ impl<C> RingLoop<C> {
             }
         } else {
             match p.op.kind {
-                OpKind::Fsync | OpKind::Fdatasync => F::Finish(p.cancel.take()),
+                OpKind::Fsync | OpKind::Fdatasync => F::Finish(p.op.cancel.take()),
                 OpKind::ReadAt if res == 0 => F::Finish(
-                    p.cancel
+                    p.op.cancel
                         .take()
                         .or_else(|| (p.op.size == 0).then_some(Error::Eof)),
                 ),
@@ -405,7 +401,7 @@ impl<C> RingLoop<C> {
                     p.op.size += res as usize;
                     if p.op.size >= len {
                         F::Finish(None)
-                    } else if let Some(e) = p.cancel.take() {
+                    } else if let Some(e) = p.op.cancel.take() {
                         F::Finish(Some(e))
                     } else {
                         F::Again
@@ -430,15 +426,8 @@ impl<C> RingLoop<C> {
             c.fs().files.retain(|&k| k != key);
             c.fs().fsyncs.retain(|&k| k != key);
             if was_write {
-                c.fs().writes.remove(&seq);
-                while let Some(&f) = c.fs().fsyncs.front() {
-                    let fseq = self.ops[f].op.id.seq;
-                    if c.fs().writes.range(..fseq).next().is_some() {
-                        break;
-                    }
-                    c.fs().fsyncs.pop_front();
-                    ready.push(f);
-                }
+                let ops = &self.ops;
+                ready = c.fs().write_done(seq, |f| ops[f].op.id.seq);
             }
         }
         let closing = self.conns[i].as_ref().is_some_and(|c| c.closing);
@@ -761,8 +750,8 @@ impl<C> RingLoop<C> {
             return;
         };
         if p.in_flight {
-            if p.cancel.is_none() {
-                p.cancel = Some(err);
+            if p.op.cancel.is_none() {
+                p.op.cancel = Some(err);
                 let ud = user_data(key, p.op.id.seq);
                 self.push(opcode::AsyncCancel::new(ud).build().user_data(CANCEL_UD));
             }
@@ -903,12 +892,12 @@ fn outcome<C>(p: &mut Pending<C>, res: i32, swap: Option<SwapSlice>) -> Next {
     if res < 0 {
         let errno = -res;
         return match errno {
-            libc::ENOBUFS if p.op.buffer.is_none() => match p.cancel.take() {
+            libc::ENOBUFS if p.op.buffer.is_none() => match p.op.cancel.take() {
                 Some(e) => Next::Done(None, Some(e)),
                 None => Next::Starve,
             },
-            libc::EAGAIN | libc::EINTR | libc::ECANCELED if p.cancel.is_some() => {
-                Next::Done(None, p.cancel.take())
+            libc::EAGAIN | libc::EINTR | libc::ECANCELED if p.op.cancel.is_some() => {
+                Next::Done(None, p.op.cancel.take())
             }
             libc::EAGAIN | libc::EINTR => {
                 p.poll_first = true;
@@ -938,7 +927,7 @@ fn outcome<C>(p: &mut Pending<C>, res: i32, swap: Option<SwapSlice>) -> Next {
             op.size += n;
             if op.size >= len {
                 Next::Done(None, None)
-            } else if let Some(e) = p.cancel.take() {
+            } else if let Some(e) = p.op.cancel.take() {
                 Next::Done(None, Some(e))
             } else {
                 Next::Resubmit
@@ -951,7 +940,7 @@ fn outcome<C>(p: &mut Pending<C>, res: i32, swap: Option<SwapSlice>) -> Next {
             op.size += n;
             if op.kind == OpKind::Read || op.size >= len {
                 Next::Done(None, None)
-            } else if let Some(e) = p.cancel.take() {
+            } else if let Some(e) = p.op.cancel.take() {
                 Next::Done(None, Some(e))
             } else {
                 Next::Resubmit

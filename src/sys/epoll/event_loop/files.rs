@@ -69,7 +69,7 @@ impl<C: Send + 'static> EventLoop<C> {
             OpKind::ReadAt => self.file_run(i, key),
             _ => {
                 // The barrier: after every write submitted before it.
-                if c.fs().writes.range(..seq).next().is_none() {
+                if !c.fs().fsync_must_wait(seq) {
                     self.file_dispatch(i, key);
                 } else {
                     c.fs().fsyncs.push_back(key);
@@ -238,19 +238,8 @@ impl<C: Send + 'static> EventLoop<C> {
         };
         c.fs().files.retain(|&k| k != key);
         if was_write {
-            c.fs().writes.remove(&seq);
-            let ready: Vec<usize> = {
-                let mut v = Vec::new();
-                while let Some(&f) = c.fs().fsyncs.front() {
-                    let fseq = self.ops[f].id.seq;
-                    if c.fs().writes.range(..fseq).next().is_some() {
-                        break;
-                    }
-                    c.fs().fsyncs.pop_front();
-                    v.push(f);
-                }
-                v
-            };
+            let ops = &self.ops;
+            let ready = c.fs().write_done(seq, |f| ops[f].id.seq);
             for f in ready {
                 self.file_dispatch(i, f);
             }
