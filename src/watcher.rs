@@ -39,7 +39,9 @@ pub struct GcStats {
 /// both backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SwapStats {
-    /// Number of swap buffers (on io_uring: entries of the provided buffer ring).
+    /// Number of swap buffers. On io_uring: the entries of the provided buffer ring (the
+    /// configured count rounded up to a power of two) plus the configured count again, the
+    /// buffers that reads completing on the submitting thread use (see [`Watcher`]).
     pub buffers: usize,
     /// Bytes per swap buffer.
     pub buffer_size: usize,
@@ -167,6 +169,13 @@ impl Builder {
             Backend::Uring => self.swap_buffers.clamp(1, 32768).next_power_of_two(),
             _ => self.swap_buffers,
         };
+        // The swap buffers the submit side's fast path reads into (`crate::lane`); on epoll the
+        // loop reads into the same ones. Untouched pages cost no memory.
+        let swap_pool = Arc::new(Mutex::new(SwapPool::new(
+            self.swap_buffer_size,
+            self.swap_buffers,
+            swap.clone(),
+        )));
         let watcher_id = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
         let core = Core {
             watcher_id,
@@ -176,6 +185,7 @@ impl Builder {
             swap_size: self.swap_buffer_size,
             swap_count: buffers,
             swap: swap.clone(),
+            swap_pool: swap_pool.clone(),
             results: results.clone(),
             ids: ids.clone(),
             gc: gc.clone(),
@@ -211,7 +221,15 @@ impl Builder {
             gate: RwLock::new(Some(driver)),
             next_op: AtomicU64::new(0),
             swap,
-            swap_shape: (buffers, self.swap_buffer_size),
+            swap_pool,
+            swap_shape: (
+                match backend {
+                    // The ring's entries plus the submit side's buffers.
+                    Backend::Uring => buffers + self.swap_buffers,
+                    _ => buffers,
+                },
+                self.swap_buffer_size,
+            ),
             loop_slot,
             poller_slot,
             threads: Mutex::new(threads),
@@ -238,8 +256,9 @@ impl Builder {
 /// `wait_io` loop then costs no thread hand-off per request, as a hand-written readiness loop
 /// would; an idle one still waits in the backend. Order is unchanged: per connection and
 /// direction, requests run and complete in submission order (FIFO). On io_uring this applies
-/// to sockets with a caller buffer; swap reads there take their space from the kernel's
-/// provided buffer ring and always go to the ring.
+/// to sockets (other descriptors stay in blocking mode there); a swap read that completes on
+/// the submitting thread takes its space from a second set of swap buffers, since the ring's
+/// belong to the kernel.
 ///
 /// ```no_run
 /// use gaio::Watcher;
@@ -280,6 +299,8 @@ pub struct Watcher<C: Send + 'static = ()> {
     gate: RwLock<Option<sys::Driver>>,
     next_op: AtomicU64,
     swap: Arc<crate::swap::Shared>,
+    /// The submit side's swap buffers (shared with the epoll loop).
+    swap_pool: Arc<Mutex<SwapPool>>,
     swap_shape: (usize, usize),
     loop_slot: Arc<ThreadSlot>,
     poller_slot: Arc<ThreadSlot>,
@@ -825,10 +846,10 @@ impl<C: Send + 'static> Watcher<C> {
         let op = match op.kind.lane() {
             Some(lane) => {
                 let inline = inline_allowed(&op, gate.as_ref());
-                match conn.0.lanes.claim(lane, inline.is_some()) {
+                match conn.0.lanes.claim(lane, inline) {
                     Claim::Queue => op,
                     Claim::Inline => {
-                        let forwarded = self.attempt_inline(op, inline.flatten());
+                        let forwarded = self.attempt_inline(op);
                         let sent = forwarded.map(|op| {
                             conn.0.lanes.forward(lane);
                             self.send_op(op)
@@ -861,9 +882,9 @@ impl<C: Send + 'static> Watcher<C> {
     /// The fast path (`crate::lane`): runs `op` on this thread as far as it goes without
     /// blocking. Finished (data moved, EOF, or an error), its result is queued and `None`
     /// comes back; otherwise the request, with its progress, for the loop.
-    fn attempt_inline(&self, mut op: Op<C>, swap: Option<&Mutex<SwapPool>>) -> Option<Op<C>> {
+    fn attempt_inline(&self, mut op: Op<C>) -> Option<Op<C>> {
         let (fd, is_socket) = (op.conn.0.fd, op.conn.0.is_socket);
-        match attempt(fd, is_socket, &mut op, swap) {
+        match attempt(fd, is_socket, &mut op, Some(&self.swap_pool)) {
             Attempt::Done(slice, err) => {
                 self.results.push_one(op.finish(slice, err));
                 None
@@ -1036,23 +1057,17 @@ impl<C: Send + 'static> std::fmt::Debug for Watcher<C> {
     }
 }
 
-/// Whether request `op` may be attempted on the submitting thread (`crate::lane`), and with
-/// which swap pool: `None` if not; `Some(None)` for a request with its own buffer;
-/// `Some(Some(pool))` for a swap read.
-///
-/// Plain reads, full reads and writes qualify. On io_uring only sockets do (other descriptors
-/// are in blocking mode there, and only sockets take `MSG_DONTWAIT`), and swap reads do not
-/// (their space is the kernel's provided buffer ring).
-fn inline_allowed<'d, C>(
-    op: &Op<C>,
-    driver: Option<&'d sys::Driver>,
-) -> Option<Option<&'d Mutex<SwapPool>>> {
+/// Whether request `op` may be attempted on the submitting thread (`crate::lane`): plain reads
+/// (caller buffer or swap), full reads and writes. On io_uring only sockets qualify: other
+/// descriptors are in blocking mode there, and only sockets take `MSG_DONTWAIT`.
+fn inline_allowed<C>(op: &Op<C>, driver: Option<&sys::Driver>) -> bool {
     if !matches!(op.kind, OpKind::Read | OpKind::ReadFull | OpKind::Write) {
-        return None;
+        return false;
     }
-    match driver? {
-        sys::Driver::Epoll(e) => Some(op.buffer.is_none().then_some(&*e.swap)),
+    match driver {
+        None => false,
+        Some(sys::Driver::Epoll(_)) => true,
         #[cfg(target_os = "linux")]
-        sys::Driver::Uring(_) => (op.conn.0.is_socket && op.buffer.is_some()).then_some(None),
+        Some(sys::Driver::Uring(_)) => op.conn.0.is_socket,
     }
 }

@@ -108,6 +108,8 @@ pub(crate) struct Core<C> {
     pub(crate) swap_size: usize,
     pub(crate) swap_count: usize,
     pub(crate) swap: Arc<crate::swap::Shared>,
+    /// The swap buffers of the submit side's fast path; the epoll loop reads into them too.
+    pub(crate) swap_pool: Arc<std::sync::Mutex<crate::swap::SwapPool>>,
     pub(crate) results: Arc<crate::results::ResultQueue<C>>,
     pub(crate) ids: Arc<crate::conn::IdAllocator>,
     pub(crate) gc: Arc<GcCounters>,

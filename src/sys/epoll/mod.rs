@@ -22,8 +22,6 @@ use crate::{Error, Result};
 
 /// The submit side's handle on the readiness backend.
 pub(crate) struct Epoll {
-    /// The swap buffers, shared by the loop and the submit side's fast path.
-    pub(crate) swap: Arc<std::sync::Mutex<crate::swap::SwapPool>>,
     registry: Registry,
     waker: Waker,
     shutdown: Arc<AtomicBool>,
@@ -62,16 +60,11 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 
     let guard = core.results.close_on_panic();
-    let swap = Arc::new(std::sync::Mutex::new(crate::swap::SwapPool::new(
-        core.swap_size,
-        core.swap_count,
-        core.swap,
-    )));
     let lp = event_loop::EventLoop::new(
         core.rx,
         ack_tx,
         registry.try_clone()?,
-        swap.clone(),
+        core.swap_pool,
         core.results,
         core.ids.clone(),
         core.gc,
@@ -123,7 +116,6 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
     }
     Ok((
         Epoll {
-            swap,
             registry,
             waker,
             shutdown,
