@@ -59,8 +59,7 @@ fn parse_args() -> Result<Options, String> {
             "--requests" => o.limits.requests = Some(args.parse(&mut flag)?),
             "--secs" => {
                 let s: f64 = args.parse(&mut flag)?;
-                let d = Duration::try_from_secs_f64(s)
-                    .map_err(|e| format!("--secs {s}: {e}"))?;
+                let d = Duration::try_from_secs_f64(s).map_err(|e| format!("--secs {s}: {e}"))?;
                 o.limits.until = Some(Instant::now() + d);
             }
             "--help" | "-h" => {

@@ -62,7 +62,8 @@ fn read_to_eof(c: &mut TcpStream) -> Vec<u8> {
 
 /// Asserts that nothing more arrives for a moment (the connection stays open and quiet).
 fn assert_quiet_open(c: &mut TcpStream) {
-    c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut b = [0u8; 1];
     match c.read(&mut b) {
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

@@ -235,14 +235,18 @@ fn head_end(buf: &[u8], from: usize) -> End {
 /// Parses a complete head (request line, header lines, the empty line).
 fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
     let mut lines = Lines { rest: head };
-    let line = lines.next_line()?.ok_or(ParseError::Malformed("empty request"))?;
+    let line = lines
+        .next_line()?
+        .ok_or(ParseError::Malformed("empty request"))?;
 
     // METHOD SP TARGET SP HTTP/x.y
     let mut parts = line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(ParseError::Malformed("request line is not METHOD TARGET VERSION"));
+        return Err(ParseError::Malformed(
+            "request line is not METHOD TARGET VERSION",
+        ));
     };
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(ParseError::Malformed("bad method"));
@@ -278,7 +282,10 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(ParseError::Malformed("bad header name"));
         }
-        if !value.iter().all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f)) {
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
+        {
             return Err(ParseError::Malformed("control character in a header value"));
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -447,7 +454,10 @@ mod tests {
         assert!(!p.is_idle());
         assert_eq!(p.feed(b"5678", |_| n += 1), Ok(Next::Read));
         assert_eq!(n, 0);
-        assert_eq!(p.feed(b"9GET / HTTP/1.1\r\n\r\n", |_| n += 1), Ok(Next::Read));
+        assert_eq!(
+            p.feed(b"9GET / HTTP/1.1\r\n\r\n", |_| n += 1),
+            Ok(Next::Read)
+        );
         assert_eq!(n, 2);
         assert!(p.is_idle());
     }
@@ -456,8 +466,8 @@ mod tests {
     fn body_bytes_are_not_parsed() {
         // A body that looks like a request is skipped, not answered.
         let body = GET;
-        let mut stream = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len())
-            .into_bytes();
+        let mut stream =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         stream.extend_from_slice(body);
         let (got, _) = run(&[&stream]);
         assert_eq!(got.len(), 1);

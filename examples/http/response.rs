@@ -47,34 +47,38 @@ pub fn append_error(out: &mut Vec<u8>, err: ParseError) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    // `super::` paths rather than a `use`: bench targets (harness = false) compile this
+    // module with cfg(test) but without its #[test] functions, which leaves a `use` unused.
 
     #[test]
     fn keep_alive_response_is_the_fixed_one() {
         let mut out = Vec::new();
-        let req = Request {
+        let req = super::Request {
             head_only: false,
             http10: false,
             keep_alive: true,
             body_len: 0,
         };
-        append_ok(&mut out, &req);
-        assert_eq!(out, OK_KEEP_ALIVE);
+        super::append_ok(&mut out, &req);
+        assert_eq!(out, super::OK_KEEP_ALIVE);
         out.clear();
-        append_ok(
+        super::append_ok(
             &mut out,
-            &Request {
+            &super::Request {
                 head_only: true,
                 ..req
             },
         );
-        assert_eq!(out, &OK_KEEP_ALIVE[..OK_KEEP_ALIVE.len() - BODY.len()]);
+        assert_eq!(
+            out,
+            &super::OK_KEEP_ALIVE[..super::OK_KEEP_ALIVE.len() - super::BODY.len()]
+        );
     }
 
     #[test]
     fn error_response_is_well_framed() {
         let mut out = Vec::new();
-        append_error(&mut out, ParseError::HeadTooLarge);
+        super::append_error(&mut out, super::ParseError::HeadTooLarge);
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 "));

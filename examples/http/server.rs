@@ -108,12 +108,7 @@ fn watch_listener(w: &Watcher<Ctx>, listener: TcpListener) -> Result<Conn, Error
 }
 
 /// The `wait_io` loop.
-fn serve_loop(
-    w: &Watcher<Ctx>,
-    lconn: &Conn,
-    stats: &Stats,
-    limits: Limits,
-) -> Result<(), Error> {
+fn serve_loop(w: &Watcher<Ctx>, lconn: &Conn, stats: &Stats, limits: Limits) -> Result<(), Error> {
     let mut parked = Parked::default();
     for _ in 0..ACCEPTS_IN_FLIGHT {
         submit_accept(w, lconn, &mut parked);
