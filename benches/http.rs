@@ -813,14 +813,21 @@ fn run(o: Options) -> BenchResult<()> {
                 let ii = (k + round + ci) % Impl::ALL.len();
                 let imp = Impl::ALL[ii];
                 let s = measure(imp, case, secs, &wrk, &script)?;
+                let ms = |v: f64| {
+                    if v.is_finite() {
+                        format!("{v:>6.2} ms")
+                    } else {
+                        "     n/a ".into()
+                    }
+                };
                 println!(
-                    "round {} {:<10} {:<10} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  cpu {:>5.2} µs/req",
+                    "round {} {:<10} {:<10} {:>9.0} req/s  p50 {}  p99 {}  cpu {:>5.2} µs/req",
                     round + 1,
                     case.key(),
                     imp.name(),
                     s[0],
-                    s[1],
-                    s[2],
+                    ms(s[1]),
+                    ms(s[2]),
                     s[3]
                 );
                 for (m, v) in s.iter().enumerate() {
