@@ -318,6 +318,8 @@ struct Pending {
     len: usize,
     aligned: bool,
     deadline: Option<Instant>,
+    /// When it was submitted.
+    at: Instant,
     cancel: Option<bool>,
     submitted: u64,
     /// A write: its index in `writes`.
@@ -346,6 +348,9 @@ struct Stats {
     reads_widened: usize,
     /// Direct reads that ended with the known EINVAL (see `known_bug_direct_einval`).
     known_bug_direct_einval: usize,
+    /// `Deadline` results of requests whose deadline was 5 ms or more ahead when submitted,
+    /// per kind (a request slower than that).
+    deadline_ahead: BTreeMap<String, usize>,
     /// Results that ended with an error after moving some bytes.
     partial: usize,
     bytes_read: usize,
@@ -546,6 +551,7 @@ impl Run<'_> {
             len,
             aligned,
             deadline,
+            at: Instant::now(),
             cancel: None,
             submitted: now,
             write: None,
@@ -628,6 +634,15 @@ impl Run<'_> {
                     .deadline
                     .unwrap_or_else(|| panic!("{b}: Deadline without one: {res:?}"));
                 assert!(Instant::now() >= d, "{b}: deadline reported early");
+                if d >= p.at + Duration::from_millis(5) {
+                    *self
+                        .stats
+                        .lock()
+                        .unwrap()
+                        .deadline_ahead
+                        .entry(format!("{:?}", p.kind))
+                        .or_default() += 1;
+                }
             }
             Some(Error::Canceled) => {
                 assert_eq!(
