@@ -13,7 +13,9 @@
 //!   `write` of 1 byte to 200 KiB, `free`, `detach` at a random moment (requests pending or
 //!   not), and from the peer: send, half-close, stall (stop reading, so large writes stay
 //!   pending);
-//! - `cancel` of any pending request (accept and connect included); one `wait_io_timeout`.
+//! - `cancel` of any pending request (accept and connect included); one `wait_io_timeout`;
+//! - one case in four ends with `close` while requests are pending (then every stream is only
+//!   checked as a prefix), instead of a drain.
 //!
 //! Checked against the model, per case:
 //! - exactly one result per accepted submission (none after the drain); refusals (on a freed or
@@ -116,6 +118,8 @@ enum Action {
 #[derive(Debug, Clone)]
 struct Case {
     actions: Vec<Action>,
+    /// End with `close` while requests are pending, instead of draining them.
+    close_early: bool,
 }
 
 fn deadline_ms() -> impl Strategy<Value = i64> {
@@ -149,7 +153,14 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    proptest::collection::vec(action(), 1..48).prop_map(|actions| Case { actions })
+    (
+        proptest::collection::vec(action(), 1..48),
+        prop_oneof![3 => Just(false), 1 => Just(true)],
+    )
+        .prop_map(|(actions, close_early)| Case {
+            actions,
+            close_early,
+        })
 }
 
 /// The fixed targets of `connect`, made once per test (per backend).
@@ -303,6 +314,9 @@ struct Stats {
     connected: usize,
     detached: usize,
     detached_with_pending: usize,
+    /// Cases ended by `close` with requests pending, and how many were pending.
+    closed_early: usize,
+    pending_at_close: usize,
     /// Writes that ended (free, detach, cancel) after part of their bytes.
     partial_writes: usize,
     bytes_read: usize,
@@ -318,6 +332,8 @@ struct Run<'a> {
     pending: BTreeMap<u64, Pending>,
     next_ctx: u64,
     next_seed: u64,
+    /// Requests pending when `close_early` began.
+    closed_with: usize,
     stats: &'a Mutex<Stats>,
 }
 
@@ -598,7 +614,7 @@ impl Run<'_> {
             .or_default() += 1;
         match p.kind {
             Kind::Accept => self.accept_done(&p, res, closing),
-            Kind::Connect => self.connect_done(&mut p, res),
+            Kind::Connect => self.connect_done(&mut p, res, closing),
             Kind::Read | Kind::Write => self.stream_done(&p, res, closing),
         }
     }
@@ -633,7 +649,7 @@ impl Run<'_> {
         self.stats.lock().unwrap().accepted += 1;
     }
 
-    fn connect_done(&mut self, p: &mut Pending, res: OpResult<u64>) {
+    fn connect_done(&mut self, p: &mut Pending, res: OpResult<u64>, closing: bool) {
         let b = self.backend;
         assert!(
             matches!(res.buffer, Buffer::None) && res.size == 0,
@@ -657,10 +673,11 @@ impl Run<'_> {
                 assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED), "{b}: {res:?}");
             }
             Some(Error::Deadline | Error::Canceled) => {}
+            Some(Error::ClosedPipe) => assert!(closing, "{b}: {res:?}"),
             Some(e) => panic!("{b}: connect ended with {e:?}: {res:?}"),
         }
         // A failed connect's connection: free it, or drop it (every other one).
-        if res.context % 2 == 0 {
+        if res.context % 2 == 0 && !closing {
             self.w.free(&res.conn).expect("free a failed connect");
         }
     }
@@ -848,6 +865,54 @@ impl Run<'_> {
         }
     }
 
+    /// Closes the watcher with requests pending: each ends once (`ClosedPipe`, or its real
+    /// result if it completed first), then nothing; every stream is a prefix of its peer's.
+    fn close_early(&mut self) {
+        let b = self.backend;
+        self.w.close().unwrap();
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < DRAIN_LIMIT,
+                "{b}: results after close never ended"
+            );
+            let batch: Vec<_> = match self.w.wait_io_timeout(Duration::from_millis(10)) {
+                Ok(batch) => batch.collect(),
+                Err(Error::WatcherClosed) => break,
+                Err(e) => panic!("{b}: wait_io after close: {e}"),
+            };
+            for res in batch {
+                self.on_result(res, true);
+            }
+        }
+        assert!(
+            self.pending.is_empty(),
+            "{b}: requests without a result after close"
+        );
+        self.pump();
+        for (i, c) in self.conns.iter().enumerate() {
+            let mut read = c.read_stream.clone();
+            read.extend_from_slice(&c.std_read);
+            assert!(
+                c.sent_by_peer.starts_with(&read),
+                "{b}: connection {i}: read bytes differ"
+            );
+            let written: Vec<u8> = c
+                .writes
+                .iter()
+                .flat_map(|(bytes, size)| bytes[..size.unwrap()].iter().copied())
+                .chain(c.std_written.iter().copied())
+                .collect();
+            assert!(
+                written.starts_with(&c.peer_received),
+                "{b}: connection {i}: the peer got other bytes"
+            );
+        }
+        let mut s = self.stats.lock().unwrap();
+        s.closed_early += 1;
+        s.pending_at_close += self.closed_with;
+    }
+
     /// Ends every request and stream, then checks the model.
     fn finish(&mut self) {
         let b = self.backend;
@@ -1012,6 +1077,7 @@ fn run_case(backend: Backend, targets: &Targets, case: &Case, stats: &Mutex<Stat
             pending: BTreeMap::new(),
             next_ctx: 0,
             next_seed: 0,
+            closed_with: 0,
             stats,
         };
         run.listen();
@@ -1020,9 +1086,14 @@ fn run_case(backend: Backend, targets: &Targets, case: &Case, stats: &Mutex<Stat
             run.pump();
             run.poll(Duration::ZERO, false);
         }
-        run.finish();
-        run.w.close().unwrap();
-        assert!(matches!(run.w.wait_io(), Err(Error::WatcherClosed)));
+        if case.close_early {
+            run.closed_with = run.pending.len();
+            run.close_early();
+        } else {
+            run.finish();
+            run.w.close().unwrap();
+            assert!(matches!(run.w.wait_io(), Err(Error::WatcherClosed)));
+        }
         stats.lock().unwrap().cases += 1;
     }
     if count_fds {

@@ -11,7 +11,8 @@
 //! - `fsync` / `fdatasync`, with and without a deadline;
 //! - `cancel` of a pending request; `free` of the file's handle with requests pending (then a
 //!   new `watch` of the same file, or submissions on the freed handle, refused with
-//!   `ConnClosed`); dropping the handle; one `wait_io_timeout`.
+//!   `ConnClosed`); dropping the handle; one `wait_io_timeout`;
+//! - one case in four ends with `close` while requests are pending, instead of a drain.
 //!
 //! The model keeps a shadow of the file: for every byte, the set of values it may hold (a byte
 //! value, or "past the end of the file"). Reads and writes on a file run side by side and
@@ -104,6 +105,8 @@ struct Case {
     direct: bool,
     initial: usize,
     actions: Vec<Action>,
+    /// End with `close` while requests are pending, instead of draining them.
+    close_early: bool,
 }
 
 fn deadline_ms() -> impl Strategy<Value = Option<i64>> {
@@ -149,11 +152,13 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![3 => Just(false), 1 => Just(true)],
         prop_oneof![Just(0usize), 1usize..(200 << 10)],
         proptest::collection::vec(action(), 1..32),
+        prop_oneof![3 => Just(false), 1 => Just(true)],
     )
-        .prop_map(|(direct, initial, actions)| Case {
+        .prop_map(|(direct, initial, actions, close_early)| Case {
             direct,
             initial,
             actions,
+            close_early,
         })
 }
 
@@ -351,6 +356,9 @@ struct Stats {
     /// `Deadline` results of requests whose deadline was 5 ms or more ahead when submitted,
     /// per kind (a request slower than that).
     deadline_ahead: BTreeMap<String, usize>,
+    /// Cases ended by `close` with requests pending, and how many were pending.
+    closed_early: usize,
+    pending_at_close: usize,
     /// Results that ended with an error after moving some bytes.
     partial: usize,
     bytes_read: usize,
@@ -376,6 +384,8 @@ struct Run<'a> {
     next_ctx: u64,
     clock: u64,
     rng: util::XorShift,
+    /// `close` was called.
+    closing: bool,
     stats: &'a Mutex<Stats>,
 }
 
@@ -651,7 +661,10 @@ impl Run<'_> {
                     "{b}: Canceled without a cancel: {res:?}"
                 )
             }
-            Some(Error::ClosedPipe) => assert!(h.freed, "{b}: ClosedPipe without a free: {res:?}"),
+            Some(Error::ClosedPipe) => assert!(
+                h.freed || self.closing,
+                "{b}: ClosedPipe without a free or close: {res:?}"
+            ),
             Some(Error::Io(e))
                 if known_bug_direct_einval(self.direct, &p, res.size, e.raw_os_error()) =>
             {
@@ -877,7 +890,45 @@ impl Run<'_> {
             }
         }
         util::expect_quiet(&self.w, Duration::from_millis(2));
-        // The file as a plain reader sees it (not through O_DIRECT).
+        self.verify_file(path);
+    }
+
+    /// Closes the watcher with requests pending: each ends once (`ClosedPipe`, or its real
+    /// result if it completed first), then nothing; then the file is compared with the model.
+    fn close_early(&mut self, path: &PathBuf) {
+        let b = self.backend;
+        let pending = self.pending.len();
+        self.closing = true;
+        self.w.close().unwrap();
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < DRAIN_LIMIT,
+                "{b}: results after close never ended"
+            );
+            let batch: Vec<_> = match self.w.wait_io_timeout(Duration::from_millis(10)) {
+                Ok(batch) => batch.collect(),
+                Err(Error::WatcherClosed) => break,
+                Err(e) => panic!("{b}: wait_io after close: {e}"),
+            };
+            for res in batch {
+                self.on_result(res);
+            }
+        }
+        assert!(
+            self.pending.is_empty(),
+            "{b}: requests without a result after close"
+        );
+        let mut s = self.stats.lock().unwrap();
+        s.closed_early += 1;
+        s.pending_at_close += pending;
+        drop(s);
+        self.verify_file(path);
+    }
+
+    /// The file on disk, as a plain reader sees it (not through O_DIRECT), against the shadow.
+    fn verify_file(&self, path: &PathBuf) {
+        let b = self.backend;
         let plain = File::open(path).unwrap();
         let len = plain.metadata().unwrap().len() as usize;
         let mut disk = vec![0u8; len];
@@ -960,6 +1011,7 @@ fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
             next_ctx: 0,
             clock: 0,
             rng: util::XorShift::new(0x5eed + n as u64),
+            closing: false,
             stats,
         };
         run.watch();
@@ -967,9 +1019,13 @@ fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
             run.act(a);
             run.poll(Duration::ZERO);
         }
-        run.finish(&path);
-        run.w.close().unwrap();
-        assert!(matches!(run.w.wait_io(), Err(Error::WatcherClosed)));
+        if case.close_early {
+            run.close_early(&path);
+        } else {
+            run.finish(&path);
+            run.w.close().unwrap();
+            assert!(matches!(run.w.wait_io(), Err(Error::WatcherClosed)));
+        }
         let mut s = stats.lock().unwrap();
         s.cases += 1;
         s.direct_cases += direct as usize;
