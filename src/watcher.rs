@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use crate::affinity::ThreadSlot;
 use crate::backend::Backend;
 use crate::conn::{lock, Conn, IdAllocator};
+use crate::lane::Claim;
 use crate::op::{Op, OpId, OpKind};
 use crate::results::{Batch, ResultQueue};
+use crate::swap::SwapPool;
+use crate::sys::attempt::{attempt, Attempt};
 use crate::sys::{self, Core, GcCounters, LoopLink, LoopMsg, LoopTx};
 use crate::{Error, IoBuf, Result, SubmitError};
 
@@ -36,7 +39,9 @@ pub struct GcStats {
 /// both backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SwapStats {
-    /// Number of swap buffers (on io_uring: entries of the provided buffer ring).
+    /// Number of swap buffers. On io_uring: the entries of the provided buffer ring (the
+    /// configured count rounded up to a power of two) plus the configured count again, the
+    /// buffers that reads completing on the submitting thread use (see [`Watcher`]).
     pub buffers: usize,
     /// Bytes per swap buffer.
     pub buffer_size: usize,
@@ -164,6 +169,13 @@ impl Builder {
             Backend::Uring => self.swap_buffers.clamp(1, 32768).next_power_of_two(),
             _ => self.swap_buffers,
         };
+        // The swap buffers the submit side's fast path reads into (`crate::lane`); on epoll the
+        // loop reads into the same ones. Untouched pages cost no memory.
+        let swap_pool = Arc::new(Mutex::new(SwapPool::new(
+            self.swap_buffer_size,
+            self.swap_buffers,
+            swap.clone(),
+        )));
         let watcher_id = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
         let core = Core {
             watcher_id,
@@ -173,6 +185,7 @@ impl Builder {
             swap_size: self.swap_buffer_size,
             swap_count: buffers,
             swap: swap.clone(),
+            swap_pool: swap_pool.clone(),
             results: results.clone(),
             ids: ids.clone(),
             gc: gc.clone(),
@@ -208,7 +221,15 @@ impl Builder {
             gate: RwLock::new(Some(driver)),
             next_op: AtomicU64::new(0),
             swap,
-            swap_shape: (buffers, self.swap_buffer_size),
+            swap_pool,
+            swap_shape: (
+                match backend {
+                    // The ring's entries plus the submit side's buffers.
+                    Backend::Uring => buffers + self.swap_buffers,
+                    _ => buffers,
+                },
+                self.swap_buffer_size,
+            ),
             loop_slot,
             poller_slot,
             threads: Mutex::new(threads),
@@ -225,6 +246,19 @@ impl Builder {
 ///
 /// Submissions take `&self` and may come from any thread (`Watcher<C>` is `Send + Sync`; share
 /// it with `Arc`). Every submission that returns `Ok` yields exactly one result later.
+///
+/// **Where the I/O happens.** Go's gaio makes an immediate attempt at every new request on its
+/// loop thread. Here that attempt runs on the submitting thread: a `read`, `read_full` or
+/// `write` whose direction has nothing pending is tried at once with one non-blocking syscall
+/// (more for a write or `read_full` that makes progress); if it completes (data moved, EOF, or
+/// an error), its result is queued for `wait_io` without waking any thread. Only a request that
+/// would block goes to the loop, keeping its progress. A busy connection served from a
+/// `wait_io` loop then costs no thread hand-off per request, as a hand-written readiness loop
+/// would; an idle one still waits in the backend. Order is unchanged: per connection and
+/// direction, requests run and complete in submission order (FIFO). On io_uring this applies
+/// to sockets (other descriptors stay in blocking mode there); a swap read that completes on
+/// the submitting thread takes its space from a second set of swap buffers, since the ring's
+/// belong to the kernel.
 ///
 /// ```no_run
 /// use gaio::Watcher;
@@ -265,6 +299,8 @@ pub struct Watcher<C: Send + 'static = ()> {
     gate: RwLock<Option<sys::Driver>>,
     next_op: AtomicU64,
     swap: Arc<crate::swap::Shared>,
+    /// The submit side's swap buffers (shared with the epoll loop).
+    swap_pool: Arc<Mutex<SwapPool>>,
     swap_shape: (usize, usize),
     loop_slot: Arc<ThreadSlot>,
     poller_slot: Arc<ThreadSlot>,
@@ -343,21 +379,27 @@ impl<C: Send + 'static> Watcher<C> {
                 return Err(e);
             }
         }
-        self.tx
-            .send(LoopMsg::Watch {
-                id,
-                fd,
-                is_socket: kind.is_socket,
-            })
-            .map_err(|_| Error::WatcherClosed)?;
-        drop(gate);
-        Ok(Conn::with_file(
+        let conn = Conn::with_file(
             id,
             self.id,
             raw,
+            kind.is_socket,
             kind.file,
             self.link.clone(),
-        ))
+        );
+        let watch = LoopMsg::Watch {
+            id,
+            fd,
+            is_socket: kind.is_socket,
+            handle: conn.downgrade(),
+        };
+        if self.tx.send(watch).is_err() {
+            // Never reached the loop: nothing to release when the handle drops.
+            conn.0.freed.store(true, Ordering::Release);
+            return Err(Error::WatcherClosed);
+        }
+        drop(gate);
+        Ok(conn)
     }
 
     /// Reads once: completes as soon as any data arrives (or EOF, an error, a free).
@@ -801,8 +843,31 @@ impl<C: Send + 'static> Watcher<C> {
             busy: false,
             cancel: None,
         };
+        let op = match op.kind.lane() {
+            Some(lane) => {
+                let inline = inline_allowed(&op, gate.as_ref());
+                match conn.0.lanes.claim(lane, inline) {
+                    Claim::Queue => op,
+                    Claim::Inline => {
+                        let forwarded = self.attempt_inline(op);
+                        let sent = forwarded.map(|op| {
+                            conn.0.lanes.forward(lane);
+                            self.send_op(op)
+                        });
+                        conn.0.lanes.done_inline(lane);
+                        return sent.unwrap_or(Ok(())).map(|()| id);
+                    }
+                }
+            }
+            None => op,
+        };
+        self.send_op(op).map(|()| id)
+    }
+
+    /// Hands a request to the loop; a refusal gives its context and buffer back.
+    fn send_op(&self, op: Op<C>) -> Result<(), SubmitError<C>> {
         match self.tx.send(LoopMsg::Submit(op)) {
-            Ok(()) => Ok(id),
+            Ok(()) => Ok(()),
             Err(e) => match e.into_inner() {
                 LoopMsg::Submit(op) => Err(SubmitError::new(
                     Error::WatcherClosed,
@@ -811,6 +876,25 @@ impl<C: Send + 'static> Watcher<C> {
                 )),
                 _ => unreachable!("sent a Submit"),
             },
+        }
+    }
+
+    /// The fast path (`crate::lane`): runs `op` on this thread as far as it goes without
+    /// blocking. Finished (data moved, EOF, or an error), its result is queued and `None`
+    /// comes back; otherwise the request, with its progress, for the loop.
+    fn attempt_inline(&self, mut op: Op<C>) -> Option<Op<C>> {
+        let (fd, is_socket) = (op.conn.0.fd, op.conn.0.is_socket);
+        match attempt(fd, is_socket, &mut op, Some(&self.swap_pool)) {
+            Attempt::Done(slice, err) => {
+                self.results.push_one(op.finish(slice, err));
+                None
+            }
+            Attempt::WouldBlock | Attempt::NoSwap => {
+                op.started = true;
+                Some(op)
+            }
+            // Accepts are never attempted inline (`inline_allowed`).
+            Attempt::Accepted(_) => unreachable!("accept attempted inline"),
         }
     }
 
@@ -970,5 +1054,20 @@ impl<C: Send + 'static> std::fmt::Debug for Watcher<C> {
             .field("backend", &self.backend)
             .field("closed", &self.read_gate().is_none())
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether request `op` may be attempted on the submitting thread (`crate::lane`): plain reads
+/// (caller buffer or swap), full reads and writes. On io_uring only sockets qualify: other
+/// descriptors are in blocking mode there, and only sockets take `MSG_DONTWAIT`.
+fn inline_allowed<C>(op: &Op<C>, driver: Option<&sys::Driver>) -> bool {
+    if !matches!(op.kind, OpKind::Read | OpKind::ReadFull | OpKind::Write) {
+        return false;
+    }
+    match driver {
+        None => false,
+        Some(sys::Driver::Epoll(_)) => true,
+        #[cfg(target_os = "linux")]
+        Some(sys::Driver::Uring(_)) => op.conn.0.is_socket,
     }
 }

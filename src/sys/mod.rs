@@ -1,6 +1,7 @@
 //! What every backend shares: the messages the submit side sends to the loop thread, the link
 //! that connection handles and swap slices use to reach it, and the raw descriptor syscalls.
 
+pub(crate) mod attempt;
 pub(crate) mod epoll;
 pub(crate) mod fd;
 #[cfg(target_os = "linux")]
@@ -63,6 +64,8 @@ pub(crate) enum LoopMsg<C> {
         id: ConnId,
         fd: OwnedFd,
         is_socket: bool,
+        /// The handles' shared part (see `crate::lane`).
+        handle: std::sync::Weak<crate::conn::ConnShared>,
     },
     /// A read or write request.
     Submit(Op<C>),
@@ -105,6 +108,8 @@ pub(crate) struct Core<C> {
     pub(crate) swap_size: usize,
     pub(crate) swap_count: usize,
     pub(crate) swap: Arc<crate::swap::Shared>,
+    /// The swap buffers of the submit side's fast path; the epoll loop reads into them too.
+    pub(crate) swap_pool: Arc<std::sync::Mutex<crate::swap::SwapPool>>,
     pub(crate) results: Arc<crate::results::ResultQueue<C>>,
     pub(crate) ids: Arc<crate::conn::IdAllocator>,
     pub(crate) gc: Arc<GcCounters>,

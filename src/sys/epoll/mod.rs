@@ -64,7 +64,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
         core.rx,
         ack_tx,
         registry.try_clone()?,
-        crate::swap::SwapPool::new(core.swap_size, core.swap_count, core.swap),
+        core.swap_pool,
         core.results,
         core.ids.clone(),
         core.gc,
