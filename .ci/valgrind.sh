@@ -8,8 +8,8 @@
 # rings, so it cannot check what the kernel writes into them) and NEXTEST_EXECUTION_MODE set as
 # nextest sets it, so the descriptor-counting tests run their checks. Any memcheck error, any
 # definite or possible leak not covered by the suppression file (std noise only, justified
-# there), or a failing test fails the script. It prints each test and the total time; about a
-# minute on the 2-core machine it was written on, so .ci/run runs it.
+# there), or a failing test fails the script. It prints each test and the total time; about two
+# minutes on the 2-core machine it was written on, so .ci/run runs it.
 #
 #   bash .ci/valgrind.sh            # the subset below
 #   bash .ci/valgrind.sh faults epoll::peer_half_close   # one test of one file
@@ -85,6 +85,8 @@ else
     run bad_input "epoll::$t"
   done
   run model epoll::model
+  run model_files epoll::model_files
+  run model_conns epoll::model_conns
 fi
 
 echo "== valgrind: $((SECONDS - start)) s"
