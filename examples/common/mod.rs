@@ -5,8 +5,8 @@
 //!
 //! `echo-server.rs`, `push-server.rs` and `echo-bench.rs` include this file with `mod common;`
 //! (it is not an example of its own: Cargo only builds `examples/*.rs` and
-//! `examples/*/main.rs`); `benches/backends.rs` includes it with `#[path]`. Each user needs
-//! part of it, hence the `dead_code` allowance.
+//! `examples/*/main.rs`); the benches include it with `#[path]` through `benches/common`. Each
+//! user needs part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 use std::io;
