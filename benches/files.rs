@@ -258,31 +258,19 @@ fn parse_args() -> BenchResult<Options> {
                 o.remove = true;
             }
             "--rounds" => {
-                let n: usize = args.parse(&mut flag)?;
-                if !(1..=100).contains(&n) {
-                    return Err(format!("--rounds {n}: expected 1 to 100"));
-                }
+                let n: usize = args.parse_within(&mut flag, 1..=100)?;
                 rounds = Some(n);
             }
             "--secs" => {
-                let s: f64 = args.parse(&mut flag)?;
-                if !(0.1..=60.0).contains(&s) {
-                    return Err(format!("--secs {s}: expected 0.1 to 60"));
-                }
+                let s: f64 = args.parse_within(&mut flag, 0.1..=60.0)?;
                 secs = Some(s);
             }
             "--depth" => {
-                let n: usize = args.parse(&mut flag)?;
-                if !(1..=1024).contains(&n) {
-                    return Err(format!("--depth {n}: expected 1 to 1024"));
-                }
+                let n: usize = args.parse_within(&mut flag, 1..=1024)?;
                 o.depth = n;
             }
             "--size-mib" => {
-                let n: u64 = args.parse(&mut flag)?;
-                if !(8..=64 * 1024).contains(&n) {
-                    return Err(format!("--size-mib {n}: expected 8 to 65536"));
-                }
+                let n: u64 = args.parse_within(&mut flag, 8..=64 * 1024)?;
                 size = Some(n);
             }
             "--only" => {
@@ -806,14 +794,7 @@ fn measure_all(o: &Options, files: &Files) -> BenchResult<(Values, RunInfo)> {
                 values[ci][ii].push(s);
             }
         }
-        let other = CpuSnapshot::other_since(round_load);
-        if let Some(pct) = other {
-            eprintln!(
-                "         round {}: other processes used {pct:.0}% of the CPUs",
-                round + 1
-            );
-        }
-        other_rounds.push(other);
+        other_rounds.push(run_info::round_load(round_load, round));
     }
     let info = RunInfo {
         took: start.elapsed(),

@@ -101,6 +101,19 @@ impl CpuSnapshot {
     }
 }
 
+/// At the end of round `round` (from 0) begun at `from`: the share other processes took,
+/// also printed to stderr.
+pub fn round_load(from: Option<CpuSnapshot>, round: usize) -> Option<f64> {
+    let other = CpuSnapshot::other_since(from);
+    if let Some(pct) = other {
+        eprintln!(
+            "         round {}: other processes used {pct:.0}% of the CPUs",
+            round + 1
+        );
+    }
+    other
+}
+
 /// The report's "other load" sentence: the share over the whole run and per round.
 pub fn other_load_text(total: Option<f64>, rounds: &[Option<f64>]) -> Option<String> {
     let pct = total?;

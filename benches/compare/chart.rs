@@ -22,6 +22,15 @@ const ROW_PX: u32 = 30;
 const WIDTH: u32 = 1100;
 const LABELS_PX: u32 = 420;
 
+/// Row index and value of series `k` wherever it has one a log scale can show.
+fn measured(rows: &[Row], k: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
+    rows.iter().enumerate().filter_map(move |(i, r)| {
+        r.values[k]
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .map(|v| (i, v))
+    })
+}
+
 /// Tick marks at 1, 2 and 5 times the powers of ten within `lo..=hi`.
 fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     (-3..=3)
@@ -73,14 +82,7 @@ pub fn draw(path: &Path, title: &str, rows: &[Row]) -> Result<(), String> {
         (top - h * (k as f64 + 1.0), top - h * k as f64)
     };
     for (k, (name, color)) in SERIES.iter().enumerate() {
-        let bars: Vec<Rectangle<(f64, f64)>> = rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                r.values[k]
-                    .filter(|v| v.is_finite() && *v > 0.0)
-                    .map(|v| (i, v))
-            })
+        let bars: Vec<Rectangle<(f64, f64)>> = measured(rows, k)
             .map(|(i, v)| {
                 let (y0, y1) = span(i, k);
                 let v = v.clamp(lo, hi);
@@ -94,14 +96,7 @@ pub fn draw(path: &Path, title: &str, rows: &[Row]) -> Result<(), String> {
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         // The figure at the end of each bar.
-        let figures: Vec<Text<(f64, f64), String>> = rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                r.values[k]
-                    .filter(|v| v.is_finite() && *v > 0.0)
-                    .map(|v| (i, v))
-            })
+        let figures: Vec<Text<(f64, f64), String>> = measured(rows, k)
             .map(|(i, v)| {
                 let (y0, y1) = span(i, k);
                 let at = v.clamp(lo, hi);

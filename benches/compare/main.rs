@@ -162,14 +162,7 @@ fn run(o: Options) -> BenchResult<()> {
                 );
             }
         }
-        let other = CpuSnapshot::other_since(round_cpu);
-        if let Some(pct) = other {
-            eprintln!(
-                "         round {}: other processes used {pct:.0}% of the CPUs",
-                round + 1
-            );
-        }
-        other_rounds.push(other);
+        other_rounds.push(run_info::round_load(round_cpu, round));
     }
     set_phase("report");
     let other_load = run_info::other_load_text(CpuSnapshot::other_since(run_cpu), &other_rounds);

@@ -162,17 +162,11 @@ pub fn parse_args() -> BenchResult<Options> {
                 o.report_only = true;
             }
             "--rounds" => {
-                let n: usize = args.parse(&mut flag)?;
-                if !(1..=100).contains(&n) {
-                    return Err(format!("--rounds {n}: expected 1 to 100"));
-                }
+                let n: usize = args.parse_within(&mut flag, 1..=100)?;
                 o.rounds = Some(n);
             }
             "--secs" => {
-                let s: f64 = args.parse(&mut flag)?;
-                if !(0.1..=60.0).contains(&s) {
-                    return Err(format!("--secs {s}: expected 0.1 to 60"));
-                }
+                let s: f64 = args.parse_within(&mut flag, 0.1..=60.0)?;
                 o.secs = Some(s);
             }
             "--only" => {

@@ -15,7 +15,7 @@ use mio::net::{TcpListener as MioListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::PEER_BUF;
+use super::{conn_ended, PEER_BUF};
 use crate::common::example::EchoStats;
 
 pub const DESCRIPTION: &str = "a hand-written single-thread `mio` loop, edge-triggered: \
@@ -74,15 +74,9 @@ fn run(mut poll: Poll, ln: MioListener, stats: &EchoStats) -> io::Result<()> {
             // says something changed, the syscalls say what.
             let outcome = drive(conn, &mut buf, stats);
             if !matches!(outcome, Ok(true)) {
-                if let Err(e) = outcome {
-                    if !is_normal_close(&e) {
-                        eprintln!("mio echo: connection {key}: {e}");
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
                 let mut conn = conns.remove(key);
                 let _ = poll.registry().deregister(&mut conn.sock);
-                stats.closed.fetch_add(1, Ordering::Relaxed);
+                conn_ended(stats, "mio echo", outcome.map(drop));
             }
         }
     }
@@ -165,12 +159,4 @@ fn drive(conn: &mut Conn, buf: &mut [u8], stats: &EchoStats) -> io::Result<bool>
             }
         }
     }
-}
-
-/// A reset or broken pipe is an ordinary way for a client to go.
-fn is_normal_close(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT | libc::ECONNABORTED)
-    )
 }

@@ -17,8 +17,10 @@ pub mod mio_edge;
 pub mod monoio_uring;
 pub mod tokio_tasks;
 
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::common::example::{self, EchoServer, EchoStats};
@@ -27,6 +29,26 @@ use crate::common::server_proc;
 /// Read buffer of the peers that own one (tokio and monoio per connection, mio shared): as
 /// large as gaio's swap-buffer reads and the stream workload's writes.
 pub const PEER_BUF: usize = 64 * 1024;
+
+/// A reset, a broken pipe or a timeout is an ordinary way for a client to go.
+pub fn is_normal_close(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT | libc::ECONNABORTED)
+    )
+}
+
+/// Counts the end of a peer's connection; an error other than an ordinary close is logged
+/// (prefixed with `who`) and counted, which fails the measurement.
+pub fn conn_ended(stats: &EchoStats, who: &str, outcome: io::Result<()>) {
+    if let Err(e) = outcome {
+        if !is_normal_close(&e) {
+            eprintln!("{who}: {e}");
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    stats.closed.fetch_add(1, Ordering::Relaxed);
+}
 
 /// An echo server implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +150,7 @@ fn serve(kind: &str) -> Result<(), String> {
     }
 }
 
-fn start(imp: Impl, ln: TcpListener) -> std::io::Result<(Running, Arc<EchoStats>)> {
+fn start(imp: Impl, ln: TcpListener) -> io::Result<(Running, Arc<EchoStats>)> {
     let stats = Arc::new(EchoStats::default());
     let running = match imp {
         Impl::GaioEpoll | Impl::GaioUring => {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::PEER_BUF;
+use super::{conn_ended, PEER_BUF};
 use crate::common::example::EchoStats;
 
 pub const DESCRIPTION: &str = "`monoio` on its io_uring driver, one runtime on one thread \
@@ -77,16 +77,8 @@ async fn accept_loop(ln: TcpListener, stats: Arc<EchoStats>) -> io::Result<()> {
 }
 
 async fn echo(mut sock: TcpStream, stats: Arc<EchoStats>) {
-    if let Err(e) = echo_loop(&mut sock, &stats).await {
-        if !matches!(
-            e.raw_os_error(),
-            Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT | libc::ECONNABORTED)
-        ) {
-            eprintln!("monoio echo: {e}");
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    stats.closed.fetch_add(1, Ordering::Relaxed);
+    let outcome = echo_loop(&mut sock, &stats).await;
+    conn_ended(&stats, "monoio echo", outcome);
 }
 
 /// Echoes until the client closes (`Ok`) or a call fails. The buffer travels into each call

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::PEER_BUF;
+use super::{conn_ended, PEER_BUF};
 use crate::common::example::EchoStats;
 
 pub const DESCRIPTION: &str = "`tokio` multi-thread runtime with the default worker count \
@@ -56,26 +56,19 @@ async fn accept_loop(ln: TcpListener, stats: Arc<EchoStats>) -> io::Result<()> {
 }
 
 async fn echo(mut sock: TcpStream, stats: Arc<EchoStats>) {
+    let outcome = echo_loop(&mut sock, &stats).await;
+    conn_ended(&stats, "tokio echo", outcome);
+}
+
+/// Echoes until the client closes (`Ok`) or a call fails.
+async fn echo_loop(sock: &mut TcpStream, stats: &EchoStats) -> io::Result<()> {
     let mut buf = vec![0u8; PEER_BUF];
-    let outcome: io::Result<()> = async {
-        loop {
-            let n = sock.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            sock.write_all(&buf[..n]).await?;
-            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
         }
+        sock.write_all(&buf[..n]).await?;
+        stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
-    .await;
-    if let Err(e) = outcome {
-        if !matches!(
-            e.raw_os_error(),
-            Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT | libc::ECONNABORTED)
-        ) {
-            eprintln!("tokio echo: {e}");
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    stats.closed.fetch_add(1, Ordering::Relaxed);
 }

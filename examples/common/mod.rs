@@ -724,6 +724,28 @@ impl Args {
         v.parse().map_err(|e| format!("{} {v:?}: {e}", flag.name))
     }
 
+    /// The value of `flag`, parsed, and refused outside `range`.
+    pub fn parse_within<T>(
+        &mut self,
+        flag: &mut Flag,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, String>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let v: T = self.parse(flag)?;
+        if !range.contains(&v) {
+            return Err(format!(
+                "{} {v}: expected {} to {}",
+                flag.name,
+                range.start(),
+                range.end()
+            ));
+        }
+        Ok(v)
+    }
+
     /// Fails if a flag that takes no value was given one (`--quick=yes`).
     pub fn no_value(&self, flag: &Flag) -> Result<(), String> {
         match &flag.inline {
