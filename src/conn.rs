@@ -78,7 +78,11 @@ pub(crate) struct ConnShared {
     pub(crate) fd: RawFd,
     /// `Some` for a regular file (file requests only).
     pub(crate) file: Option<crate::sys::fd::FileInfo>,
+    /// Sockets are written with `send(MSG_NOSIGNAL)`, other descriptors with `write`.
+    pub(crate) is_socket: bool,
     pub(crate) freed: AtomicBool,
+    /// The submit-side fast path's state per direction.
+    pub(crate) lanes: crate::lane::Lanes,
     owner: Arc<dyn ConnOwner>,
 }
 
@@ -107,14 +111,16 @@ impl Drop for ConnShared {
 pub struct Conn(pub(crate) Arc<ConnShared>);
 
 impl Conn {
+    /// A socket the loop took over itself (accepted).
     pub(crate) fn new(id: ConnId, watcher: u64, fd: RawFd, owner: Arc<dyn ConnOwner>) -> Conn {
-        Conn::with_file(id, watcher, fd, None, owner)
+        Conn::with_file(id, watcher, fd, true, None, owner)
     }
 
     pub(crate) fn with_file(
         id: ConnId,
         watcher: u64,
         fd: RawFd,
+        is_socket: bool,
         file: Option<crate::sys::fd::FileInfo>,
         owner: Arc<dyn ConnOwner>,
     ) -> Conn {
@@ -123,13 +129,21 @@ impl Conn {
             watcher,
             fd,
             file,
+            is_socket,
             freed: AtomicBool::new(false),
+            lanes: Default::default(),
             owner,
         }))
     }
 
     pub(crate) fn id(&self) -> ConnId {
         self.0.id
+    }
+
+    /// What the loop keeps of a handle: enough to reach the lanes while handles live, without
+    /// keeping the connection from being dropped.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<ConnShared> {
+        Arc::downgrade(&self.0)
     }
 
     /// A number that names this registration uniquely within its watcher while it is live

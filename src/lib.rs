@@ -64,6 +64,7 @@ mod buf;
 mod conn;
 mod deadline;
 mod error;
+mod lane;
 mod op;
 mod results;
 mod swap;

@@ -29,6 +29,17 @@ pub enum OpType {
     Fsync,
 }
 
+impl OpType {
+    /// The FIFO direction a request of this type is served in (`None`: file requests).
+    pub(crate) fn lane(self) -> Option<crate::lane::Lane> {
+        match self {
+            OpType::Read | OpType::Accept => Some(crate::lane::Lane::Read),
+            OpType::Write | OpType::Connect => Some(crate::lane::Lane::Write),
+            OpType::ReadAt | OpType::WriteAt | OpType::Fsync => None,
+        }
+    }
+}
+
 /// The identity of one accepted submission, returned by every submit call, repeated in its
 /// [`OpResult::id`], and taken by [`Watcher::cancel`](crate::Watcher::cancel). Ids are unique
 /// per [`Watcher`](crate::Watcher) and never reused (a 64-bit counter, plus the connection the
@@ -189,6 +200,11 @@ impl OpKind {
         }
     }
 
+    /// The FIFO direction of a stream request (`None` for file requests).
+    pub(crate) fn lane(self) -> Option<crate::lane::Lane> {
+        self.op_type().lane()
+    }
+
     /// File requests run side by side, not in the per-direction FIFO queues.
     pub(crate) fn is_file(self) -> bool {
         matches!(
@@ -217,7 +233,9 @@ pub(crate) struct Op<C> {
     /// The peer address of a `Connect` (boxed: the kernel may read it while the request's
     /// slot moves).
     pub(crate) addr: Option<Box<socket2::SockAddr>>,
-    /// A `Connect` that has called `connect(2)` once and now waits for it to finish.
+    /// A `Connect` that has called `connect(2)` once and now waits for it to finish; a read
+    /// or write whose inline attempt on the submitting thread hit EAGAIN (io_uring then arms
+    /// poll first instead of trying again).
     pub(crate) started: bool,
     /// The connection an `Accept` produced.
     pub(crate) accepted: Option<Conn>,

@@ -40,13 +40,29 @@ impl<C> ResultQueue<C> {
         }
     }
 
-    /// Moves every result out of `out` into the queue (loop thread).
+    /// Moves every result out of `out` into the queue (loop thread), and counts each stream
+    /// request down in its connection's lane under the same lock, so a request completed
+    /// inline afterwards is queued behind it (`crate::lane`).
     pub(crate) fn push_all(&self, out: &mut Vec<OpResult<C>>) {
         if out.is_empty() {
             return;
         }
         let mut g = lock(&self.inner);
+        for r in out.iter() {
+            if let Some(lane) = r.op.lane() {
+                r.conn.0.lanes.delivered(lane);
+            }
+        }
         g.ready.extend(out.drain(..));
+        if g.waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Queues a result completed on a submitting thread (the fast path of `crate::lane`).
+    pub(crate) fn push_one(&self, r: OpResult<C>) {
+        let mut g = lock(&self.inner);
+        g.ready.push_back(r);
         if g.waiters > 0 {
             self.cv.notify_all();
         }

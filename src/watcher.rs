@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use crate::affinity::ThreadSlot;
 use crate::backend::Backend;
 use crate::conn::{lock, Conn, IdAllocator};
+use crate::lane::Claim;
 use crate::op::{Op, OpId, OpKind};
 use crate::results::{Batch, ResultQueue};
+use crate::swap::SwapPool;
+use crate::sys::attempt::{attempt, Attempt};
 use crate::sys::{self, Core, GcCounters, LoopLink, LoopMsg, LoopTx};
 use crate::{Error, IoBuf, Result, SubmitError};
 
@@ -226,6 +229,18 @@ impl Builder {
 /// Submissions take `&self` and may come from any thread (`Watcher<C>` is `Send + Sync`; share
 /// it with `Arc`). Every submission that returns `Ok` yields exactly one result later.
 ///
+/// **Where the I/O happens.** Go's gaio makes an immediate attempt at every new request on its
+/// loop thread. Here that attempt runs on the submitting thread: a `read`, `read_full` or
+/// `write` whose direction has nothing pending is tried at once with one non-blocking syscall
+/// (more for a write or `read_full` that makes progress); if it completes (data moved, EOF, or
+/// an error), its result is queued for `wait_io` without waking any thread. Only a request that
+/// would block goes to the loop, keeping its progress. A busy connection served from a
+/// `wait_io` loop then costs no thread hand-off per request, as a hand-written readiness loop
+/// would; an idle one still waits in the backend. Order is unchanged: per connection and
+/// direction, requests run and complete in submission order (FIFO). On io_uring this applies
+/// to sockets with a caller buffer; swap reads there take their space from the kernel's
+/// provided buffer ring and always go to the ring.
+///
 /// ```no_run
 /// use gaio::Watcher;
 /// use std::net::TcpListener;
@@ -343,21 +358,27 @@ impl<C: Send + 'static> Watcher<C> {
                 return Err(e);
             }
         }
-        self.tx
-            .send(LoopMsg::Watch {
-                id,
-                fd,
-                is_socket: kind.is_socket,
-            })
-            .map_err(|_| Error::WatcherClosed)?;
-        drop(gate);
-        Ok(Conn::with_file(
+        let conn = Conn::with_file(
             id,
             self.id,
             raw,
+            kind.is_socket,
             kind.file,
             self.link.clone(),
-        ))
+        );
+        let watch = LoopMsg::Watch {
+            id,
+            fd,
+            is_socket: kind.is_socket,
+            handle: conn.downgrade(),
+        };
+        if self.tx.send(watch).is_err() {
+            // Never reached the loop: nothing to release when the handle drops.
+            conn.0.freed.store(true, Ordering::Release);
+            return Err(Error::WatcherClosed);
+        }
+        drop(gate);
+        Ok(conn)
     }
 
     /// Reads once: completes as soon as any data arrives (or EOF, an error, a free).
@@ -801,8 +822,31 @@ impl<C: Send + 'static> Watcher<C> {
             busy: false,
             cancel: None,
         };
+        let op = match op.kind.lane() {
+            Some(lane) => {
+                let inline = inline_allowed(&op, gate.as_ref());
+                match conn.0.lanes.claim(lane, inline.is_some()) {
+                    Claim::Queue => op,
+                    Claim::Inline => {
+                        let forwarded = self.attempt_inline(op, inline.flatten());
+                        let sent = forwarded.map(|op| {
+                            conn.0.lanes.forward(lane);
+                            self.send_op(op)
+                        });
+                        conn.0.lanes.done_inline(lane);
+                        return sent.unwrap_or(Ok(())).map(|()| id);
+                    }
+                }
+            }
+            None => op,
+        };
+        self.send_op(op).map(|()| id)
+    }
+
+    /// Hands a request to the loop; a refusal gives its context and buffer back.
+    fn send_op(&self, op: Op<C>) -> Result<(), SubmitError<C>> {
         match self.tx.send(LoopMsg::Submit(op)) {
-            Ok(()) => Ok(id),
+            Ok(()) => Ok(()),
             Err(e) => match e.into_inner() {
                 LoopMsg::Submit(op) => Err(SubmitError::new(
                     Error::WatcherClosed,
@@ -811,6 +855,25 @@ impl<C: Send + 'static> Watcher<C> {
                 )),
                 _ => unreachable!("sent a Submit"),
             },
+        }
+    }
+
+    /// The fast path (`crate::lane`): runs `op` on this thread as far as it goes without
+    /// blocking. Finished (data moved, EOF, or an error), its result is queued and `None`
+    /// comes back; otherwise the request, with its progress, for the loop.
+    fn attempt_inline(&self, mut op: Op<C>, swap: Option<&Mutex<SwapPool>>) -> Option<Op<C>> {
+        let (fd, is_socket) = (op.conn.0.fd, op.conn.0.is_socket);
+        match attempt(fd, is_socket, &mut op, swap) {
+            Attempt::Done(slice, err) => {
+                self.results.push_one(op.finish(slice, err));
+                None
+            }
+            Attempt::WouldBlock | Attempt::NoSwap => {
+                op.started = true;
+                Some(op)
+            }
+            // Accepts are never attempted inline (`inline_allowed`).
+            Attempt::Accepted(_) => unreachable!("accept attempted inline"),
         }
     }
 
@@ -970,5 +1033,26 @@ impl<C: Send + 'static> std::fmt::Debug for Watcher<C> {
             .field("backend", &self.backend)
             .field("closed", &self.read_gate().is_none())
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether request `op` may be attempted on the submitting thread (`crate::lane`), and with
+/// which swap pool: `None` if not; `Some(None)` for a request with its own buffer;
+/// `Some(Some(pool))` for a swap read.
+///
+/// Plain reads, full reads and writes qualify. On io_uring only sockets do (other descriptors
+/// are in blocking mode there, and only sockets take `MSG_DONTWAIT`), and swap reads do not
+/// (their space is the kernel's provided buffer ring).
+fn inline_allowed<'d, C>(
+    op: &Op<C>,
+    driver: Option<&'d sys::Driver>,
+) -> Option<Option<&'d Mutex<SwapPool>>> {
+    if !matches!(op.kind, OpKind::Read | OpKind::ReadFull | OpKind::Write) {
+        return None;
+    }
+    match driver? {
+        sys::Driver::Epoll(e) => Some(op.buffer.is_none().then_some(&*e.swap)),
+        #[cfg(target_os = "linux")]
+        sys::Driver::Uring(_) => (op.conn.0.is_socket && op.buffer.is_some()).then_some(None),
     }
 }

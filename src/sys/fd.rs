@@ -113,15 +113,21 @@ fn classify(rc: isize) -> Option<Io> {
     }
 }
 
-/// One `read(2)` into `ptr[..len]`, retried on EINTR.
+/// One read into `ptr[..len]`, retried on EINTR: `recv(MSG_DONTWAIT)` on sockets (so it never
+/// blocks, even on a socket io_uring keeps in blocking mode), `read(2)` on anything else.
 ///
 /// # Safety
 /// `ptr` must be valid for writes of `len` bytes and not read or written by anyone else for the
 /// duration of the call.
-pub(crate) unsafe fn read(fd: RawFd, ptr: *mut u8, len: usize) -> Io {
+pub(crate) unsafe fn read(fd: RawFd, ptr: *mut u8, len: usize, is_socket: bool) -> Io {
     loop {
-        // SAFETY: the caller guarantees `ptr[..len]` is writable and exclusively ours.
-        let rc = unsafe { libc::read(fd, ptr.cast(), len) };
+        let rc = if is_socket {
+            // SAFETY: the caller guarantees `ptr[..len]` is writable and exclusively ours.
+            unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) }
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::read(fd, ptr.cast(), len) }
+        };
         if let Some(r) = classify(rc) {
             return r;
         }
@@ -148,13 +154,21 @@ const NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 )))]
 const NOSIGNAL: libc::c_int = 0;
 
-/// One write of `buf`, retried on EINTR: `send(MSG_NOSIGNAL)` on sockets, so a peer reset gives
-/// `EPIPE` instead of killing the process with SIGPIPE; `write(2)` on anything else.
+/// One write of `buf`, retried on EINTR: `send(MSG_NOSIGNAL | MSG_DONTWAIT)` on sockets, so a
+/// peer reset gives `EPIPE` instead of killing the process with SIGPIPE and the call never
+/// blocks (even on a socket io_uring keeps in blocking mode); `write(2)` on anything else.
 pub(crate) fn write(fd: RawFd, buf: &[u8], is_socket: bool) -> Io {
     loop {
         let rc = if is_socket {
             // SAFETY: `buf` is a valid readable slice for the duration of the call.
-            unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), NOSIGNAL) }
+            unsafe {
+                libc::send(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            }
         } else {
             // SAFETY: as above.
             unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }

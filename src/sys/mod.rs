@@ -1,6 +1,7 @@
 //! What every backend shares: the messages the submit side sends to the loop thread, the link
 //! that connection handles and swap slices use to reach it, and the raw descriptor syscalls.
 
+pub(crate) mod attempt;
 pub(crate) mod epoll;
 pub(crate) mod fd;
 #[cfg(target_os = "linux")]
@@ -63,6 +64,8 @@ pub(crate) enum LoopMsg<C> {
         id: ConnId,
         fd: OwnedFd,
         is_socket: bool,
+        /// The handles' shared part (see `crate::lane`).
+        handle: std::sync::Weak<crate::conn::ConnShared>,
     },
     /// A read or write request.
     Submit(Op<C>),

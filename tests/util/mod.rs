@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -446,8 +446,10 @@ pub fn eventually(limit: Duration, what: impl Display, mut cond: impl FnMut() ->
 }
 
 /// A barrier through the watcher's loop thread: the loop handles messages in order, so once a
-/// write submitted after some `free` or handle drop has completed, the loop has processed that
-/// free or drop too.
+/// request submitted after some `free` or handle drop has been served by the loop, the loop
+/// has processed that free or drop too. The request is a read with no data there yet: a
+/// request that can complete at once completes on the submitting thread (the fast path) and
+/// never reaches the loop, but this one must wait there until the peer sends a byte.
 pub struct Probe {
     pub conn: Conn,
     peer: UnixStream,
@@ -464,12 +466,15 @@ impl Probe {
     /// Round-trips one byte through the loop; returns the other results seen meanwhile.
     pub fn sync<C: Send + 'static>(&mut self, w: &Watcher<C>, ctx: C) -> Vec<OpResult<C>> {
         let id = w
-            .write(ctx, &self.conn, vec![0x5a])
-            .unwrap_or_else(|e| panic!("probe write refused: {}", e.error));
+            .read(ctx, &self.conn, Some(vec![0u8; 1]))
+            .unwrap_or_else(|e| panic!("probe read refused: {}", e.error));
+        // Sent after the read was queued at the loop (nothing was there to read inline).
+        self.peer.write_all(&[0x5a]).expect("probe byte");
         let mut others = Vec::new();
-        let mut rest = wait_until(w, Duration::from_secs(10), "the probe write", |res| {
+        let mut rest = wait_until(w, Duration::from_secs(10), "the probe read", |res| {
             if res.id == id {
-                assert!(res.error.is_none(), "probe write failed: {res:?}");
+                assert!(res.error.is_none(), "probe read failed: {res:?}");
+                assert_eq!(res.size, 1, "probe read: {res:?}");
                 true
             } else {
                 others.push(res);
@@ -477,11 +482,6 @@ impl Probe {
             }
         });
         others.append(&mut rest);
-        let mut b = [0u8; 1];
-        self.peer
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        self.peer.read_exact(&mut b).expect("probe byte");
         others
     }
 }

@@ -12,7 +12,7 @@ mod files;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -21,12 +21,12 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::file_pool;
-use crate::conn::{Conn, ConnId, ConnOwner, IdAllocator};
+use crate::conn::{Conn, ConnId, ConnOwner, ConnShared, IdAllocator};
 use crate::deadline::{DeadlineHeap, Entry};
 use crate::op::{Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
-use crate::swap::{SwapPool, SwapSlice};
-use crate::sys::fd::{self, Io, Io2};
+use crate::swap::SwapPool;
+use crate::sys::attempt::{attempt, Attempt};
 use crate::sys::{FileState, GcCounters, LoopMsg, Readiness};
 use crate::Error;
 
@@ -50,6 +50,8 @@ fn dir_of(kind: OpKind) -> Dir {
 
 struct ConnState {
     id: ConnId,
+    /// The handles' shared part, for closing the submit-side fast path before the fd closes.
+    handle: Weak<ConnShared>,
     fd: OwnedFd,
     is_socket: bool,
     readers: VecDeque<usize>,
@@ -85,23 +87,12 @@ impl ConnState {
     }
 }
 
-/// What one attempt at a request came to.
-enum Attempt {
-    /// Finished: deliver it.
-    Done(Option<SwapSlice>, Option<Error>),
-    /// EAGAIN: wait for the next edge.
-    WouldBlock,
-    /// A swap read found every swap chunk held: wait for a release.
-    NoSwap,
-    /// An accept produced this descriptor.
-    Accepted(OwnedFd),
-}
-
 pub(crate) struct EventLoop<C> {
     rx: Receiver<LoopMsg<C>>,
     ack: Sender<Vec<Readiness>>,
     registry: Registry,
-    swap: SwapPool,
+    /// Shared with the submit side's fast path (`crate::lane`).
+    swap: Arc<Mutex<SwapPool>>,
     results: Arc<ResultQueue<C>>,
     ids: Arc<IdAllocator>,
     gc: Arc<GcCounters>,
@@ -112,7 +103,7 @@ pub(crate) struct EventLoop<C> {
     out: Vec<OpResult<C>>,
     /// Connections an accept produced while their listener's state was borrowed; added to
     /// `conns` right after.
-    accepted: Vec<(ConnId, OwnedFd)>,
+    accepted: Vec<(ConnId, OwnedFd, Weak<ConnShared>)>,
     conn_maker: ConnMaker,
     pool: file_pool::FilePool<C>,
 }
@@ -148,7 +139,7 @@ impl<C: Send + 'static> EventLoop<C> {
         rx: Receiver<LoopMsg<C>>,
         ack: Sender<Vec<Readiness>>,
         registry: Registry,
-        swap: SwapPool,
+        swap: Arc<Mutex<SwapPool>>,
         results: Arc<ResultQueue<C>>,
         ids: Arc<IdAllocator>,
         gc: Arc<GcCounters>,
@@ -212,8 +203,11 @@ impl<C: Send + 'static> EventLoop<C> {
     fn handle(&mut self, msg: LoopMsg<C>) -> bool {
         match msg {
             LoopMsg::Watch {
-                id, fd, is_socket, ..
-            } => self.watch(id, fd, is_socket),
+                id,
+                fd,
+                is_socket,
+                handle,
+            } => self.watch(id, fd, is_socket, handle),
             LoopMsg::FileDone { key, seq, res } => self.file_done(key, seq, res),
             LoopMsg::Submit(op) => self.submit(op),
             LoopMsg::Free(id) => {
@@ -270,13 +264,14 @@ impl<C: Send + 'static> EventLoop<C> {
         }
     }
 
-    fn watch(&mut self, id: ConnId, fd: OwnedFd, is_socket: bool) {
+    fn watch(&mut self, id: ConnId, fd: OwnedFd, is_socket: bool, handle: Weak<ConnShared>) {
         let i = id.index as usize;
         if self.conns.len() <= i {
             self.conns.resize_with(i + 1, || None);
         }
         self.conns[i] = Some(ConnState {
             id,
+            handle,
             fd,
             is_socket,
             readers: VecDeque::new(),
@@ -329,7 +324,7 @@ impl<C: Send + 'static> EventLoop<C> {
         };
         let (fd, is_socket) = (c.fd.as_raw_fd(), c.is_socket);
         while let Some(&key) = c.queue(dir).front() {
-            match attempt(fd, is_socket, &mut self.ops[key], &mut self.swap) {
+            match attempt(fd, is_socket, &mut self.ops[key], Some(&self.swap)) {
                 Attempt::Done(swap, err) => {
                     c.queue(dir).pop_front();
                     self.out.push(self.ops.remove(key).finish(swap, err));
@@ -339,8 +334,8 @@ impl<C: Send + 'static> EventLoop<C> {
                     let mut op = self.ops.remove(key);
                     match self.conn_maker.adopt(&new_fd) {
                         Ok((id, conn)) => {
+                            self.accepted.push((id, new_fd, conn.downgrade()));
                             op.accepted = Some(conn);
-                            self.accepted.push((id, new_fd));
                             self.out.push(op.finish(None, None));
                         }
                         Err(e) => self.out.push(op.finish(None, Some(Error::Io(e)))),
@@ -356,8 +351,8 @@ impl<C: Send + 'static> EventLoop<C> {
                 }
             }
         }
-        while let Some((id, fd)) = self.accepted.pop() {
-            self.watch(id, fd, true);
+        while let Some((id, fd, handle)) = self.accepted.pop() {
+            self.watch(id, fd, true, handle);
         }
     }
 
@@ -395,7 +390,7 @@ impl<C: Send + 'static> EventLoop<C> {
     }
 
     fn retry_starved(&mut self) {
-        self.swap.clear_starving();
+        crate::conn::lock(&self.swap).clear_starving();
         let list = std::mem::take(&mut self.starved);
         for id in list {
             if let Some(i) = self.index_of(id) {
@@ -482,6 +477,7 @@ impl<C: Send + 'static> EventLoop<C> {
     /// descriptor goes to a waiting `detach` or is closed.
     fn unlink(&mut self, i: usize) -> Option<OwnedFd> {
         let mut c = self.conns[i].take()?;
+        crate::lane::close(&c.handle);
         for key in c
             .readers
             .iter()
@@ -535,79 +531,5 @@ impl<C: Send + 'static> EventLoop<C> {
             }
         }
         self.results.push_all(&mut self.out);
-    }
-}
-
-/// Runs request `op` on `fd` as far as it can go without blocking.
-fn attempt<C>(fd: RawFd, is_socket: bool, op: &mut Op<C>, swap: &mut SwapPool) -> Attempt {
-    match (op.kind, op.buffer.as_mut()) {
-        (OpKind::Write, Some(buf)) => loop {
-            match fd::write(fd, &buf[op.size..], is_socket) {
-                Io::Done(0) => return Attempt::WouldBlock,
-                Io::Done(n) => {
-                    op.size += n;
-                    if op.size == buf.len() {
-                        return Attempt::Done(None, None);
-                    }
-                }
-                Io::WouldBlock => return Attempt::WouldBlock,
-                Io::Failed(e) => return Attempt::Done(None, Some(Error::Io(e))),
-            }
-        },
-        (OpKind::Read | OpKind::ReadFull, Some(buf)) => loop {
-            let rest = &mut buf[op.size..];
-            // SAFETY: `rest` is the unfilled tail of the caller's buffer, which the op owns
-            // exclusively while it is in the loop.
-            match unsafe { fd::read(fd, rest.as_mut_ptr(), rest.len()) } {
-                Io::Done(0) => return Attempt::Done(None, Some(Error::Eof)),
-                Io::Done(n) => {
-                    op.size += n;
-                    if op.kind == OpKind::Read || op.size == buf.len() {
-                        return Attempt::Done(None, None);
-                    }
-                }
-                Io::WouldBlock => return Attempt::WouldBlock,
-                Io::Failed(e) => return Attempt::Done(None, Some(Error::Io(e))),
-            }
-        },
-        // File requests never come here (`file_submit`).
-        (OpKind::ReadAt | OpKind::WriteAt | OpKind::Fsync | OpKind::Fdatasync, _) => {
-            Attempt::Done(None, Some(Error::Unsupported))
-        }
-        (OpKind::Accept, _) => match fd::accept(fd) {
-            Io2::Ready(new_fd) => Attempt::Accepted(new_fd),
-            Io2::WouldBlock => Attempt::WouldBlock,
-            Io2::Failed(e) => Attempt::Done(None, Some(Error::Io(e))),
-        },
-        (OpKind::Connect, _) => {
-            let step = match (&op.addr, op.started) {
-                (Some(addr), false) => fd::connect_start(fd, addr),
-                _ => fd::connect_finished(fd),
-            };
-            match step {
-                Io2::Ready(()) => Attempt::Done(None, None),
-                Io2::WouldBlock => {
-                    op.started = true;
-                    Attempt::WouldBlock
-                }
-                Io2::Failed(e) => Attempt::Done(None, Some(Error::Io(e))),
-            }
-        }
-        (_, None) => {
-            let Some((ptr, len)) = swap.space() else {
-                return Attempt::NoSwap;
-            };
-            // SAFETY: `space` returned a region of `len` writable bytes that no live slice
-            // covers and that only this thread writes.
-            match unsafe { fd::read(fd, ptr, len) } {
-                Io::Done(0) => Attempt::Done(None, Some(Error::Eof)),
-                Io::Done(n) => {
-                    op.size = n;
-                    Attempt::Done(Some(swap.commit(n)), None)
-                }
-                Io::WouldBlock => Attempt::WouldBlock,
-                Io::Failed(e) => Attempt::Done(None, Some(Error::Io(e))),
-            }
-        }
     }
 }

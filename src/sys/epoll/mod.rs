@@ -22,6 +22,8 @@ use crate::{Error, Result};
 
 /// The submit side's handle on the readiness backend.
 pub(crate) struct Epoll {
+    /// The swap buffers, shared by the loop and the submit side's fast path.
+    pub(crate) swap: Arc<std::sync::Mutex<crate::swap::SwapPool>>,
     registry: Registry,
     waker: Waker,
     shutdown: Arc<AtomicBool>,
@@ -60,11 +62,16 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 
     let guard = core.results.close_on_panic();
+    let swap = Arc::new(std::sync::Mutex::new(crate::swap::SwapPool::new(
+        core.swap_size,
+        core.swap_count,
+        core.swap,
+    )));
     let lp = event_loop::EventLoop::new(
         core.rx,
         ack_tx,
         registry.try_clone()?,
-        crate::swap::SwapPool::new(core.swap_size, core.swap_count, core.swap),
+        swap.clone(),
         core.results,
         core.ids.clone(),
         core.gc,
@@ -116,6 +123,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
     }
     Ok((
         Epoll {
+            swap,
             registry,
             waker,
             shutdown,

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -20,7 +20,7 @@ use slab::Slab;
 
 use super::buf_ring::{BufRing, BGID};
 use super::RingWake;
-use crate::conn::{Conn, ConnId, ConnOwner, IdAllocator};
+use crate::conn::{Conn, ConnId, ConnOwner, ConnShared, IdAllocator};
 use crate::deadline::{DeadlineHeap, Entry};
 use crate::op::{Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
@@ -53,6 +53,8 @@ fn dir_of(kind: OpKind) -> Dir {
 
 struct UConn {
     id: ConnId,
+    /// The handles' shared part, for closing the submit-side fast path (`crate::lane`).
+    handle: Weak<ConnShared>,
     fd: OwnedFd,
     is_socket: bool,
     queues: [VecDeque<usize>; 2],
@@ -184,8 +186,11 @@ impl<C> RingLoop<C> {
     fn handle(&mut self, msg: LoopMsg<C>) {
         match msg {
             LoopMsg::Watch {
-                id, fd, is_socket, ..
-            } => self.watch(id, fd, is_socket),
+                id,
+                fd,
+                is_socket,
+                handle,
+            } => self.watch(id, fd, is_socket, handle),
             LoopMsg::Submit(op) => self.submit_op(op),
             LoopMsg::Free(id) => {
                 if let Some(i) = self.index_of(id) {
@@ -229,13 +234,14 @@ impl<C> RingLoop<C> {
         }
     }
 
-    fn watch(&mut self, id: ConnId, fd: OwnedFd, is_socket: bool) {
+    fn watch(&mut self, id: ConnId, fd: OwnedFd, is_socket: bool, handle: Weak<ConnShared>) {
         let i = id.index as usize;
         if self.conns.len() <= i {
             self.conns.resize_with(i + 1, || None);
         }
         self.conns[i] = Some(UConn {
             id,
+            handle,
             fd,
             is_socket,
             queues: [VecDeque::new(), VecDeque::new()],
@@ -298,10 +304,12 @@ impl<C> RingLoop<C> {
                 key,
             });
         }
+        // A read or write whose inline attempt just hit EAGAIN arms poll before trying again.
+        let poll_first = op.started;
         let key = self.ops.insert(Pending {
             op,
             in_flight: false,
-            poll_first: false,
+            poll_first,
             buf_gen: 0,
         });
         if is_file {
@@ -674,7 +682,7 @@ impl<C> RingLoop<C> {
             Next::Accepted(new_fd) => {
                 let id = self.ids.alloc();
                 let conn = Conn::new(id, self.watcher_id, new_fd.as_raw_fd(), self.owner.clone());
-                self.watch(id, new_fd, true);
+                self.watch(id, new_fd, true, conn.downgrade());
                 if let Some(p) = self.ops.get_mut(key) {
                     p.op.accepted = Some(conn);
                 }
@@ -790,6 +798,8 @@ impl<C> RingLoop<C> {
             return;
         }
         c.closing = true;
+        // No submitter may start a syscall on the descriptor from here on (`crate::lane`).
+        crate::lane::close(&c.handle);
         let files: Vec<usize> = c
             .file
             .iter()

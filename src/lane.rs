@@ -1,0 +1,174 @@
+//! The submit-side fast path's bookkeeping: per connection and direction, whether the loop
+//! holds requests and whether a submitting thread is attempting one itself right now.
+//!
+//! A read or write submitted while its direction has nothing pending at the loop is attempted
+//! at once on the submitting thread (the immediate attempt gaio makes on the loop thread, moved
+//! to where the request starts). When it completes there, its result goes straight to the
+//! result queue and no thread is woken; only a request that would block travels to the loop.
+//! This keeps a busy connection's steady state on the consumer's thread, as a hand-written
+//! readiness loop would, while an idle one still waits in the loop.
+//!
+//! The word per direction holds:
+//! - the number of requests handed to the loop whose results are not yet in the result queue
+//!   (the loop counts one down as it publishes each result, under the queue's lock, so a later
+//!   inline result can never overtake an earlier one of the same direction);
+//! - `INLINE`: a submitter is attempting a request now; others wait for it to finish (so
+//!   requests reach the loop in submission order) and the loop waits for it before it closes
+//!   the descriptor (so a syscall never meets a reused fd number);
+//! - `CLOSED`: the loop released the connection; later requests go to the loop, which refuses
+//!   them.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const INLINE: u32 = 1 << 31;
+const CLOSED: u32 = 1 << 30;
+const COUNT: u32 = CLOSED - 1;
+
+/// Read or write: the two FIFO directions of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Read = 0,
+    Write = 1,
+}
+
+/// What a submitter may do with its request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Nothing is pending in this direction: attempt it here, then call [`Lanes::done_inline`]
+    /// or [`Lanes::forward`].
+    Inline,
+    /// Counted as pending at the loop: send it there.
+    Queue,
+}
+
+/// Both directions' words of one connection.
+#[derive(Default)]
+pub(crate) struct Lanes([AtomicU32; 2]);
+
+impl Lanes {
+    /// Claims the direction for an inline attempt if nothing is pending there and `inline` is
+    /// allowed; otherwise counts the request as pending at the loop.
+    pub(crate) fn claim(&self, lane: Lane, inline: bool) -> Claim {
+        let w = &self.0[lane as usize];
+        let mut spins = 0u32;
+        let mut s = w.load(Ordering::Acquire);
+        loop {
+            if s & INLINE != 0 {
+                // Another thread is attempting a request of this direction: ours must reach
+                // the loop after it, so wait for that attempt (one non-blocking syscall).
+                backoff(&mut spins);
+                s = w.load(Ordering::Acquire);
+                continue;
+            }
+            let (next, claim) = if inline && s == 0 {
+                (INLINE, Claim::Inline)
+            } else {
+                (s + 1, Claim::Queue)
+            };
+            match w.compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return claim,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// The inline attempt finished the request (its result is already queued).
+    pub(crate) fn done_inline(&self, lane: Lane) {
+        self.0[lane as usize].fetch_and(!INLINE, Ordering::Release);
+    }
+
+    /// The inline attempt would block: count the request as pending at the loop. Call before
+    /// sending it there, then [`done_inline`](Lanes::done_inline) after.
+    pub(crate) fn forward(&self, lane: Lane) {
+        self.0[lane as usize].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The loop published the result of a request it was handed (under the queue's lock).
+    pub(crate) fn delivered(&self, lane: Lane) {
+        let before = self.0[lane as usize].fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before & COUNT != 0, "lane count underflow");
+    }
+
+    /// The loop releases the connection: no inline attempt starts after this returns, and none
+    /// is still running.
+    pub(crate) fn close(&self) {
+        for w in &self.0 {
+            let mut spins = 0u32;
+            while w.fetch_or(CLOSED, Ordering::AcqRel) & INLINE != 0 {
+                backoff(&mut spins);
+            }
+        }
+    }
+
+    /// Requests of `lane` pending at the loop (tests).
+    #[cfg(test)]
+    fn pending(&self, lane: Lane) -> u32 {
+        self.0[lane as usize].load(Ordering::Acquire) & COUNT
+    }
+}
+
+/// The loop releases a connection (its descriptor is about to close or go back to a `detach`
+/// caller): closes its lanes if any handle still lives. With no handle left, no submitter can
+/// be attempting anything on it.
+pub(crate) fn close(handle: &std::sync::Weak<crate::conn::ConnShared>) {
+    if let Some(shared) = handle.upgrade() {
+        shared.lanes.close();
+    }
+}
+
+/// Spin briefly, then yield: the other side holds the word for one non-blocking syscall, but
+/// may have been preempted in it.
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_only_when_nothing_is_pending() {
+        let l = Lanes::default();
+        assert_eq!(l.claim(Lane::Write, true), Claim::Inline);
+        l.forward(Lane::Write);
+        l.done_inline(Lane::Write);
+        assert_eq!(l.pending(Lane::Write), 1);
+        // One pending at the loop: the next goes there too, even though inline is allowed.
+        assert_eq!(l.claim(Lane::Write, true), Claim::Queue);
+        assert_eq!(l.pending(Lane::Write), 2);
+        // The read direction is independent.
+        assert_eq!(l.claim(Lane::Read, true), Claim::Inline);
+        l.done_inline(Lane::Read);
+        l.delivered(Lane::Write);
+        l.delivered(Lane::Write);
+        assert_eq!(l.claim(Lane::Write, true), Claim::Inline);
+        l.done_inline(Lane::Write);
+        assert_eq!(l.claim(Lane::Write, false), Claim::Queue);
+    }
+
+    #[test]
+    fn closed_lanes_send_everything_to_the_loop() {
+        let l = Lanes::default();
+        l.close();
+        assert_eq!(l.claim(Lane::Read, true), Claim::Queue);
+        assert_eq!(l.pending(Lane::Read), 1);
+    }
+
+    #[test]
+    fn a_claim_waits_for_a_running_inline_attempt() {
+        let l = std::sync::Arc::new(Lanes::default());
+        assert_eq!(l.claim(Lane::Read, true), Claim::Inline);
+        let l2 = l.clone();
+        let t = std::thread::spawn(move || l2.claim(Lane::Read, true));
+        // The attempt forwards its request: the waiting claim must then queue behind it.
+        l.forward(Lane::Read);
+        l.done_inline(Lane::Read);
+        assert_eq!(t.join().unwrap(), Claim::Queue);
+        assert_eq!(l.pending(Lane::Read), 2);
+    }
+}
