@@ -239,7 +239,7 @@ pub struct Plan {
 impl Plan {
     pub fn new(o: &Options, fd_limit: u64) -> Plan {
         let q = o.quick;
-        let secs = o.secs.unwrap_or(if q { 0.3 } else { 2.0 });
+        let secs = o.secs.unwrap_or(if q { 0.3 } else { 1.5 });
         let mut plan = Plan {
             rounds: o.rounds.unwrap_or(if q { 1 } else { 3 }),
             stream_secs: Duration::from_secs_f64(secs),
