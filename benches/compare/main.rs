@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! bash benches/compare.sh                          # everything: this, http, allocs, BENCHMARKS.md
-//! cargo bench --bench compare                      # 3 rounds, about 5 minutes
-//! cargo bench --bench compare -- --quick           # smoke check, under a minute
+//! cargo bench --bench compare                      # 3 rounds, about 4 minutes
+//! cargo bench --bench compare -- --quick           # smoke check, about 20 s
 //! cargo bench --bench compare -- --only pingpong,idle --impls gaio-epoll,mio --rounds 5
 //! cargo bench --bench compare -- --report-only     # target/bench-results/*.json -> BENCHMARKS.md
 //! ```
