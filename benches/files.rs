@@ -51,7 +51,6 @@
 //! Run with no argument at all (as `cargo test --benches` runs it), it is a `--quick` smoke
 //! test. A watchdog ends the run with exit code 3 if it overruns.
 
-#[path = "../examples/common/mod.rs"]
 mod common;
 
 use std::fmt::Write as _;
@@ -64,10 +63,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::workloads::{
-    kernel_release, set_phase, spawn_watchdog, splitmix64, utc_now, BenchResult,
-};
-use common::Args;
+use common::example::workloads::{set_phase, spawn_watchdog, splitmix64, BenchResult};
+use common::example::Args;
+use common::run_info::{self, kernel_release, utc_now, CpuSnapshot};
+use common::stats::{median, thousands};
 use gaio::{AlignedBuf, Backend, Buffer, IoBuf, Watcher};
 
 const USAGE: &str = "\
@@ -232,17 +231,11 @@ struct Options {
     only: Vec<Case>,
     remove: bool,
     out: Option<String>,
-    /// The arguments as given (without cargo's `--bench`), for the report.
-    given: Vec<String>,
 }
 
 fn parse_args() -> BenchResult<Options> {
-    let given: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
     let mut o = Options {
-        quick: std::env::args().len() == 1,
+        quick: run_info::no_arguments(),
         rounds: 3,
         secs: 2.0,
         depth: 32,
@@ -250,7 +243,6 @@ fn parse_args() -> BenchResult<Options> {
         only: Case::ALL.to_vec(),
         remove: false,
         out: None,
-        given,
     };
     let (mut rounds, mut secs, mut size) = (None, None, None);
     let mut args = Args::from_env();
@@ -266,31 +258,19 @@ fn parse_args() -> BenchResult<Options> {
                 o.remove = true;
             }
             "--rounds" => {
-                let n: usize = args.parse(&mut flag)?;
-                if !(1..=100).contains(&n) {
-                    return Err(format!("--rounds {n}: expected 1 to 100"));
-                }
+                let n: usize = args.parse_within(&mut flag, 1..=100)?;
                 rounds = Some(n);
             }
             "--secs" => {
-                let s: f64 = args.parse(&mut flag)?;
-                if !(0.1..=60.0).contains(&s) {
-                    return Err(format!("--secs {s}: expected 0.1 to 60"));
-                }
+                let s: f64 = args.parse_within(&mut flag, 0.1..=60.0)?;
                 secs = Some(s);
             }
             "--depth" => {
-                let n: usize = args.parse(&mut flag)?;
-                if !(1..=1024).contains(&n) {
-                    return Err(format!("--depth {n}: expected 1 to 1024"));
-                }
+                let n: usize = args.parse_within(&mut flag, 1..=1024)?;
                 o.depth = n;
             }
             "--size-mib" => {
-                let n: u64 = args.parse(&mut flag)?;
-                if !(8..=64 * 1024).contains(&n) {
-                    return Err(format!("--size-mib {n}: expected 8 to 65536"));
-                }
+                let n: u64 = args.parse_within(&mut flag, 8..=64 * 1024)?;
                 size = Some(n);
             }
             "--only" => {
@@ -814,14 +794,7 @@ fn measure_all(o: &Options, files: &Files) -> BenchResult<(Values, RunInfo)> {
                 values[ci][ii].push(s);
             }
         }
-        let other = CpuSnapshot::other_since(round_load);
-        if let Some(pct) = other {
-            eprintln!(
-                "         round {}: other processes used {pct:.0}% of the CPUs",
-                round + 1
-            );
-        }
-        other_rounds.push(other);
+        other_rounds.push(run_info::round_load(round_load, round));
     }
     let info = RunInfo {
         took: start.elapsed(),
@@ -831,103 +804,8 @@ fn measure_all(o: &Options, files: &Files) -> BenchResult<(Values, RunInfo)> {
     Ok((values, info))
 }
 
-/// Machine-wide busy CPU time and this process's own, to tell how much of the machine other
-/// processes took during the run (as in `benches/backends.rs`).
-#[derive(Clone, Copy)]
-struct CpuSnapshot {
-    busy: u64,
-    own: u64,
-    at: Instant,
-}
-
-impl CpuSnapshot {
-    fn take() -> Option<CpuSnapshot> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal
-        let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| cpu.get(i)).sum();
-        let me = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let rest: Vec<u64> = me
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(0))
-            .collect();
-        let own = rest.get(11..15)?.iter().sum();
-        Some(CpuSnapshot {
-            busy,
-            own,
-            at: Instant::now(),
-        })
-    }
-
-    /// Percent of all CPUs' time since `from` that went to other processes.
-    fn other_since(from: Option<CpuSnapshot>) -> Option<f64> {
-        let (from, now) = (from?, CpuSnapshot::take()?);
-        // SAFETY: sysconf has no memory preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let cores = std::thread::available_parallelism().ok()?.get();
-        let span = now.at.duration_since(from.at).as_secs_f64() * hz as f64 * cores as f64;
-        let other =
-            now.busy.saturating_sub(from.busy) as f64 - now.own.saturating_sub(from.own) as f64;
-        (span > 0.0).then(|| (other / span * 100.0).max(0.0))
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
-/// `12345.6` as `12 346`: thousands separated by a space, no decimals.
-fn thousands(x: f64) -> String {
-    let n = x.round() as i64;
-    let digits = n.abs().to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(ch);
-    }
-    if n < 0 {
-        out.insert(0, '-');
-    }
-    out
-}
-
 fn report(o: &Options, files: &Files, values: &Values, info: &RunInfo) -> String {
     let mut r = String::new();
-    let args = if o.given.is_empty() {
-        String::new()
-    } else {
-        format!(" -- {}", o.given.join(" "))
-    };
-    let command = if std::env::args().any(|a| a == "--bench") {
-        format!("`cargo bench --bench files{args}`")
-    } else {
-        let mut c = std::env::args().next().unwrap_or_default();
-        for a in &o.given {
-            c.push(' ');
-            c.push_str(a);
-        }
-        if o.given.is_empty() {
-            format!("`{c}` (no arguments: a --quick smoke test)")
-        } else {
-            format!("`{c}`")
-        }
-    };
     let _ = writeln!(
         r,
         "# gaio file I/O: epoll, io_uring and a pread/pwrite pool"
@@ -939,14 +817,10 @@ fn report(o: &Options, files: &Files, values: &Values, info: &RunInfo) -> String
          `benches/README.md`)."
     );
     let _ = writeln!(r);
-    let _ = writeln!(r, "- command: {command}");
+    let _ = writeln!(r, "- command: `{}`", run_info::command("files"));
     let _ = writeln!(r, "- date: {}", utc_now());
     let _ = writeln!(r, "- kernel: {}", kernel_release());
-    let _ = writeln!(
-        r,
-        "- cores: {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    let _ = writeln!(r, "- cores: {}", run_info::cores());
     let _ = writeln!(
         r,
         "- plan: {} rounds, {:.1} s per measurement, {} requests in flight (gaio: one watcher, \
@@ -970,19 +844,8 @@ fn report(o: &Options, files: &Files, values: &Values, info: &RunInfo) -> String
             "created by this run"
         }
     );
-    if let Some(pct) = info.other_cpu {
-        let rounds: Vec<String> = info
-            .other_rounds
-            .iter()
-            .map(|p| p.map_or("?".into(), |p| format!("{p:.0}%")))
-            .collect();
-        let _ = writeln!(
-            r,
-            "- other load: processes outside this bench used {pct:.0}% of the CPUs' time during \
-             the run (per round: {}); near 0% on a quiet machine, and the numbers are only \
-             comparable when it is",
-            rounds.join(", ")
-        );
+    if let Some(load) = run_info::other_load_text(info.other_cpu, &info.other_rounds) {
+        let _ = writeln!(r, "- other load: {load}");
     }
     let _ = writeln!(r);
     let _ = writeln!(

@@ -21,8 +21,8 @@
 //!
 //! The burst and ping-pong clients run on a second gaio `Watcher` (`read_full` with a deadline
 //! for every echo), so thousands of connections need no thread each. The client workloads are
-//! in `examples/common/workloads.rs`, shared with `benches/backends.rs` (epoll against
-//! io_uring, side by side).
+//! in `examples/common/workloads.rs`, shared with `benches/compare` (gaio on both backends
+//! against mio, tokio and monoio, side by side).
 //!
 //! After each workload it closes every client connection and waits (bounded) until the
 //! process's descriptor count (`/proc/self/fd`) is back where it was before: the echo server

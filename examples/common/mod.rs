@@ -5,8 +5,8 @@
 //!
 //! `echo-server.rs`, `push-server.rs` and `echo-bench.rs` include this file with `mod common;`
 //! (it is not an example of its own: Cargo only builds `examples/*.rs` and
-//! `examples/*/main.rs`); `benches/backends.rs` includes it with `#[path]`. Each user needs
-//! part of it, hence the `dead_code` allowance.
+//! `examples/*/main.rs`); the benches include it with `#[path]` through `benches/common`. Each
+//! user needs part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 use std::io;
@@ -722,6 +722,28 @@ impl Args {
     {
         let v = self.value(flag)?;
         v.parse().map_err(|e| format!("{} {v:?}: {e}", flag.name))
+    }
+
+    /// The value of `flag`, parsed, and refused outside `range`.
+    pub fn parse_within<T>(
+        &mut self,
+        flag: &mut Flag,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, String>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let v: T = self.parse(flag)?;
+        if !range.contains(&v) {
+            return Err(format!(
+                "{} {v}: expected {} to {}",
+                flag.name,
+                range.start(),
+                range.end()
+            ));
+        }
+        Ok(v)
     }
 
     /// Fails if a flag that takes no value was given one (`--quick=yes`).

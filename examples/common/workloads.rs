@@ -1,5 +1,5 @@
 //! The client workloads of the echo benchmarks, shared by `examples/echo-bench.rs` and
-//! `benches/backends.rs` so that both drive a server with one implementation, and every echoed
+//! `benches/compare` so that both drive a server with one implementation, and every echoed
 //! byte is verified the same way:
 //!
 //! - [`stream`]: `conns` connections, each with a writer thread sending 64 KiB chunks of a
