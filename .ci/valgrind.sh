@@ -75,7 +75,9 @@ else
   for t in connect_and_echo cancel_keeps_partial_progress pipe_read_write_eof detach_with_pending; do
     run ops "epoll::$t"
   done
-  for t in peer_reset_during_read_full peer_half_close write_deadline_peer_never_reads \
+  # write_deadline_peer_never_reads is left out: it asserts a deadline fires within 1 s of
+  # its instant, which memcheck's slowdown (pushing 64 MiB through send) can break.
+  for t in peer_reset_during_read_full peer_half_close \
            close_while_wait_io_blocks consumer_pauses submissions_from_8_threads \
            free_and_close_with_thousands_in_flight; do
     run faults "epoll::$t"

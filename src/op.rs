@@ -249,6 +249,18 @@ pub(crate) struct Op<C> {
 }
 
 impl<C> Op<C> {
+    /// A `read_at` on an `O_DIRECT` file that came back short at a position off the file's
+    /// alignment has reached the end of the file as it was: reading on from there would be
+    /// refused (`EINVAL`) if a concurrent write had meanwhile made the file longer. It ends as
+    /// a short read.
+    pub(crate) fn direct_read_ended(&self) -> bool {
+        self.kind == OpKind::ReadAt
+            && self.conn.0.file.is_some_and(|f| {
+                let align = f.align.offset.max(1) as u64;
+                f.direct && (self.offset + self.size as u64) % align != 0
+            })
+    }
+
     /// Turns the request into its result. A swap slice, when there is one, replaces the
     /// (absent) caller buffer.
     pub(crate) fn finish(self, swap: Option<SwapSlice>, error: Option<Error>) -> OpResult<C> {

@@ -351,8 +351,6 @@ struct Stats {
     reads_exact: usize,
     /// Reads checked against the widened window (a write was pending meanwhile).
     reads_widened: usize,
-    /// Direct reads that ended with the known EINVAL (see `known_bug_direct_einval`).
-    known_bug_direct_einval: usize,
     /// `Deadline` results of requests whose deadline was 5 ms or more ahead when submitted,
     /// per kind (a request slower than that).
     deadline_ahead: BTreeMap<String, usize>,
@@ -387,20 +385,6 @@ struct Run<'a> {
     /// `close` was called.
     closing: bool,
     stats: &'a Mutex<Stats>,
-}
-
-/// The library bug of `direct_read_meets_extending_write` (ignored test below): an aligned
-/// `O_DIRECT` read cut short by the end of the file ends with `EINVAL` when a write extended
-/// the file before its second read. Tolerated (checked as the short read it should have been)
-/// so that the model keeps looking for other failures; `GAIO_MODEL_STRICT=1` turns it back
-/// into a failure.
-fn known_bug_direct_einval(direct: bool, p: &Pending, size: usize, errno: Option<i32>) -> bool {
-    direct
-        && p.kind == Kind::Read
-        && p.touched
-        && size > 0
-        && errno == Some(libc::EINVAL)
-        && std::env::var("GAIO_MODEL_STRICT").is_err()
 }
 
 fn outcome_name(res: &OpResult<u64>) -> String {
@@ -665,11 +649,6 @@ impl Run<'_> {
                 h.freed || self.closing,
                 "{b}: ClosedPipe without a free or close: {res:?}"
             ),
-            Some(Error::Io(e))
-                if known_bug_direct_einval(self.direct, &p, res.size, e.raw_os_error()) =>
-            {
-                self.stats.lock().unwrap().known_bug_direct_einval += 1;
-            }
             Some(e) => panic!("{b}: unexpected error {e:?} in {res:?}"),
         }
         if res.error.is_some() && p.kind != Kind::Sync {
@@ -1077,14 +1056,11 @@ backend_tests! {
 /// file, an aligned 512-byte `read_at` at 0, then an aligned 512-byte `write_at` at 0; it fails
 /// only when the write lands between the read's two system calls).
 ///
-/// A `read_at` on an `O_DIRECT` file that gets a short count (the end of the file) reads again
-/// for the rest of its buffer, at an offset and length that are no longer aligned. If the file
-/// is still that short, that read returns 0 (the kernel checks the end before the alignment)
-/// and the result is the short read the docs promise. If a concurrent `write_at` has made the
-/// file longer meanwhile, the kernel refuses the unaligned read: the request ends with
-/// `Io(EINVAL)`, `size` the bytes of the first read. Expected: a short read, or the full buffer
-/// (the docs let reads and writes on a file run side by side), never an error for a request
-/// that was aligned.
+/// A regression the file model found on both backends: a `read_at` on an `O_DIRECT` file that
+/// got a short count (the end of the file) read again for the rest of its buffer, at an offset
+/// and length no longer aligned; if a concurrent `write_at` had made the file longer meanwhile,
+/// the kernel refused that read and the request ended with `Io(EINVAL)`. Expected (and now
+/// done): a short read, or the full buffer, never an error for a request that was aligned.
 fn direct_read_meets_extending_write(backend: Backend) {
     let Some(w) = util::watcher_for::<&'static str>(backend) else {
         return;
@@ -1131,13 +1107,11 @@ fn direct_read_meets_extending_write(backend: Backend) {
 }
 
 #[test]
-#[ignore = "bug: an O_DIRECT read_at cut short by the end of the file ends with EINVAL if a write extends the file before its second read"]
 fn epoll_direct_read_meets_extending_write() {
     direct_read_meets_extending_write(Backend::Epoll);
 }
 
 #[test]
-#[ignore = "bug: an O_DIRECT read_at cut short by the end of the file ends with EINVAL if a write extends the file before its second read"]
 fn uring_direct_read_meets_extending_write() {
     direct_read_meets_extending_write(Backend::Uring);
 }

@@ -407,7 +407,7 @@ impl<C> RingLoop<C> {
                 ),
                 _ => {
                     p.op.size += res as usize;
-                    if p.op.size >= len {
+                    if p.op.size >= len || p.op.direct_read_ended() {
                         F::Finish(None)
                     } else if let Some(e) = p.op.cancel.take() {
                         F::Finish(Some(e))

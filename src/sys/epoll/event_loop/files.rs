@@ -197,7 +197,7 @@ impl<C: Send + 'static> EventLoop<C> {
             }
             (_, n) => {
                 op.size += n as usize;
-                if op.size >= len {
+                if op.size >= len || op.direct_read_ended() {
                     self.file_finish(i, key, None)
                 } else if let Some(e) = op.cancel.take() {
                     self.file_finish(i, key, Some(e))
