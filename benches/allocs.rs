@@ -14,8 +14,9 @@
 //! over `--ops` operations, one in flight at a time, each waited for with `wait_io` and its
 //! buffer reused for the next. The other end of the socket is a plain `std` socket on a thread
 //! whose loop does not allocate (it drains, floods, or echoes through one fixed buffer), so
-//! the count is the library's: its submit path, its loop and poller threads (or ring
-//! thread), and `wait_io`.
+//! the count is the library's: its submit path (where reads and writes that can complete at
+//! once do), its loop thread (epoll) or ring thread (io_uring), the epoll file threads, and
+//! `wait_io`.
 //!
 //! Cases: `write` (4 KiB caller `Vec`), `read` (4 KiB caller `Vec`, data already there),
 //! `read_full` (4 KiB), `swap-read` (a read into the swap buffers, its `SwapSlice` dropped),
@@ -34,12 +35,7 @@
 //! `target/bench-results/allocs.json` (`--json`). With no argument at all (as `cargo test
 //! --benches` runs it) it is a `--quick` smoke test. A watchdog ends a run that overruns.
 
-#[path = "../examples/common/mod.rs"]
 mod common;
-#[path = "support/other_load.rs"]
-mod other_load;
-#[path = "support/results_json.rs"]
-mod results_json;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
@@ -56,11 +52,12 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::workloads::{kernel_release, set_phase, spawn_watchdog, utc_now, BenchResult};
-use common::Args;
+use common::example::workloads::{set_phase, spawn_watchdog, BenchResult};
+use common::example::Args;
+use common::results::{BenchFile, Better, ImplResult, Workload};
+use common::run_info::{self, CpuSnapshot};
+use common::{cli, outputs};
 use gaio::{Backend, Buffer, Conn, OpResult, OpType, Watcher};
-use other_load::CpuSnapshot;
-use results_json::{Better, ImplResult, RunInfo, Workload};
 
 // ------------------------------------------------------------------------------------------
 // The counting allocator
@@ -522,7 +519,7 @@ fn run_case(
             r
         }
         Case::AcceptConnect => {
-            let ln = common::listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            let ln = common::example::listen(SocketAddr::from(([127, 0, 0, 1], 0)))
                 .map_err(|e| format!("listen: {e}"))?;
             let addr = ln.local_addr().map_err(|e| format!("local_addr: {e}"))?;
             let lconn = w.watch(&ln).map_err(|e| format!("watch listener: {e}"))?;
@@ -722,58 +719,34 @@ struct Options {
     only: Vec<Case>,
     out: Option<String>,
     json: Option<String>,
-    given: Vec<String>,
 }
 
 fn parse_args() -> BenchResult<Options> {
-    let given: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
     let mut o = Options {
-        quick: std::env::args().len() == 1,
+        // Run with no argument at all (cargo test --benches, --all-targets): a smoke test.
+        quick: run_info::no_arguments(),
         ops: None,
         traces: 32,
         only: Case::ALL.to_vec(),
         out: None,
         json: None,
-        given,
     };
     let mut args = Args::from_env();
     while let Some(mut flag) = args.next_flag()? {
         match flag.name.as_str() {
-            "--bench" => {}
             "--quick" => {
                 args.no_value(&flag)?;
                 o.quick = true;
             }
-            "--ops" => {
-                let n: usize = args.parse(&mut flag)?;
-                if !(100..=10_000_000).contains(&n) {
-                    return Err(format!("--ops {n}: expected 100 to 10 000 000"));
-                }
-                o.ops = Some(n);
-            }
+            "--ops" => o.ops = Some(args.parse_within(&mut flag, 100..=10_000_000)?),
             "--traces" => o.traces = args.parse(&mut flag)?,
             "--only" => {
                 let list = args.value(&mut flag)?;
-                o.only = list
-                    .split(',')
-                    .map(|w| {
-                        Case::ALL
-                            .into_iter()
-                            .find(|c| c.key() == w.trim())
-                            .ok_or_else(|| format!("--only: unknown case {w:?}\n{USAGE}"))
-                    })
-                    .collect::<BenchResult<_>>()?;
+                o.only = cli::pick(&list, "--only", USAGE, &Case::ALL, Case::key)?;
             }
             "--out" => o.out = Some(args.value(&mut flag)?),
             "--json" => o.json = Some(args.value(&mut flag)?),
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
+            other => cli::other_flag(other, USAGE)?,
         }
     }
     Ok(o)
@@ -847,42 +820,20 @@ fn run(o: Options) -> BenchResult<()> {
         results.push(row);
     }
     let other = CpuSnapshot::other_since(load_from);
-    let command = if o.given.is_empty() {
-        "cargo bench --bench allocs".to_string()
-    } else {
-        format!("cargo bench --bench allocs -- {}", o.given.join(" "))
-    };
-    let info = RunInfo {
+    let file = BenchFile {
         bench: "allocs".into(),
-        date: utc_now(),
-        kernel: kernel_release(),
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        command,
-        other_load: other.map(|p| format!("{p:.0}% of the CPUs")),
+        date: run_info::utc_now(),
+        kernel: run_info::kernel_release(),
+        cores: run_info::cores(),
+        command: run_info::command("allocs"),
+        other_load: run_info::other_load_text(other, &[]),
+        workloads: workloads(&o.only, &results),
+        notes: Vec::new(),
     };
-    let md = report(&info, ops, &o.only, &results);
+    let md = report(&file, ops, &o.only, &results);
     println!("\n{md}");
-    let md_path = match (&o.out, o.quick) {
-        (Some(p), _) => Some(PathBuf::from(p)),
-        (None, false) => {
-            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/allocs.md"))
-        }
-        (None, true) => None,
-    };
-    if let Some(p) = md_path {
-        std::fs::write(&p, &md).map_err(|e| format!("{}: {e}", p.display()))?;
-        println!("wrote {}", p.display());
-    }
-    let json_path = match (&o.json, o.quick) {
-        (Some(p), _) => Some(PathBuf::from(p)),
-        (None, false) => Some(results_json::default_path("allocs")),
-        (None, true) => None,
-    };
-    if let Some(p) = json_path {
-        results_json::write(&p, &info, &workloads(&o.only, &results))?;
-        println!("wrote {}", p.display());
-    }
-    Ok(())
+    outputs::write_report("allocs", !o.quick, o.out.as_deref(), &md)?;
+    outputs::write_results(!o.quick, o.json.as_deref(), &file)
 }
 
 fn workloads(cases: &[Case], results: &[[Option<Measured>; 2]]) -> Vec<Workload> {
@@ -890,11 +841,13 @@ fn workloads(cases: &[Case], results: &[[Option<Measured>; 2]]) -> Vec<Workload>
         .iter()
         .zip(results)
         .map(|(case, row)| {
-            let per = |f: &dyn Fn(&Measured) -> f64| -> Vec<(String, f64)> {
+            let per = |f: &dyn Fn(&Measured) -> f64| -> BTreeMap<String, serde_json::Value> {
                 BACKENDS
                     .iter()
                     .zip(row)
-                    .filter_map(|((_, name), m)| m.as_ref().map(|m| (name.to_string(), f(m))))
+                    .filter_map(|((_, name), m)| {
+                        m.as_ref().map(|m| (name.to_string(), f(m).into()))
+                    })
                     .collect()
             };
             Workload {
@@ -906,13 +859,13 @@ fn workloads(cases: &[Case], results: &[[Option<Measured>; 2]]) -> Vec<Workload>
                     .zip(row)
                     .filter_map(|((_, name), m)| {
                         m.as_ref().map(|m| ImplResult {
-                            name: name.to_string(),
+                            imp: name.to_string(),
                             median: m.per_op(),
                             rounds: vec![m.per_op()],
                         })
                     })
                     .collect(),
-                extra: vec![
+                extra: BTreeMap::from([
                     (
                         "reallocations per op".into(),
                         per(&|m| m.counts.reallocs as f64 / m.ops as f64),
@@ -922,25 +875,30 @@ fn workloads(cases: &[Case], results: &[[Option<Measured>; 2]]) -> Vec<Workload>
                         per(&|m| m.counts.bytes as f64 / m.ops as f64),
                     ),
                     ("ops".into(), per(&|m| m.ops as f64)),
-                ],
+                ]),
             }
         })
         .collect()
 }
 
-fn report(info: &RunInfo, ops: usize, cases: &[Case], results: &[[Option<Measured>; 2]]) -> String {
+fn report(
+    file: &BenchFile,
+    ops: usize,
+    cases: &[Case],
+    results: &[[Option<Measured>; 2]],
+) -> String {
     let mut r = String::new();
     let _ = writeln!(r, "# Heap allocations per operation at steady state\n");
     let _ = writeln!(
         r,
-        "`{}`: {}, kernel {}, {} cores; other processes took {}.\n",
-        info.command,
-        info.date,
-        info.kernel,
-        info.cores,
-        info.other_load
+        "`{}`: {}, kernel {}, {} cores. Other load: {}.\n",
+        file.command,
+        file.date,
+        file.kernel,
+        file.cores,
+        file.other_load
             .as_deref()
-            .unwrap_or("an unknown share of the CPUs")
+            .unwrap_or("unknown (/proc/stat unreadable)")
     );
     let _ = writeln!(
         r,

@@ -67,6 +67,7 @@ use common::example::workloads::{set_phase, spawn_watchdog, splitmix64, BenchRes
 use common::example::Args;
 use common::run_info::{self, kernel_release, utc_now, CpuSnapshot};
 use common::stats::{median, thousands};
+use common::{cli, outputs};
 use gaio::{AlignedBuf, Backend, Buffer, IoBuf, Watcher};
 
 const USAGE: &str = "\
@@ -248,7 +249,6 @@ fn parse_args() -> BenchResult<Options> {
     let mut args = Args::from_env();
     while let Some(mut flag) = args.next_flag()? {
         match flag.name.as_str() {
-            "--bench" => {}
             "--quick" => {
                 args.no_value(&flag)?;
                 o.quick = true;
@@ -275,22 +275,10 @@ fn parse_args() -> BenchResult<Options> {
             }
             "--only" => {
                 let list = args.value(&mut flag)?;
-                o.only = list
-                    .split(',')
-                    .map(|w| {
-                        Case::ALL
-                            .into_iter()
-                            .find(|c| c.name() == w.trim())
-                            .ok_or_else(|| format!("--only: unknown case {w:?}\n{USAGE}"))
-                    })
-                    .collect::<BenchResult<_>>()?;
+                o.only = cli::pick(&list, "--only", USAGE, &Case::ALL, Case::name)?;
             }
             "--out" => o.out = Some(args.value(&mut flag)?),
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
+            other => cli::other_flag(other, USAGE)?,
         }
     }
     if o.quick {
@@ -715,24 +703,7 @@ fn run(o: Options) -> BenchResult<()> {
     set_phase("report");
     let report = report(&o, &files, &values, &info);
     print!("{report}");
-    let out = match (&o.out, o.quick) {
-        (Some(p), _) => Some(p.clone()),
-        (None, false) => {
-            Some(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/files.md").into())
-        }
-        (None, true) => None,
-    };
-    match out {
-        Some(p) => {
-            if let Some(dir) = Path::new(&p).parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
-            std::fs::write(&p, &report).map_err(|e| format!("{p}: {e}"))?;
-            eprintln!("files: report written to {p}");
-        }
-        None => eprintln!("files: --quick: no report file written (give --out PATH)"),
-    }
-    Ok(())
+    outputs::write_report("files", !o.quick, o.out.as_deref(), &report)
 }
 
 /// values[case index in o.only][imp index][round]

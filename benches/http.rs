@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Servers, each in a process of its own (this binary re-executed with
-//! `GAIO_HTTP_BENCH_SERVER=gaio-epoll|gaio-uring|tokio`, so its CPU time is read alone from
-//! `/proc/PID/task/*/schedstat`), a fresh one per measurement:
+//! `GAIO_BENCH_SERVER=gaio-epoll|gaio-uring|tokio`, `common::server_proc`, so its CPU time is
+//! read alone from `/proc/PID/task/*/schedstat`), a fresh one per measurement:
 //! - **gaio-epoll**, **gaio-uring**: `examples/http/server.rs`, the example's one `wait_io`
 //!   loop, on a forced backend;
 //! - **tokio**: `benches/peers/http_tokio.rs`, multi-thread runtime, one task per connection.
@@ -41,44 +41,41 @@
 //! `target/bench-results/http.json` (`--json PATH` elsewhere); `--quick` writes neither unless
 //! asked. A watchdog ends the run with exit code 3 if it overruns.
 
-#[path = "../examples/common/mod.rs"]
 mod common;
 #[path = "../examples/http/mod.rs"]
 mod http;
 #[path = "peers/http_tokio.rs"]
 mod http_tokio;
-#[path = "support/other_load.rs"]
-mod other_load;
-#[path = "support/results_json.rs"]
-mod results_json;
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::workloads::{kernel_release, set_phase, spawn_watchdog, utc_now, BenchResult};
-use common::Args;
+use common::example::workloads::{set_phase, spawn_watchdog, BenchResult};
+use common::example::Args;
+use common::results::{BenchFile, Better, ImplResult, Workload};
+use common::run_info::{self, CpuSnapshot};
+use common::server_proc::{self, ServerProc, SERVER_ENV};
+use common::stats::median;
+use common::{cli, outputs};
 use gaio::{Backend, Watcher};
 use http::response::OK_KEEP_ALIVE;
 use http::server::{HttpServer, Stats};
 use http_tokio::TokioHttpServer;
-use other_load::CpuSnapshot;
-use results_json::{median, Better, ImplResult, RunInfo, Workload};
-
-/// Set in the environment of the re-executed binary: run only this server.
-const SERVER_ENV: &str = "GAIO_HTTP_BENCH_SERVER";
 
 const USAGE: &str = "\
 usage: cargo bench --bench http [-- [--quick] [--rounds N] [--secs S]
            [--only c100,c1000,pipeline16] [--out PATH] [--json PATH]]";
 
-/// Longest wait for a server process to start or to exit, and for one answer to our check.
-const PROC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a connection or an answer in our check; also the slack added to wrk's
+/// own duration and, per measurement, to the watchdog's budget (a server process's start and
+/// exit are bounded in `common::server_proc`).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests per write in the pipelined case.
 const PIPELINE: usize = 16;
 /// Descriptors wrk and the server each need beyond the connections.
@@ -174,15 +171,10 @@ struct Options {
     only: Vec<Case>,
     out: Option<String>,
     json: Option<String>,
-    given: Vec<String>,
 }
 
 fn parse_args() -> BenchResult<Options> {
-    let given: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let smoke = std::env::args().len() == 1;
+    let smoke = run_info::no_arguments();
     let mut o = Options {
         quick: smoke,
         smoke,
@@ -191,51 +183,24 @@ fn parse_args() -> BenchResult<Options> {
         only: Case::ALL.to_vec(),
         out: None,
         json: None,
-        given,
     };
     let mut args = Args::from_env();
     while let Some(mut flag) = args.next_flag()? {
         match flag.name.as_str() {
-            "--bench" => {}
             "--quick" => {
                 args.no_value(&flag)?;
                 o.quick = true;
             }
-            "--rounds" => {
-                let n: usize = args.parse(&mut flag)?;
-                if !(1..=50).contains(&n) {
-                    return Err(format!("--rounds {n}: expected 1 to 50"));
-                }
-                o.rounds = Some(n);
-            }
-            "--secs" => {
-                let s: u64 = args.parse(&mut flag)?;
-                if !(1..=60).contains(&s) {
-                    return Err(format!(
-                        "--secs {s}: expected 1 to 60 (whole seconds, as wrk)"
-                    ));
-                }
-                o.secs = Some(s);
-            }
+            "--rounds" => o.rounds = Some(args.parse_within(&mut flag, 1..=50)?),
+            // Whole seconds, as wrk takes them.
+            "--secs" => o.secs = Some(args.parse_within(&mut flag, 1..=60)?),
             "--only" => {
                 let list = args.value(&mut flag)?;
-                o.only = list
-                    .split(',')
-                    .map(|w| {
-                        Case::ALL
-                            .into_iter()
-                            .find(|c| c.key() == w.trim())
-                            .ok_or_else(|| format!("--only: unknown case {w:?}\n{USAGE}"))
-                    })
-                    .collect::<BenchResult<_>>()?;
+                o.only = cli::pick(&list, "--only", USAGE, &Case::ALL, Case::key)?;
             }
             "--out" => o.out = Some(args.value(&mut flag)?),
             "--json" => o.json = Some(args.value(&mut flag)?),
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
+            other => cli::other_flag(other, USAGE)?,
         }
     }
     Ok(o)
@@ -245,136 +210,32 @@ fn parse_args() -> BenchResult<Options> {
 // The server process
 // ------------------------------------------------------------------------------------------
 
-/// The counters a server reports on its stdout.
+/// The counters an HTTP server reports in its `stats` answer.
 #[derive(Debug, Clone, Copy, Default)]
-struct ServerStats {
+struct HttpStats {
     requests: u64,
     refused: u64,
     errors: u64,
 }
 
-/// A server in a child process (this binary, re-executed with `SERVER_ENV`).
-struct ServerProc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    addr: SocketAddr,
-    imp: Impl,
-}
-
-impl ServerProc {
-    fn spawn(imp: Impl) -> BenchResult<ServerProc> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut child = Command::new(exe)
-            .env(SERVER_ENV, imp.name())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start the {} server: {e}", imp.name()))?;
-        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
-        let mut p = ServerProc {
-            child,
-            stdin,
-            stdout: BufReader::new(stdout.ok_or("no server stdout")?),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            imp,
-        };
-        let line = p.line()?;
-        p.addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "{} server: expected `listening on ADDR`, got {line:?}",
-                    imp.name()
-                )
-            })?;
-        Ok(p)
-    }
-
-    fn line(&mut self) -> BenchResult<String> {
-        let mut line = String::new();
-        match self.stdout.read_line(&mut line) {
-            Ok(0) => Err(format!("{} server exited unexpectedly", self.imp.name())),
-            Ok(_) => Ok(line.trim_end().to_string()),
-            Err(e) => Err(format!("{} server: its stdout: {e}", self.imp.name())),
-        }
-    }
-
-    fn stats(&mut self) -> BenchResult<ServerStats> {
-        let name = self.imp.name();
-        let stdin = self.stdin.as_mut().ok_or("server stdin closed")?;
-        stdin
-            .write_all(b"stats\n")
-            .and_then(|()| stdin.flush())
-            .map_err(|e| format!("{name} server: its stdin: {e}"))?;
-        let line = self.line()?;
-        let nums: Vec<u64> = line
-            .strip_prefix("stats ")
-            .map(|s| s.split(' ').filter_map(|n| n.parse().ok()).collect())
-            .unwrap_or_default();
-        match nums[..] {
-            [requests, refused, errors] => Ok(ServerStats {
-                requests,
-                refused,
-                errors,
-            }),
-            _ => Err(format!("{name} server: bad stats line {line:?}")),
-        }
-    }
-
-    /// CPU time the server's threads have used so far, in seconds (the sum of
-    /// `/proc/PID/task/*/schedstat`'s first field; its threads live as long as it does).
-    fn cpu_secs(&self) -> BenchResult<f64> {
-        let dir = format!("/proc/{}/task", self.child.id());
-        let mut ns: u64 = 0;
-        for task in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
-            let path = task
-                .map_err(|e| format!("{dir}: {e}"))?
-                .path()
-                .join("schedstat");
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                ns += text
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-        Ok(ns as f64 / 1e9)
-    }
-
-    /// Closes its stdin (it shuts down and exits) and waits for it, bounded.
-    fn finish(mut self) -> BenchResult<()> {
-        drop(self.stdin.take());
-        let until = Instant::now() + PROC_TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) if st.success() => return Ok(()),
-                Ok(Some(st)) => return Err(format!("{} server exited with {st}", self.imp.name())),
-                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
-                Ok(None) => return Err(format!("{} server did not exit", self.imp.name())),
-                Err(e) => return Err(format!("{} server: wait: {e}", self.imp.name())),
-            }
-        }
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+/// The counters of the server in `server`, in the order [`serve`] reports them.
+fn http_stats(server: &mut ServerProc) -> BenchResult<HttpStats> {
+    match server.counters()?[..] {
+        [requests, refused, errors] => Ok(HttpStats {
+            requests,
+            refused,
+            errors,
+        }),
+        ref other => Err(format!(
+            "{} server: expected 3 counters, got {other:?}",
+            server.kind()
+        )),
     }
 }
 
 /// The re-executed binary: one server until stdin closes.
 fn server_main(name: &str) -> ExitCode {
-    // Die with the bench process, even if it is killed (the watchdog, a signal).
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory of ours.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    server_proc::die_with_parent();
     match serve(name) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -395,8 +256,8 @@ fn serve(name: &str) -> BenchResult<()> {
         .into_iter()
         .find(|i| i.name() == name)
         .ok_or_else(|| format!("unknown server {name:?}"))?;
-    common::raise_nofile_limit().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
-    let ln = common::listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+    common::example::raise_nofile_limit().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    let ln = common::example::listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(|e| format!("cannot listen: {e}"))?;
     let running = match imp {
         Impl::GaioEpoll | Impl::GaioUring => {
@@ -419,24 +280,12 @@ fn serve(name: &str) -> BenchResult<()> {
         Running::Gaio(s) => (s.addr(), s.stats()),
         Running::Tokio(s) => (s.addr(), s.stats()),
     };
-    let mut out = io::stdout().lock();
-    let mut say = |line: String| {
-        writeln!(out, "{line}")
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("stdout: {e}"))
-    };
-    say(format!("listening on {addr}"))?;
-    for line in io::stdin().lock().lines() {
-        match line.map_err(|e| format!("stdin: {e}"))?.trim() {
-            "stats" => say(format!(
-                "stats {} {} {}",
-                stats.requests.load(Ordering::Relaxed),
-                stats.refused.load(Ordering::Relaxed),
-                stats.errors.load(Ordering::Relaxed),
-            ))?,
-            other => return Err(format!("unknown command {other:?}")),
-        }
-    }
+    server_proc::serve_stdin(addr, || {
+        [&stats.requests, &stats.refused, &stats.errors]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    })?;
     match running {
         Running::Gaio(s) => s.shutdown().map_err(|e| format!("shutdown: {e}")),
         Running::Tokio(s) => {
@@ -454,9 +303,9 @@ fn serve(name: &str) -> BenchResult<()> {
 /// for byte, then a `Connection: close` request, answered and closed.
 fn verify(addr: SocketAddr, name: &str) -> BenchResult<()> {
     let fail = |what: String| format!("{name} server: {what}");
-    let mut c = TcpStream::connect_timeout(&addr, PROC_TIMEOUT)
+    let mut c = TcpStream::connect_timeout(&addr, CHECK_TIMEOUT)
         .map_err(|e| fail(format!("connect: {e}")))?;
-    c.set_read_timeout(Some(PROC_TIMEOUT))
+    c.set_read_timeout(Some(CHECK_TIMEOUT))
         .and_then(|()| c.set_nodelay(true))
         .map_err(|e| fail(format!("socket options: {e}")))?;
     let get = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
@@ -586,7 +435,7 @@ fn run_wrk(
         let _ = stderr.read_to_string(&mut err);
         (out, err)
     });
-    let until = Instant::now() + Duration::from_secs(secs) + PROC_TIMEOUT + PROC_TIMEOUT;
+    let until = Instant::now() + Duration::from_secs(secs) + CHECK_TIMEOUT + CHECK_TIMEOUT;
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break st,
@@ -695,13 +544,13 @@ fn wrk_bytes(v: &str) -> BenchResult<f64> {
 /// One measurement: a fresh server, our check, wrk, the checks of wrk's report.
 fn measure(imp: Impl, case: Case, secs: u64, wrk: &Path, script: &Path) -> BenchResult<Sample> {
     let name = imp.name();
-    let mut server = ServerProc::spawn(imp)?;
-    verify(server.addr, name)?;
-    let before = server.stats()?;
+    let mut server = ServerProc::spawn(name)?;
+    verify(server.addr(), name)?;
+    let before = http_stats(&mut server)?;
     let cpu0 = server.cpu_secs()?;
-    let w = run_wrk(wrk, server.addr, case, secs, script)?;
+    let w = run_wrk(wrk, server.addr(), case, secs, script)?;
     let cpu1 = server.cpu_secs()?;
-    let after = server.stats()?;
+    let after = http_stats(&mut server)?;
     server.finish()?;
 
     let what = format!("{name}, {}", case.key());
@@ -759,7 +608,8 @@ type Values = Vec<[[Vec<f64>; 4]; 3]>;
 fn run(o: Options) -> BenchResult<()> {
     let rounds = o.rounds.unwrap_or(if o.quick { 1 } else { 5 });
     let secs = o.secs.unwrap_or(if o.quick { 1 } else { 3 });
-    let fd_limit = common::raise_nofile_limit().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
+    let fd_limit =
+        common::example::raise_nofile_limit().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
     let mut notes = Vec::new();
     let mut cases = o.only.clone();
     if fd_limit < Case::C1000.conns() + FD_SPARE {
@@ -776,11 +626,11 @@ fn run(o: Options) -> BenchResult<()> {
     };
     let Some(wrk) = wrk else {
         // The no-argument smoke test without wrk: check the servers' answers only.
-        spawn_watchdog("http", PROC_TIMEOUT * 6);
+        spawn_watchdog("http", CHECK_TIMEOUT * 6);
         for imp in Impl::ALL {
             set_phase(imp.name());
-            let server = ServerProc::spawn(imp)?;
-            verify(server.addr, imp.name())?;
+            let server = ServerProc::spawn(imp.name())?;
+            verify(server.addr(), imp.name())?;
             server.finish()?;
             println!("{}: answers checked", imp.name());
         }
@@ -792,7 +642,7 @@ fn run(o: Options) -> BenchResult<()> {
     };
     let script = pipeline_script()?;
 
-    let per = Duration::from_secs(secs) + PROC_TIMEOUT * 3;
+    let per = Duration::from_secs(secs) + CHECK_TIMEOUT * 3;
     spawn_watchdog(
         "http",
         per * (rounds * cases.len() * Impl::ALL.len()) as u32 + Duration::from_secs(60),
@@ -804,8 +654,10 @@ fn run(o: Options) -> BenchResult<()> {
         wrk.display()
     );
     let load_from = CpuSnapshot::take();
+    let mut other_rounds = Vec::with_capacity(rounds);
     let mut values: Values = cases.iter().map(|_| Default::default()).collect();
     for round in 0..rounds {
+        let round_from = CpuSnapshot::take();
         for (ci, &case) in cases.iter().enumerate() {
             set_phase(case.key());
             // Rotate which server goes first, so that drift over the run spreads evenly.
@@ -835,45 +687,24 @@ fn run(o: Options) -> BenchResult<()> {
                 }
             }
         }
+        other_rounds.push(run_info::round_load(round_from, round));
     }
     let other = CpuSnapshot::other_since(load_from);
 
-    let command = if o.given.is_empty() {
-        "cargo bench --bench http".to_string()
-    } else {
-        format!("cargo bench --bench http -- {}", o.given.join(" "))
-    };
-    let info = RunInfo {
+    let file = BenchFile {
         bench: "http".into(),
-        date: utc_now(),
-        kernel: kernel_release(),
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        command,
-        other_load: other.map(|p| format!("{p:.0}% of the CPUs")),
+        date: run_info::utc_now(),
+        kernel: run_info::kernel_release(),
+        cores: run_info::cores(),
+        command: run_info::command("http"),
+        other_load: run_info::other_load_text(other, &other_rounds),
+        workloads: workloads(&cases, &values),
+        notes,
     };
-    let md = report(&info, rounds, secs, &cases, &values, &notes);
+    let md = report(&file, rounds, secs, &cases, &values);
     println!("\n{md}");
-    let md_path = match (&o.out, o.quick) {
-        (Some(p), _) => Some(PathBuf::from(p)),
-        (None, false) => {
-            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/http.md"))
-        }
-        (None, true) => None,
-    };
-    if let Some(p) = md_path {
-        std::fs::write(&p, &md).map_err(|e| format!("{}: {e}", p.display()))?;
-        println!("wrote {}", p.display());
-    }
-    let json_path = match (&o.json, o.quick) {
-        (Some(p), _) => Some(PathBuf::from(p)),
-        (None, false) => Some(results_json::default_path("http")),
-        (None, true) => None,
-    };
-    if let Some(p) = json_path {
-        results_json::write(&p, &info, &workloads(&cases, &values))?;
-        println!("wrote {}", p.display());
-    }
-    Ok(())
+    outputs::write_report("http", !o.quick, o.out.as_deref(), &md)?;
+    outputs::write_results(!o.quick, o.json.as_deref(), &file)
 }
 
 /// The JSON tables: one per case and metric.
@@ -902,26 +733,19 @@ fn workloads(cases: &[Case], values: &Values) -> Vec<Workload> {
                     .iter()
                     .enumerate()
                     .map(|(ii, imp)| ImplResult {
-                        name: imp.name().into(),
+                        imp: imp.name().into(),
                         median: median(&values[ci][ii][m]),
                         rounds: values[ci][ii][m].clone(),
                     })
                     .collect(),
-                extra: Vec::new(),
+                extra: Default::default(),
             });
         }
     }
     out
 }
 
-fn report(
-    info: &RunInfo,
-    rounds: usize,
-    secs: u64,
-    cases: &[Case],
-    values: &Values,
-    notes: &[String],
-) -> String {
+fn report(file: &BenchFile, rounds: usize, secs: u64, cases: &[Case], values: &Values) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
@@ -930,14 +754,14 @@ fn report(
     let _ = writeln!(
         r,
         "`{}`: {}, kernel {}, {} cores, {rounds} round(s) of {secs} s per case and \
-         server; other processes took {} during the run.\n",
-        info.command,
-        info.date,
-        info.kernel,
-        info.cores,
-        info.other_load
+         server. Other load: {}.\n",
+        file.command,
+        file.date,
+        file.kernel,
+        file.cores,
+        file.other_load
             .as_deref()
-            .unwrap_or("an unknown share of the CPUs"),
+            .unwrap_or("unknown (/proc/stat unreadable)"),
     );
     let _ = writeln!(
         r,
@@ -947,7 +771,7 @@ fn report(
          ratio columns are gaio/tokio (above 1 is better for requests/s, below 1 for the \
          others). Every measurement checked the answers first and had no wrk socket error or \
          non-2xx response.\n",
-        info.cores
+        file.cores
     );
     if cases.contains(&Case::Pipeline16) {
         let _ = writeln!(
@@ -958,7 +782,7 @@ fn report(
              and its 99th percentile then reads 0 in some runs (skewed in the others).\n"
         );
     }
-    for n in notes {
+    for n in &file.notes {
         let _ = writeln!(r, "Note: {n}.\n");
     }
     for (ci, case) in cases.iter().enumerate() {

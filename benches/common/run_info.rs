@@ -114,16 +114,21 @@ pub fn round_load(from: Option<CpuSnapshot>, round: usize) -> Option<f64> {
     other
 }
 
-/// The report's "other load" sentence: the share over the whole run and per round.
+/// The report's "other load" sentence: the share over the whole run, and per round when the
+/// run had rounds (`rounds` empty: none).
 pub fn other_load_text(total: Option<f64>, rounds: &[Option<f64>]) -> Option<String> {
     let pct = total?;
-    let per: Vec<String> = rounds
-        .iter()
-        .map(|p| p.map_or("?".into(), |p| format!("{p:.0}%")))
-        .collect();
+    let per = if rounds.is_empty() {
+        String::new()
+    } else {
+        let each: Vec<String> = rounds
+            .iter()
+            .map(|p| p.map_or("?".into(), |p| format!("{p:.0}%")))
+            .collect();
+        format!(" (per round: {})", each.join(", "))
+    };
     Some(format!(
-        "processes outside this bench used {pct:.0}% of the CPUs' time during the run (per \
-         round: {}); near 0% on a quiet machine, and the numbers are only comparable when it is",
-        per.join(", ")
+        "processes outside this bench used {pct:.0}% of the CPUs' time during the run{per}; \
+         near 0% on a quiet machine, and the numbers are only comparable when it is"
     ))
 }

@@ -1,9 +1,10 @@
-//! An echo server in a child process of its own, so that its memory and CPU time are
-//! measured alone: the bench binary re-executes itself with `GAIO_BENCH_SERVER=KIND`, the
-//! child runs only that server and prints `listening on ADDR`, then answers `stats` lines on
-//! its stdin with its counters, and shuts down and exits when its stdin closes. Both ends of
-//! that protocol are here: [`ServerProc`] (the bench's side) and [`serve_stdin`] (the child's).
-//! A fresh server per measurement makes VmHWM after a workload that workload's peak.
+//! A server in a child process of its own, so that its memory and CPU time are measured
+//! alone: the bench binary re-executes itself with `GAIO_BENCH_SERVER=KIND`, the child runs
+//! only that server and prints `listening on ADDR`, then answers `stats` lines on its stdin
+//! with its counters (`stats N N ...`: an echo server's are [`ServerStats`], the `http`
+//! bench's its own), and shuts down and exits when its stdin closes. Both ends of that
+//! protocol are here: [`ServerProc`] (the bench's side) and [`serve_stdin`] (the child's). A
+//! fresh server per measurement makes VmHWM after a workload that workload's peak.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ pub const SETTLE: Duration = Duration::from_secs(10);
 /// Longest wait for a server process to start listening or to exit.
 const PROC_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The server's counters, from its `stats` answer.
+/// An echo server's counters, from its `stats` answer.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerStats {
     pub accepted: u64,
@@ -90,7 +91,8 @@ impl ServerProc {
         }
     }
 
-    pub fn stats(&mut self) -> BenchResult<ServerStats> {
+    /// The server's counters, as many as it reports (`stats N N ...`).
+    pub fn counters(&mut self) -> BenchResult<Vec<u64>> {
         let kind = &self.kind;
         let stdin = self.stdin.as_mut().ok_or("server stdin closed")?;
         stdin
@@ -98,19 +100,30 @@ impl ServerProc {
             .and_then(|()| stdin.flush())
             .map_err(|e| format!("{kind} server: writing to its stdin: {e}"))?;
         let line = self.line()?;
-        let nums: Vec<u64> = line
-            .strip_prefix("stats ")
-            .map(|s| s.split(' ').filter_map(|n| n.parse().ok()).collect())
-            .unwrap_or_default();
-        match nums[..] {
+        line.strip_prefix("stats ")
+            .and_then(|s| s.split(' ').map(|n| n.parse().ok()).collect())
+            .ok_or_else(|| format!("{} server: bad stats line {line:?}", self.kind))
+    }
+
+    /// An echo server's counters.
+    pub fn stats(&mut self) -> BenchResult<ServerStats> {
+        match self.counters()?[..] {
             [accepted, closed, errors, bytes] => Ok(ServerStats {
                 accepted,
                 closed,
                 errors,
                 bytes,
             }),
-            _ => Err(format!("{} server: bad stats line {line:?}", self.kind)),
+            ref other => Err(format!(
+                "{} server: expected 4 counters, got {other:?}",
+                self.kind
+            )),
         }
+    }
+
+    /// The server's kind, as given to [`ServerProc::spawn`].
+    pub fn kind(&self) -> &str {
+        &self.kind
     }
 
     /// VmRSS and VmHWM of the server process, in bytes.
@@ -249,9 +262,17 @@ pub fn die_with_parent() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
 }
 
+/// An echo server's counters, in the order of [`ServerStats`].
+pub fn echo_counters(stats: &EchoStats) -> Vec<u64> {
+    [&stats.accepted, &stats.closed, &stats.errors, &stats.bytes]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect()
+}
+
 /// The child's side once its server runs: prints `listening on ADDR`, answers `stats` lines
-/// with `stats ACCEPTED CLOSED ERRORS BYTES` from `stats`, and returns when stdin closes.
-pub fn serve_stdin(addr: SocketAddr, stats: &EchoStats) -> BenchResult<()> {
+/// with `stats N N ...` from `counters`, and returns when stdin closes.
+pub fn serve_stdin(addr: SocketAddr, counters: impl Fn() -> Vec<u64>) -> BenchResult<()> {
     let mut out = io::stdout().lock();
     let mut say = |line: String| {
         writeln!(out, "{line}")
@@ -262,13 +283,10 @@ pub fn serve_stdin(addr: SocketAddr, stats: &EchoStats) -> BenchResult<()> {
     for line in io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("stdin: {e}"))?;
         match line.trim() {
-            "stats" => say(format!(
-                "stats {} {} {} {}",
-                stats.accepted.load(Ordering::Relaxed),
-                stats.closed.load(Ordering::Relaxed),
-                stats.errors.load(Ordering::Relaxed),
-                stats.bytes.load(Ordering::Relaxed)
-            ))?,
+            "stats" => {
+                let nums: Vec<String> = counters().iter().map(u64::to_string).collect();
+                say(format!("stats {}", nums.join(" ")))?
+            }
             other => return Err(format!("unknown command {other:?}")),
         }
     }

@@ -57,11 +57,11 @@ mod targets;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use common::example::workloads::{set_phase, spawn_watchdog, BenchResult};
+use common::outputs;
 use common::results::{self, BenchFile, ImplResult};
 use common::run_info::{self, CpuSnapshot};
 use common::server_proc::SERVER_ENV;
@@ -177,32 +177,8 @@ fn run(o: Options) -> BenchResult<()> {
     print!("{md}");
 
     let complete = o.complete() && !o.quick;
-    let md_path = o.out.clone().map(PathBuf::from).or_else(|| {
-        complete
-            .then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results/compare.md"))
-    });
-    let json_path = o
-        .json
-        .clone()
-        .map(PathBuf::from)
-        .or_else(|| complete.then(|| results::results_dir().join("compare.json")));
-    if md_path.is_none() && json_path.is_none() {
-        eprintln!(
-            "compare: a quick or partial run writes no file unless given --out PATH or --json PATH"
-        );
-    }
-    if let Some(p) = md_path {
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        std::fs::write(&p, &md).map_err(|e| format!("{}: {e}", p.display()))?;
-        eprintln!("compare: report written to {}", p.display());
-    }
-    if let Some(p) = json_path {
-        file.write(&p)?;
-        eprintln!("compare: results written to {}", p.display());
-    }
-    Ok(())
+    outputs::write_report("compare", complete, o.out.as_deref(), &md)?;
+    outputs::write_results(complete, o.json.as_deref(), &file)
 }
 
 /// The run in the shared results format.

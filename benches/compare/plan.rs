@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gaio::Backend;
 
+use crate::common::cli::{self, parse_list};
 use crate::common::example::workloads::{BenchResult, BURST_MSG, PP_MSG, STREAM_CHUNK};
 use crate::common::example::Args;
 use crate::common::run_info;
@@ -120,21 +121,6 @@ impl Options {
     }
 }
 
-fn parse_list<T>(
-    list: &str,
-    what: &str,
-    one: impl Fn(&str) -> Option<Vec<T>>,
-) -> BenchResult<Vec<T>> {
-    let mut out = Vec::new();
-    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        out.extend(one(item).ok_or_else(|| format!("{what}: unknown {item:?}\n{USAGE}"))?);
-    }
-    if out.is_empty() {
-        return Err(format!("{what}: empty list"));
-    }
-    Ok(out)
-}
-
 pub fn parse_args() -> BenchResult<Options> {
     let mut o = Options {
         // Run with no argument at all (cargo test --benches, --all-targets): a smoke test.
@@ -152,7 +138,6 @@ pub fn parse_args() -> BenchResult<Options> {
     let mut args = Args::from_env();
     while let Some(mut flag) = args.next_flag()? {
         match flag.name.as_str() {
-            "--bench" => {}
             "--quick" => {
                 args.no_value(&flag)?;
                 o.quick = true;
@@ -172,7 +157,7 @@ pub fn parse_args() -> BenchResult<Options> {
             "--only" => {
                 let list = args.value(&mut flag)?;
                 let all = Workload::all();
-                let chosen = parse_list(&list, "--only", |name| match name {
+                let chosen = parse_list(&list, "--only", USAGE, |name| match name {
                     "echo" | "echo-par" => Some(
                         all.iter()
                             .copied()
@@ -193,8 +178,9 @@ pub fn parse_args() -> BenchResult<Options> {
             }
             "--impls" => {
                 let list = args.value(&mut flag)?;
-                let chosen =
-                    parse_list(&list, "--impls", |name| Impl::parse(name).map(|i| vec![i]))?;
+                let chosen = parse_list(&list, "--impls", USAGE, |name| {
+                    Impl::parse(name).map(|i| vec![i])
+                })?;
                 o.impls = Impl::ALL
                     .into_iter()
                     .filter(|i| chosen.contains(i))
@@ -209,11 +195,7 @@ pub fn parse_args() -> BenchResult<Options> {
             "--out" => o.out = Some(args.value(&mut flag)?),
             "--json" => o.json = Some(args.value(&mut flag)?),
             "--chart" => o.chart = Some(args.value(&mut flag)?),
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
+            other => cli::other_flag(other, USAGE)?,
         }
     }
     Ok(o)

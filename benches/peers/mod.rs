@@ -143,7 +143,7 @@ fn serve(kind: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot listen: {e}"))?;
     let addr = ln.local_addr().map_err(|e| format!("local_addr: {e}"))?;
     let (running, stats) = start(imp, ln).map_err(|e| format!("cannot start: {e}"))?;
-    server_proc::serve_stdin(addr, &stats)?;
+    server_proc::serve_stdin(addr, || server_proc::echo_counters(&stats))?;
     match running {
         Running::Gaio(server) => server.shutdown().map_err(|e| format!("shutdown: {e}")),
         Running::Detached => Ok(()),
