@@ -897,10 +897,13 @@ impl<C: Send + 'static> Watcher<C> {
                 self.results.push_one(op.finish(slice, err));
                 None
             }
-            Attempt::WouldBlock | Attempt::NoSwap => {
+            // EAGAIN: the loop need not try again before the next edge.
+            Attempt::WouldBlock => {
                 op.started = true;
                 Some(op)
             }
+            // No swap space: the data may be there; the loop must try.
+            Attempt::NoSwap => Some(op),
             // Accepts are never attempted inline (`inline_allowed`).
             Attempt::Accepted(_) => unreachable!("accept attempted inline"),
         }
