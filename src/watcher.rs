@@ -145,18 +145,10 @@ impl Builder {
             Backend::Uring => Some(Arc::new(sys::uring::RingWake::new()?)),
             _ => None,
         };
-        let mut epoll = match backend {
-            Backend::Uring => None,
-            _ => Some(sys::epoll::prepare()?),
-        };
-        // Senders wake the loop where it sleeps: in io_uring_enter or in epoll_wait.
-        let wake: Option<Arc<dyn sys::KernelWake>> = match &epoll {
-            Some((_, w)) => Some(w.clone()),
-            #[cfg(target_os = "linux")]
-            None => ring_wake.clone().map(|w| w as Arc<dyn sys::KernelWake>),
-            #[cfg(not(target_os = "linux"))]
-            None => None,
-        };
+        #[cfg(target_os = "linux")]
+        let wake = ring_wake.clone().map(|w| w as Arc<dyn sys::KernelWake>);
+        #[cfg(not(target_os = "linux"))]
+        let wake = None;
         let tx = LoopTx::new(chan, wake);
         let gc = Arc::new(GcCounters::default());
         let link = Arc::new(LoopLink {
@@ -166,9 +158,11 @@ impl Builder {
         let results = Arc::new(ResultQueue::new());
         let ids = Arc::new(IdAllocator::default());
         let loop_slot = Arc::new(ThreadSlot::default());
-        // One thread waits in the kernel and does the loop's work on both backends: both
-        // affinity calls pin it.
-        let poller_slot = loop_slot.clone();
+        // One thread does both jobs on io_uring: both affinity calls pin it.
+        let poller_slot = match backend {
+            Backend::Uring => loop_slot.clone(),
+            _ => Arc::new(ThreadSlot::default()),
+        };
         let swap = crate::swap::Shared::new(link.clone());
         // io_uring's buffer ring needs a power-of-two entry count.
         let buffers = match backend {
@@ -196,6 +190,7 @@ impl Builder {
             ids: ids.clone(),
             gc: gc.clone(),
             loop_slot: loop_slot.clone(),
+            poller_slot: poller_slot.clone(),
         };
         let (driver, threads) = match backend {
             #[cfg(target_os = "linux")]
@@ -211,10 +206,7 @@ impl Builder {
                 ))
             }
             Backend::Epoll | Backend::Auto => {
-                let (poll, wake) = epoll
-                    .take()
-                    .ok_or_else(|| Error::BackendUnavailable("no poll instance".into()))?;
-                let (d, t) = sys::epoll::start(core, poll, wake)?;
+                let (d, t) = sys::epoll::start(core)?;
                 (sys::Driver::Epoll(d), t)
             }
         };
@@ -995,11 +987,9 @@ impl<C: Send + 'static> Watcher<C> {
     /// `cpu` (an id as in `/proc/cpuinfo`). Go's `SetPollerAffinity`; unlike Go, the kernel's
     /// error is reported.
     ///
-    /// Unlike Go, one thread both waits in the kernel and does the loop's work, on both
-    /// backends (`gaio-loop` on epoll, `gaio-uring` on io_uring, which owns the ring): merged,
-    /// there is no thread hand-off per batch of readiness. So this call and
-    /// [`set_loop_affinity`](Watcher::set_loop_affinity) pin that same thread; the last call
-    /// wins.
+    /// On io_uring one thread both waits in the kernel and does the loop's work (it owns the
+    /// ring), so this call and [`set_loop_affinity`](Watcher::set_loop_affinity) pin that same
+    /// thread; the last call wins.
     ///
     /// # Errors
     /// [`Error::CpuId`] if `cpu` is not a CPU of this machine or not one this process may use;

@@ -40,7 +40,7 @@ impl Driver {
     /// After the backend's threads are joined: close what handles may still point at.
     pub(crate) fn finish(&self) {
         match self {
-            Driver::Epoll(e) => e.finish(),
+            Driver::Epoll(_) => {}
             #[cfg(target_os = "linux")]
             Driver::Uring(w) => w.close(),
         }
@@ -85,6 +85,9 @@ pub(crate) enum LoopMsg<C> {
     },
     /// The last handle of a never-freed connection was dropped.
     Dropped(ConnId),
+    /// Readiness from the poller: `(token, readable, writable)` triples. The vector goes back to
+    /// the poller as its acknowledgement.
+    Events(Vec<Readiness>),
     /// A file request finished on a worker thread (epoll backend): bytes moved or `-errno`.
     FileDone { key: usize, seq: u64, res: isize },
     /// A swap slice was dropped while reads were waiting for swap space.
@@ -110,8 +113,8 @@ pub(crate) struct Core<C> {
     pub(crate) results: Arc<crate::results::ResultQueue<C>>,
     pub(crate) ids: Arc<crate::conn::IdAllocator>,
     pub(crate) gc: Arc<GcCounters>,
-    /// The one backend thread's affinity slot (both affinity calls pin it).
     pub(crate) loop_slot: Arc<crate::affinity::ThreadSlot>,
+    pub(crate) poller_slot: Arc<crate::affinity::ThreadSlot>,
 }
 
 /// What a connection needs only once it takes file requests: kept behind a `Box` so the
@@ -151,6 +154,14 @@ impl FileState {
     }
 }
 
+/// One readiness event, as the poller passes it on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Readiness {
+    pub(crate) token: usize,
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+}
+
 /// Wakes a loop that sleeps in the kernel (io_uring) instead of on its channel.
 pub(crate) trait KernelWake: Send + Sync {
     /// Called after every send; cheap when the loop is awake.
@@ -186,6 +197,11 @@ impl<C> LoopTx<C> {
             w.notify();
         }
         Ok(())
+    }
+
+    /// The plain channel sender (for the epoll poller, whose receiver sleeps on the channel).
+    pub(crate) fn channel(&self) -> Sender<LoopMsg<C>> {
+        self.tx.clone()
     }
 }
 

@@ -601,7 +601,7 @@ pub fn threads() -> Vec<(i32, String)> {
     out
 }
 
-/// The watcher threads of this process: `gaio-loop` (epoll; `gaio-file-N` once files are used), `gaio-uring`
+/// The watcher threads of this process: `gaio-poller` and `gaio-loop` (epoll), `gaio-uring`
 /// (io_uring, one thread that is poller and loop at once).
 pub fn gaio_threads() -> Vec<(i32, String)> {
     threads()
@@ -614,15 +614,16 @@ pub fn gaio_threads() -> Vec<(i32, String)> {
 pub fn thread_names(backend: Backend) -> (&'static str, &'static str) {
     match backend {
         Backend::Uring => ("gaio-uring", "gaio-uring"),
-        _ => ("gaio-loop", "gaio-loop"),
+        _ => ("gaio-poller", "gaio-loop"),
     }
 }
 
 /// How many threads one watcher on `backend` runs.
-pub fn threads_per_watcher(_backend: Backend) -> usize {
-    // One thread waits in the kernel and runs the loop, on both backends (file threads on
-    // epoll start only with the first file request).
-    1
+pub fn threads_per_watcher(backend: Backend) -> usize {
+    match backend {
+        Backend::Uring => 1,
+        _ => 2,
+    }
 }
 
 /// `Cpus_allowed_list` of thread `tid` ("0", "1", "0-1", …).

@@ -13,11 +13,11 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::file_pool;
@@ -27,15 +27,12 @@ use crate::op::{Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
 use crate::swap::SwapPool;
 use crate::sys::attempt::{attempt, Attempt};
-use crate::sys::{FileState, GcCounters, LoopMsg, LoopTx};
+use crate::sys::{FileState, GcCounters, LoopMsg, Readiness};
 use crate::Error;
 
 /// Messages handled per iteration before results are flushed, so a flood of submissions
 /// cannot hold completions back for long.
 const DRAIN: usize = 4096;
-
-/// Readiness events taken per `epoll_wait`.
-const EVENTS: usize = 1024;
 
 #[derive(Clone, Copy)]
 enum Dir {
@@ -92,10 +89,7 @@ impl ConnState {
 
 pub(crate) struct EventLoop<C> {
     rx: Receiver<LoopMsg<C>>,
-    /// This thread waits in `epoll_wait` itself (no separate poller thread and no hand-off).
-    poll: Poll,
-    events: Events,
-    wake: Arc<super::EpollWake>,
+    ack: Sender<Vec<Readiness>>,
     registry: Registry,
     /// Shared with the submit side's fast path (`crate::lane`).
     swap: Arc<Mutex<SwapPool>>,
@@ -143,24 +137,21 @@ impl<C: Send + 'static> EventLoop<C> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         rx: Receiver<LoopMsg<C>>,
-        poll: Poll,
-        wake: Arc<super::EpollWake>,
+        ack: Sender<Vec<Readiness>>,
         registry: Registry,
         swap: Arc<Mutex<SwapPool>>,
         results: Arc<ResultQueue<C>>,
         ids: Arc<IdAllocator>,
         gc: Arc<GcCounters>,
         conn_maker: ConnMaker,
-        done: LoopTx<C>,
+        done: Sender<LoopMsg<C>>,
     ) -> Self {
         EventLoop {
             accepted: Vec::new(),
             conn_maker,
             pool: file_pool::FilePool::new(done),
             rx,
-            poll,
-            events: Events::with_capacity(EVENTS),
-            wake,
+            ack,
             registry,
             swap,
             results,
@@ -176,69 +167,36 @@ impl<C: Send + 'static> EventLoop<C> {
 
     pub(crate) fn run(mut self) {
         'run: loop {
-            let mut handled = 0;
-            while handled < DRAIN {
-                match self.rx.try_recv() {
-                    Ok(m) => {
-                        handled += 1;
-                        if !self.handle(m) {
-                            break 'run;
+            let first = match self.deadlines.next() {
+                Some(at) => match self.rx.recv_deadline(at) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break 'run,
+                },
+                None => match self.rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break 'run,
+                },
+            };
+            if let Some(m) = first {
+                if !self.handle(m) {
+                    break 'run;
+                }
+                for _ in 0..DRAIN {
+                    match self.rx.try_recv() {
+                        Ok(m) => {
+                            if !self.handle(m) {
+                                break 'run;
+                            }
                         }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
             }
             self.expire();
-            // Results go out before this thread may block in the kernel.
             self.results.push_all(&mut self.out);
-            // Sleep only with nothing queued: announce it first, then look again, so a sender
-            // either sees the flag and wakes us or its message is seen here (`EpollWake`).
-            let timeout = if handled == DRAIN {
-                Some(Duration::ZERO)
-            } else {
-                self.wake.announce_sleep();
-                if self.rx.is_empty() {
-                    self.deadlines
-                        .next()
-                        .map(|at| at.saturating_duration_since(Instant::now()))
-                } else {
-                    Some(Duration::ZERO)
-                }
-            };
-            let polled = self.poll.poll(&mut self.events, timeout);
-            self.wake.awake();
-            match polled {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break 'run,
-            }
-            self.ready();
         }
         self.shutdown();
-    }
-
-    /// Serves the connections the last `epoll_wait` reported. ERR and HUP wake both
-    /// directions; RDHUP wakes readers (mio folds it into `is_read_closed`).
-    fn ready(&mut self) {
-        // Taken out while serving borrows the loop (an empty `Events` allocates nothing).
-        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        for ev in events.iter() {
-            if ev.token() == super::WAKE {
-                continue;
-            }
-            let read = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-            let write = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            let Some(i) = self.index_of(ConnId::from_token(ev.token().0)) else {
-                continue; // stale: the connection is gone
-            };
-            if read {
-                self.serve(i, Dir::Read);
-            }
-            if write {
-                self.serve(i, Dir::Write);
-            }
-        }
-        self.events = events;
     }
 
     /// Handles one message; false means shut down.
@@ -262,6 +220,21 @@ impl<C: Send + 'static> EventLoop<C> {
                     self.release(i);
                     self.gc.closed.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            LoopMsg::Events(batch) => {
+                for r in &batch {
+                    let Some(i) = self.index_of(ConnId::from_token(r.token)) else {
+                        continue; // stale: the connection is gone
+                    };
+                    if r.read {
+                        self.serve(i, Dir::Read);
+                    }
+                    if r.write {
+                        self.serve(i, Dir::Write);
+                    }
+                }
+                // The poller waits for its vector back before polling again.
+                let _ = self.ack.send(batch);
             }
             LoopMsg::SwapReleased => self.retry_starved(),
             LoopMsg::Cancel { id, reply } => {

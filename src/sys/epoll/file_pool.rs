@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::op::OpKind;
-use crate::sys::{LoopMsg, LoopTx};
+use crate::sys::LoopMsg;
 
 /// Threads in the pool: enough to keep a disk queue busy, few enough to stay small.
 const THREADS: usize = 4;
@@ -33,11 +33,11 @@ unsafe impl Send for Job {}
 pub(crate) struct FilePool<C> {
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
-    done: LoopTx<C>,
+    done: Sender<LoopMsg<C>>,
 }
 
 impl<C: Send + 'static> FilePool<C> {
-    pub(crate) fn new(done: LoopTx<C>) -> Self {
+    pub(crate) fn new(done: Sender<LoopMsg<C>>) -> Self {
         FilePool {
             jobs: None,
             threads: Vec::new(),
@@ -78,7 +78,7 @@ impl<C: Send + 'static> FilePool<C> {
     }
 }
 
-fn worker<C>(jobs: Receiver<Job>, done: LoopTx<C>) {
+fn worker<C>(jobs: Receiver<Job>, done: Sender<LoopMsg<C>>) {
     while let Ok(job) = jobs.recv() {
         let res = run(&job);
         if done

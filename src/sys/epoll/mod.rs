@@ -1,13 +1,11 @@
 //! The readiness backend: epoll on Linux through `mio`'s portable API (so it also builds where
-//! mio uses kqueue). One loop thread owns all state, waits in `epoll_wait` itself and performs
-//! every syscall a request needs after its first attempt (which runs on the submitting thread:
-//! `crate::lane`). Go's gaio splits the wait into a poller thread that hands each batch of
-//! readiness to the loop; merged, that hand-off (a thread wake-up per batch) is gone.
-//! Descriptors are registered once, edge-triggered, for read and write, and never modified
-//! until they are deregistered on release.
+//! mio uses kqueue). Two threads as in gaio: the poller blocks in the kernel wait, the loop owns
+//! all state and performs every syscall. Descriptors are registered once, edge-triggered, for
+//! read and write, and never modified until they are deregistered on release.
 
 mod event_loop;
 mod file_pool;
+mod poller;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -25,7 +23,8 @@ use crate::{Error, Result};
 /// The submit side's handle on the readiness backend.
 pub(crate) struct Epoll {
     registry: Registry,
-    wake: Arc<EpollWake>,
+    waker: Waker,
+    shutdown: Arc<AtomicBool>,
 }
 
 impl Epoll {
@@ -44,88 +43,26 @@ impl Epoll {
             })
     }
 
-    /// Interrupts the loop's wait (it then finds `Close` in its channel).
+    /// Tells the poller to exit and interrupts its wait.
     pub(crate) fn shutdown(&self) {
-        self.wake.force();
-    }
-
-    /// After the loop thread is joined: closes the waker's eventfd, which handles and swap
-    /// slices would otherwise keep open.
-    pub(crate) fn finish(&self) {
-        crate::conn::lock(&self.wake.waker).take();
+        self.shutdown.store(true, Ordering::Release);
+        let _ = self.waker.wake();
     }
 }
 
-/// Token of the waker that interrupts the loop's `epoll_wait`. Connection tokens never take
-/// this value (generations stop short of the all-ones pattern).
-pub(crate) const WAKE: Token = Token(usize::MAX);
-
-/// Wakes the loop from `epoll_wait` when a message arrives while it sleeps there: the loop
-/// raises `sleeping` before it blocks and checks its channel once more; a sender writes the
-/// waker's eventfd only if it finds the flag raised. A busy loop costs senders one atomic swap.
-/// Handles and swap slices may outlive the loop, so the waker sits behind a lock and is
-/// dropped (its eventfd closed) once the loop thread is gone: a late sender finds `None`,
-/// never a reused descriptor number.
-pub(crate) struct EpollWake {
-    sleeping: AtomicBool,
-    waker: std::sync::Mutex<Option<Waker>>,
-}
-
-impl EpollWake {
-    /// The loop is about to block in `epoll_wait`.
-    fn announce_sleep(&self) {
-        self.sleeping.store(true, Ordering::SeqCst);
-    }
-
-    /// The loop is awake again.
-    fn awake(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
-    }
-
-    /// Interrupts the wait regardless of the flag.
-    fn force(&self) {
-        if let Some(w) = crate::conn::lock(&self.waker).as_ref() {
-            let _ = w.wake();
-        }
-    }
-}
-
-impl crate::sys::KernelWake for EpollWake {
-    fn notify(&self) {
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            self.force();
-        }
-    }
-}
-
-/// Makes the poll instance and its waker, before the watcher's channel exists: senders need
-/// the waker.
-pub(crate) fn prepare() -> Result<(Poll, Arc<EpollWake>)> {
+/// Starts the poller and loop threads.
+pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<JoinHandle<()>>)> {
     let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKE)?;
-    Ok((
-        poll,
-        Arc::new(EpollWake {
-            sleeping: AtomicBool::new(false),
-            waker: std::sync::Mutex::new(Some(waker)),
-        }),
-    ))
-}
-
-/// Starts the loop thread on `poll` (from [`prepare`]).
-pub(crate) fn start<C: Send + 'static>(
-    core: Core<C>,
-    poll: Poll,
-    wake: Arc<EpollWake>,
-) -> Result<(Epoll, Vec<JoinHandle<()>>)> {
     let registry = poll.registry().try_clone()?;
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
+    let waker = Waker::new(poll.registry(), poller::WAKE)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 
     let guard = core.results.close_on_panic();
     let lp = event_loop::EventLoop::new(
         core.rx,
-        poll,
-        wake.clone(),
+        ack_tx,
         registry.try_clone()?,
         core.swap_pool,
         core.results,
@@ -137,20 +74,52 @@ pub(crate) fn start<C: Send + 'static>(
             watcher_id: core.watcher_id,
             owner: core.owner,
         },
-        core.tx.clone(),
+        core.tx.channel(),
     );
     let slot = core.loop_slot;
+    let ready = ready_tx.clone();
     let loop_thread = std::thread::Builder::new()
         .name("gaio-loop".into())
         .spawn(move || {
             let _guard = guard;
             slot.enter();
-            let _ = ready_tx.send(());
+            let _ = ready.send(());
             lp.run();
             slot.exit();
         })?;
-    ready_rx
-        .recv()
-        .map_err(|_| io::Error::other("gaio thread failed to start"))?;
-    Ok((Epoll { registry, wake }, vec![loop_thread]))
+
+    let slot = core.poller_slot;
+    let close_tx = core.tx.clone();
+    let tx = core.tx.channel();
+    let stop = shutdown.clone();
+    let poller_thread = std::thread::Builder::new()
+        .name("gaio-poller".into())
+        .spawn(move || {
+            slot.enter();
+            let _ = ready_tx.send(());
+            poller::run(poll, tx, ack_rx, stop);
+            slot.exit();
+        });
+    let poller_thread = match poller_thread {
+        Ok(t) => t,
+        Err(e) => {
+            // The loop exits on Close; nothing was registered yet.
+            let _ = close_tx.send(crate::sys::LoopMsg::Close);
+            let _ = loop_thread.join();
+            return Err(Error::Io(e));
+        }
+    };
+    for _ in 0..2 {
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("gaio thread failed to start"))?;
+    }
+    Ok((
+        Epoll {
+            registry,
+            waker,
+            shutdown,
+        },
+        vec![loop_thread, poller_thread],
+    ))
 }
