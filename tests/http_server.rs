@@ -256,7 +256,14 @@ backend_tests! {
         idle.write_all(GET).unwrap();
         read_n(&mut idle, OK_KEEP_ALIVE.len());
         srv.shutdown().unwrap();
-        assert!(read_to_eof(&mut partial).is_empty());
+        // The partial request's bytes may still sit unread in the server's socket when it
+        // closes, and then the kernel resets the connection instead of sending FIN: either
+        // way it ended, with nothing sent.
+        let mut rest = Vec::new();
+        match partial.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty(), "{rest:?}"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        }
         assert!(read_to_eof(&mut idle).is_empty());
         drop((idle, partial));
         util::assert_fds(&before, before.len(), "after the server shut down");
