@@ -93,19 +93,10 @@ fn parse_args() -> Result<Options, String> {
 
 fn run(o: Options) -> Result<(), String> {
     let addr = common::resolve(&o.addr)?;
-    match common::raise_nofile_limit() {
-        Ok(n) if n < 4096 => eprintln!("note: only {n} descriptors allowed (RLIMIT_NOFILE)"),
-        Ok(_) => {}
-        Err(e) => eprintln!("note: cannot read RLIMIT_NOFILE: {e}"),
-    }
-
-    let mut builder = Watcher::builder().swap_buffer_size(o.buffer_size);
-    if let Some(b) = o.backend {
-        builder = builder.backend(b);
-    }
-    let watcher: Watcher<()> = builder
-        .build()
-        .map_err(|e| format!("cannot start the watcher: {e}"))?;
+    let watcher: Watcher<()> = common::server_watcher(
+        Watcher::builder().swap_buffer_size(o.buffer_size),
+        o.backend,
+    )?;
     let backend = watcher.backend();
 
     let listener = common::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;

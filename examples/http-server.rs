@@ -74,18 +74,7 @@ fn parse_args() -> Result<Options, String> {
 
 fn run(o: Options) -> Result<(), String> {
     let addr = common::resolve(&o.addr)?;
-    match common::raise_nofile_limit() {
-        Ok(n) if n < 4096 => eprintln!("note: only {n} descriptors allowed (RLIMIT_NOFILE)"),
-        Ok(_) => {}
-        Err(e) => eprintln!("note: cannot read RLIMIT_NOFILE: {e}"),
-    }
-    let mut builder = Watcher::builder();
-    if let Some(b) = o.backend {
-        builder = builder.backend(b);
-    }
-    let watcher = builder
-        .build()
-        .map_err(|e| format!("cannot start the watcher: {e}"))?;
+    let watcher = common::server_watcher(Watcher::builder(), o.backend)?;
     let listener = common::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener
         .local_addr()

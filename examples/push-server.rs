@@ -242,20 +242,7 @@ fn accept_loop(listener: TcpListener, w: &Watcher<()>, tx: mpsc::Sender<Conn>, v
 
 fn run(opts: Options) -> Result<(), String> {
     let addr = common::resolve(&opts.addr)?;
-    match common::raise_nofile_limit() {
-        Ok(n) if n < 4096 => eprintln!("note: only {n} descriptors allowed (RLIMIT_NOFILE)"),
-        Ok(_) => {}
-        Err(e) => eprintln!("note: cannot read RLIMIT_NOFILE: {e}"),
-    }
-    let mut builder = Watcher::builder();
-    if let Some(b) = opts.backend {
-        builder = builder.backend(b);
-    }
-    let w: Arc<Watcher<()>> = Arc::new(
-        builder
-            .build()
-            .map_err(|e| format!("cannot start the watcher: {e}"))?,
-    );
+    let w: Arc<Watcher<()>> = Arc::new(common::server_watcher(Watcher::builder(), opts.backend)?);
     let listener = common::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener
         .local_addr()

@@ -884,7 +884,7 @@ impl<C: Send + 'static> Watcher<C> {
     /// comes back; otherwise the request, with its progress, for the loop.
     fn attempt_inline(&self, mut op: Op<C>) -> Option<Op<C>> {
         let (fd, is_socket) = (op.conn.0.fd, op.conn.0.is_socket);
-        match attempt(fd, is_socket, &mut op, Some(&self.swap_pool)) {
+        match attempt(fd, is_socket, &mut op, &self.swap_pool) {
             Attempt::Done(slice, err) => {
                 self.results.push_one(op.finish(slice, err));
                 None

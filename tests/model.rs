@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use gaio::{Backend, Buffer, Conn, Error, OpId, OpResult, OpType, Watcher};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+use proptest::test_runner::TestRunner;
 
 /// Longest any one case may take to drain at the end before it fails (it normally takes a few
 /// milliseconds).
@@ -812,20 +812,8 @@ fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
     }
 }
 
-fn config() -> Config {
-    let mut cfg = Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/model.proptest-regressions"
-        )))),
-        max_shrink_iters: 1024,
-        max_shrink_time: 150_000,
-        ..Config::default()
-    };
-    if std::env::var("PROPTEST_CASES").is_err() {
-        cfg.cases = 128;
-    }
-    cfg
+fn config() -> proptest::test_runner::Config {
+    util::model_config("model.proptest-regressions", 128)
 }
 
 backend_tests! {

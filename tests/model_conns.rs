@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use gaio::{Backend, Buffer, Conn, Error, OpId, OpResult, OpType, Watcher};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+use proptest::test_runner::TestRunner;
 
 /// Longest the final drain of a case may take (normally a few milliseconds).
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -1101,20 +1101,8 @@ fn run_case(backend: Backend, targets: &Targets, case: &Case, stats: &Mutex<Stat
     }
 }
 
-fn config() -> Config {
-    let mut cfg = Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/model_conns.proptest-regressions"
-        )))),
-        max_shrink_iters: 1024,
-        max_shrink_time: 150_000,
-        ..Config::default()
-    };
-    if std::env::var("PROPTEST_CASES").is_err() {
-        cfg.cases = 64;
-    }
-    cfg
+fn config() -> proptest::test_runner::Config {
+    util::model_config("model_conns.proptest-regressions", 64)
 }
 
 backend_tests! {

@@ -74,6 +74,27 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX))
 }
 
+/// What every server example does first: raises `RLIMIT_NOFILE` (saying so on stderr when few
+/// descriptors are allowed), then starts a watcher from `builder`, on `backend` if given (else
+/// the builder's choice: `GAIO_BACKEND`, or auto).
+pub fn server_watcher<C: Send + 'static>(
+    builder: gaio::Builder,
+    backend: Option<gaio::Backend>,
+) -> Result<Watcher<C>, String> {
+    match raise_nofile_limit() {
+        Ok(n) if n < 4096 => eprintln!("note: only {n} descriptors allowed (RLIMIT_NOFILE)"),
+        Ok(_) => {}
+        Err(e) => eprintln!("note: cannot read RLIMIT_NOFILE: {e}"),
+    }
+    let builder = match backend {
+        Some(b) => builder.backend(b),
+        None => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| format!("cannot start the watcher: {e}"))
+}
+
 /// Whether an operation error is an ordinary way for a connection to end (the peer closed or
 /// reset it, or we freed it), as opposed to something worth logging.
 pub fn is_normal_close(err: &Error) -> bool {

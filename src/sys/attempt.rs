@@ -29,7 +29,7 @@ pub(crate) fn attempt<C>(
     fd: RawFd,
     is_socket: bool,
     op: &mut Op<C>,
-    swap: Option<&Mutex<SwapPool>>,
+    swap: &Mutex<SwapPool>,
 ) -> Attempt {
     match (op.kind, op.buffer.as_mut()) {
         (OpKind::Write, Some(buf)) => loop {
@@ -87,11 +87,6 @@ pub(crate) fn attempt<C>(
         (_, None) => {
             // Held from finding the space until the slice is committed: no other thread may
             // read into the same region.
-            // No pool (io_uring keeps its swap space in the kernel's buffer ring): the loop
-            // must do it.
-            let Some(swap) = swap else {
-                return Attempt::NoSwap;
-            };
             let mut swap = lock(swap);
             let Some((ptr, len)) = swap.space() else {
                 return Attempt::NoSwap;

@@ -324,7 +324,7 @@ impl<C: Send + 'static> EventLoop<C> {
         };
         let (fd, is_socket) = (c.fd.as_raw_fd(), c.is_socket);
         while let Some(&key) = c.queue(dir).front() {
-            match attempt(fd, is_socket, &mut self.ops[key], Some(&self.swap)) {
+            match attempt(fd, is_socket, &mut self.ops[key], &self.swap) {
                 Attempt::Done(swap, err) => {
                     c.queue(dir).pop_front();
                     self.out.push(self.ops.remove(key).finish(swap, err));
