@@ -813,7 +813,13 @@ fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
 }
 
 fn config() -> proptest::test_runner::Config {
-    util::model_config("model.proptest-regressions", 128)
+    util::model_config(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/model.proptest-regressions"
+        ),
+        128,
+    )
 }
 
 backend_tests! {

@@ -1102,7 +1102,13 @@ fn run_case(backend: Backend, targets: &Targets, case: &Case, stats: &Mutex<Stat
 }
 
 fn config() -> proptest::test_runner::Config {
-    util::model_config("model_conns.proptest-regressions", 64)
+    util::model_config(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/model_conns.proptest-regressions"
+        ),
+        64,
+    )
 }
 
 backend_tests! {

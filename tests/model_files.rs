@@ -1016,7 +1016,13 @@ fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
 }
 
 fn config() -> proptest::test_runner::Config {
-    util::model_config("model_files.proptest-regressions", 64)
+    util::model_config(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/model_files.proptest-regressions"
+        ),
+        64,
+    )
 }
 
 backend_tests! {

@@ -1009,15 +1009,17 @@ pub fn thread_state(tid: i32) -> Option<char> {
 // Model tests
 // ---------------------------------------------------------------------------------------------
 
-/// The proptest configuration the model tests share: failures persisted in `tests/<file>` (the
-/// seeds are replayed first on every run), bounded shrinking, and `default_cases` cases unless
-/// `PROPTEST_CASES` says otherwise.
-pub fn model_config(file: &str, default_cases: u32) -> proptest::test_runner::Config {
+/// The proptest configuration the model tests share: failures persisted in `regressions` (a
+/// path, `concat!(env!("CARGO_MANIFEST_DIR"), "/tests/…")`; its seeds are replayed first on
+/// every run), bounded shrinking, and `default_cases` cases unless `PROPTEST_CASES` says
+/// otherwise.
+pub fn model_config(
+    regressions: &'static str,
+    default_cases: u32,
+) -> proptest::test_runner::Config {
     use proptest::test_runner::{Config, FileFailurePersistence};
-    let path: &'static str =
-        Box::leak(format!("{}/tests/{file}", env!("CARGO_MANIFEST_DIR")).into_boxed_str());
     let mut cfg = Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(path))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regressions))),
         max_shrink_iters: 1024,
         max_shrink_time: 150_000,
         ..Config::default()
