@@ -154,6 +154,7 @@ impl Builder {
         let link = Arc::new(LoopLink {
             tx: tx.clone(),
             gc: gc.clone(),
+            retry: std::sync::OnceLock::new(),
         });
         let results = Arc::new(ResultQueue::new());
         let ids = Arc::new(IdAllocator::default());
@@ -207,6 +208,7 @@ impl Builder {
             }
             Backend::Epoll | Backend::Auto => {
                 let (d, t) = sys::epoll::start(core)?;
+                let _ = link.retry.set(d.swap_retry());
                 (sys::Driver::Epoll(d), t)
             }
         };
@@ -296,7 +298,7 @@ pub struct Watcher<C: Send + 'static = ()> {
     /// The backend's submit-side handle; `None` once closed. Submitters hold the read side
     /// while they check and send, so once `close` has taken the write side, every accepted
     /// submission is already in the channel, ahead of `Close`.
-    gate: RwLock<Option<sys::Driver>>,
+    gate: RwLock<Option<sys::Driver<C>>>,
     next_op: AtomicU64,
     swap: Arc<crate::swap::Shared>,
     /// The submit side's swap buffers (shared with the epoll loop).
@@ -387,6 +389,12 @@ impl<C: Send + 'static> Watcher<C> {
             kind.file,
             self.link.clone(),
         );
+        if let sys::Driver::Epoll(e) = driver {
+            // The shared state takes it at once; no message to the loop thread.
+            e.watch(id, fd, kind.is_socket, conn.downgrade());
+            drop(gate);
+            return Ok(conn);
+        }
         let watch = LoopMsg::Watch {
             id,
             fd,
@@ -849,23 +857,32 @@ impl<C: Send + 'static> Watcher<C> {
                 match conn.0.lanes.claim(lane, inline) {
                     Claim::Queue => op,
                     Claim::Inline => {
-                        let forwarded = self.attempt_inline(op);
-                        let sent = forwarded.map(|op| {
-                            conn.0.lanes.forward(lane);
-                            self.send_op(op)
-                        });
+                        let Some(op) = self.attempt_inline(op) else {
+                            conn.0.lanes.done_inline(lane);
+                            return Ok(id);
+                        };
+                        // Counted as pending before the claim is let go, so a request
+                        // submitted after this call returns queues behind this one. The claim
+                        // ends before the hand-off: on epoll that takes the state's lock, under
+                        // which the loop may be waiting for claims to end (`lane::close`).
+                        conn.0.lanes.forward(lane);
                         conn.0.lanes.done_inline(lane);
-                        return sent.unwrap_or(Ok(())).map(|()| id);
+                        op
                     }
                 }
             }
             None => op,
         };
-        self.send_op(op).map(|()| id)
+        self.send_op(op, gate.as_ref()).map(|()| id)
     }
 
-    /// Hands a request to the loop; a refusal gives its context and buffer back.
-    fn send_op(&self, op: Op<C>) -> Result<(), SubmitError<C>> {
+    /// Hands a request to the backend (epoll: into the shared state on this thread; io_uring:
+    /// over the channel to the ring thread); a refusal gives its context and buffer back.
+    fn send_op(&self, op: Op<C>, driver: Option<&sys::Driver<C>>) -> Result<(), SubmitError<C>> {
+        if let Some(sys::Driver::Epoll(e)) = driver {
+            e.submit(op);
+            return Ok(());
+        }
         match self.tx.send(LoopMsg::Submit(op)) {
             Ok(()) => Ok(()),
             Err(e) => match e.into_inner() {
@@ -1040,7 +1057,7 @@ impl<C: Send + 'static> Watcher<C> {
         }
     }
 
-    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Option<sys::Driver>> {
+    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Option<sys::Driver<C>>> {
         self.gate.read().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -1063,7 +1080,7 @@ impl<C: Send + 'static> std::fmt::Debug for Watcher<C> {
 /// Whether request `op` may be attempted on the submitting thread (`crate::lane`): plain reads
 /// (caller buffer or swap), full reads and writes. On io_uring only sockets qualify: other
 /// descriptors are in blocking mode there, and only sockets take `MSG_DONTWAIT`.
-fn inline_allowed<C>(op: &Op<C>, driver: Option<&sys::Driver>) -> bool {
+fn inline_allowed<C: Send + 'static>(op: &Op<C>, driver: Option<&sys::Driver<C>>) -> bool {
     if !matches!(op.kind, OpKind::Read | OpKind::ReadFull | OpKind::Write) {
         return false;
     }

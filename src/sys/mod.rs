@@ -18,13 +18,13 @@ use crate::op::Op;
 use crate::swap::SwapOwner;
 
 /// The submit side's handle on whichever backend runs.
-pub(crate) enum Driver {
-    Epoll(epoll::Epoll),
+pub(crate) enum Driver<C> {
+    Epoll(epoll::Epoll<C>),
     #[cfg(target_os = "linux")]
     Uring(Arc<uring::RingWake>),
 }
 
-impl Driver {
+impl<C: Send + 'static> Driver<C> {
     /// Registers a taken-over descriptor under `id` (readiness backends; a no-op elsewhere).
     pub(crate) fn register(&self, fd: std::os::fd::RawFd, id: ConnId) -> crate::Result<()> {
         match self {
@@ -85,9 +85,9 @@ pub(crate) enum LoopMsg<C> {
     },
     /// The last handle of a never-freed connection was dropped.
     Dropped(ConnId),
-    /// Readiness from the poller: `(token, readable, writable)` triples. The vector goes back to
-    /// the poller as its acknowledgement.
-    Events(Vec<Readiness>),
+    /// A request with a deadline earlier than the epoll loop's planned wake-up was queued
+    /// directly: recompute the sleep.
+    Tick,
     /// A file request finished on a worker thread (epoll backend): bytes moved or `-errno`.
     FileDone { key: usize, seq: u64, res: isize },
     /// A swap slice was dropped while reads were waiting for swap space.
@@ -154,14 +154,6 @@ impl FileState {
     }
 }
 
-/// One readiness event, as the poller passes it on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Readiness {
-    pub(crate) token: usize,
-    pub(crate) read: bool,
-    pub(crate) write: bool,
-}
-
 /// Wakes a loop that sleeps in the kernel (io_uring) instead of on its channel.
 pub(crate) trait KernelWake: Send + Sync {
     /// Called after every send; cheap when the loop is awake.
@@ -212,10 +204,20 @@ pub(crate) struct GcCounters {
     pub(crate) closed: AtomicU64,
 }
 
-/// How handles and slices reach the loop; holds only a sender, so it never keeps the loop alive.
+/// How handles and slices reach the loop; holds only a sender (and a weak reference to the
+/// epoll state), so it never keeps the loop alive.
 pub(crate) struct LoopLink<C> {
     pub(crate) tx: LoopTx<C>,
     pub(crate) gc: Arc<GcCounters>,
+    /// The epoll state, which the thread that drops a swap slice may serve itself.
+    pub(crate) retry: std::sync::OnceLock<std::sync::Weak<dyn SwapRetry>>,
+}
+
+/// A backend state that the thread releasing swap space may serve on the spot.
+pub(crate) trait SwapRetry: Send + Sync {
+    /// Retries the reads that wait for swap space if the state is free right now; false if
+    /// another thread holds it (the caller then sends [`LoopMsg::SwapReleased`]).
+    fn try_retry(&self) -> bool;
 }
 
 impl<C: Send> ConnOwner for LoopLink<C> {
@@ -228,6 +230,13 @@ impl<C: Send> ConnOwner for LoopLink<C> {
 
 impl<C: Send> SwapOwner for LoopLink<C> {
     fn swap_released(&self) {
+        // On epoll, serve the starved reads here rather than wake the loop thread for them:
+        // the consumer dropping a slice is about to wait for exactly those results.
+        if let Some(state) = self.retry.get().and_then(std::sync::Weak::upgrade) {
+            if state.try_retry() {
+                return;
+            }
+        }
         let _ = self.tx.send(LoopMsg::SwapReleased);
     }
 }

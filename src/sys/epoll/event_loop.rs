@@ -1,6 +1,9 @@
-//! The loop thread of the readiness backend: owns every connection's state, performs every
-//! read and write, runs the deadline heap, and hands results to `wait_io` one batch per
-//! iteration.
+//! The readiness backend's state: every connection's queues, the requests, the deadline heap.
+//! It lives behind one mutex, and whichever thread has news takes the lock and acts on it at
+//! once: the poller serves the queues that readiness woke, a submitter queues (and attempts)
+//! its own request, the loop thread handles the rest of the messages and the deadlines. Each
+//! locked section ends by handing its results to `wait_io` as one batch. No readiness and no
+//! request waits for a hand-off to another thread.
 //!
 //! Per connection, reads are served FIFO among reads and writes FIFO among writes. A request
 //! whose direction has nothing queued is attempted at once (the immediate attempt that makes
@@ -16,6 +19,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::conn::lock;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -27,7 +32,7 @@ use crate::op::{Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
 use crate::swap::SwapPool;
 use crate::sys::attempt::{attempt, Attempt};
-use crate::sys::{FileState, GcCounters, LoopMsg, Readiness};
+use crate::sys::{FileState, GcCounters, LoopMsg};
 use crate::Error;
 
 /// Messages handled per iteration before results are flushed, so a flood of submissions
@@ -88,8 +93,6 @@ impl ConnState {
 }
 
 pub(crate) struct EventLoop<C> {
-    rx: Receiver<LoopMsg<C>>,
-    ack: Sender<Vec<Readiness>>,
     registry: Registry,
     /// Shared with the submit side's fast path (`crate::lane`).
     swap: Arc<Mutex<SwapPool>>,
@@ -106,6 +109,9 @@ pub(crate) struct EventLoop<C> {
     accepted: Vec<(ConnId, OwnedFd, Weak<ConnShared>)>,
     conn_maker: ConnMaker,
     pool: file_pool::FilePool<C>,
+    /// When the loop thread wakes for deadlines next (`None`: only for a message). A request
+    /// submitted with an earlier deadline must wake it.
+    sleep_until: Option<Instant>,
 }
 
 /// What the loop needs to take over a connection it accepted itself.
@@ -136,8 +142,6 @@ impl ConnMaker {
 impl<C: Send + 'static> EventLoop<C> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        rx: Receiver<LoopMsg<C>>,
-        ack: Sender<Vec<Readiness>>,
         registry: Registry,
         swap: Arc<Mutex<SwapPool>>,
         results: Arc<ResultQueue<C>>,
@@ -150,8 +154,7 @@ impl<C: Send + 'static> EventLoop<C> {
             accepted: Vec::new(),
             conn_maker,
             pool: file_pool::FilePool::new(done),
-            rx,
-            ack,
+            sleep_until: None,
             registry,
             swap,
             results,
@@ -165,27 +168,31 @@ impl<C: Send + 'static> EventLoop<C> {
         }
     }
 
-    pub(crate) fn run(mut self) {
+    /// The loop thread: sleeps on the channel until a message or the next deadline, then
+    /// handles what came under the state's lock.
+    pub(crate) fn run(state: &Mutex<Self>, rx: Receiver<LoopMsg<C>>) {
+        let mut sleep = lock(state).plan_sleep();
         'run: loop {
-            let first = match self.deadlines.next() {
-                Some(at) => match self.rx.recv_deadline(at) {
+            let first = match sleep {
+                Some(at) => match rx.recv_deadline(at) {
                     Ok(m) => Some(m),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break 'run,
                 },
-                None => match self.rx.recv() {
+                None => match rx.recv() {
                     Ok(m) => Some(m),
                     Err(_) => break 'run,
                 },
             };
+            let mut s = lock(state);
             if let Some(m) = first {
-                if !self.handle(m) {
+                if !s.handle(m) {
                     break 'run;
                 }
                 for _ in 0..DRAIN {
-                    match self.rx.try_recv() {
+                    match rx.try_recv() {
                         Ok(m) => {
-                            if !self.handle(m) {
+                            if !s.handle(m) {
                                 break 'run;
                             }
                         }
@@ -193,10 +200,50 @@ impl<C: Send + 'static> EventLoop<C> {
                     }
                 }
             }
-            self.expire();
-            self.results.push_all(&mut self.out);
+            s.expire();
+            s.flush();
+            sleep = s.plan_sleep();
         }
-        self.shutdown();
+        lock(state).shutdown(&rx);
+    }
+
+    /// Records when the loop thread wakes next and returns it.
+    fn plan_sleep(&mut self) -> Option<Instant> {
+        self.sleep_until = self.deadlines.next();
+        self.sleep_until
+    }
+
+    /// Hands this locked section's results to `wait_io`.
+    pub(crate) fn flush(&mut self) {
+        self.results.push_all(&mut self.out);
+    }
+
+    /// Readiness from the poller for connection token `token`: serves the woken directions.
+    pub(crate) fn ready(&mut self, token: usize, read: bool, write: bool) {
+        let Some(i) = self.index_of(ConnId::from_token(token)) else {
+            return; // stale: the connection is gone
+        };
+        if read {
+            self.serve(i, Dir::Read);
+        }
+        if write {
+            self.serve(i, Dir::Write);
+        }
+    }
+
+    /// A request submitted on the caller's thread; true if its deadline is earlier than the
+    /// loop thread's planned wake-up, which the caller must then bring forward
+    /// ([`LoopMsg::Tick`]).
+    pub(crate) fn submit_direct(&mut self, op: Op<C>) -> bool {
+        let deadline = op.deadline;
+        self.submit(op);
+        match deadline {
+            Some(at) if self.sleep_until.map_or(true, |t| at < t) => {
+                self.sleep_until = Some(at);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Handles one message; false means shut down.
@@ -221,21 +268,7 @@ impl<C: Send + 'static> EventLoop<C> {
                     self.gc.closed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            LoopMsg::Events(batch) => {
-                for r in &batch {
-                    let Some(i) = self.index_of(ConnId::from_token(r.token)) else {
-                        continue; // stale: the connection is gone
-                    };
-                    if r.read {
-                        self.serve(i, Dir::Read);
-                    }
-                    if r.write {
-                        self.serve(i, Dir::Write);
-                    }
-                }
-                // The poller waits for its vector back before polling again.
-                let _ = self.ack.send(batch);
-            }
+            LoopMsg::Tick => {}
             LoopMsg::SwapReleased => self.retry_starved(),
             LoopMsg::Cancel { id, reply } => {
                 let _ = reply.send(self.cancel(id));
@@ -264,7 +297,14 @@ impl<C: Send + 'static> EventLoop<C> {
         }
     }
 
-    fn watch(&mut self, id: ConnId, fd: OwnedFd, is_socket: bool, handle: Weak<ConnShared>) {
+    /// A descriptor taken over (on the caller's thread, or by an accept here).
+    pub(crate) fn watch(
+        &mut self,
+        id: ConnId,
+        fd: OwnedFd,
+        is_socket: bool,
+        handle: Weak<ConnShared>,
+    ) {
         let i = id.index as usize;
         if self.conns.len() <= i {
             self.conns.resize_with(i + 1, || None);
@@ -389,6 +429,7 @@ impl<C: Send + 'static> EventLoop<C> {
         false
     }
 
+    /// Serves the reads that wait for swap space, front first, until one would block.
     fn retry_starved(&mut self) {
         crate::conn::lock(&self.swap).clear_starving();
         let list = std::mem::take(&mut self.starved);
@@ -502,14 +543,14 @@ impl<C: Send + 'static> EventLoop<C> {
         }
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self, rx: &Receiver<LoopMsg<C>>) {
         for i in 0..self.conns.len() {
             self.release(i);
         }
         // Files with requests on a file thread close when those return; wait for them
         // (each is one bounded syscall).
         while self.conns.iter().flatten().any(|c| c.busy() > 0) {
-            match self.rx.recv() {
+            match rx.recv() {
                 Ok(LoopMsg::FileDone { key, seq, res }) => self.file_done(key, seq, res),
                 Ok(LoopMsg::Submit(op)) => self.out.push(op.finish(None, Some(Error::ClosedPipe))),
                 Ok(_) => {}
@@ -520,7 +561,7 @@ impl<C: Send + 'static> EventLoop<C> {
         // Anything still queued behind `Close` (handle drops, late wakes) needs no result; a
         // submission cannot be there (the submit gate closes before `Close` is sent), but if
         // one were, it still gets its single result.
-        while let Ok(m) = self.rx.try_recv() {
+        while let Ok(m) = rx.try_recv() {
             match m {
                 LoopMsg::Submit(op) => self.out.push(op.finish(None, Some(Error::ClosedPipe))),
                 LoopMsg::Watch { fd, .. } => {
@@ -530,6 +571,19 @@ impl<C: Send + 'static> EventLoop<C> {
                 _ => {}
             }
         }
-        self.results.push_all(&mut self.out);
+        self.flush();
+    }
+}
+
+impl<C: Send + 'static> crate::sys::SwapRetry for Mutex<EventLoop<C>> {
+    fn try_retry(&self) -> bool {
+        // Never block: the slice may be dropped by a thread that holds this lock already
+        // (try_lock then fails), or while another thread serves; the loop thread takes over.
+        let Ok(mut s) = self.try_lock() else {
+            return false;
+        };
+        s.retry_starved();
+        s.flush();
+        true
     }
 }

@@ -1,33 +1,68 @@
 //! The readiness backend: epoll on Linux through `mio`'s portable API (so it also builds where
-//! mio uses kqueue). Two threads as in gaio: the poller blocks in the kernel wait, the loop owns
-//! all state and performs every syscall. Descriptors are registered once, edge-triggered, for
-//! read and write, and never modified until they are deregistered on release.
+//! mio uses kqueue). Two threads as in gaio, the poller blocked in the kernel wait and the loop
+//! thread, but the state is shared behind one lock rather than owned by the loop: the poller
+//! serves readiness itself, a submitter queues its own request (and attempts it), and the loop
+//! thread handles frees, cancels, detaches, file completions and deadlines. Descriptors are
+//! registered once, edge-triggered, for read and write, and never modified until they are
+//! deregistered on release.
 
 mod event_loop;
 mod file_pool;
 mod poller;
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
+use crossbeam_channel::Sender;
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Registry, Token, Waker};
 
-use crate::conn::ConnId;
-use crate::sys::Core;
+use crate::conn::{lock, ConnId, ConnShared};
+use crate::op::Op;
+use crate::sys::{Core, LoopMsg};
 use crate::{Error, Result};
 
 /// The submit side's handle on the readiness backend.
-pub(crate) struct Epoll {
+pub(crate) struct Epoll<C> {
     registry: Registry,
     waker: Waker,
     shutdown: Arc<AtomicBool>,
+    state: Arc<Mutex<event_loop::EventLoop<C>>>,
+    tx: Sender<LoopMsg<C>>,
 }
 
-impl Epoll {
+impl<C: Send + 'static> Epoll<C> {
+    /// Adds a registered descriptor to the state (on the caller's thread, so a request
+    /// submitted right after finds it).
+    pub(crate) fn watch(&self, id: ConnId, fd: OwnedFd, is_socket: bool, handle: Weak<ConnShared>) {
+        lock(&self.state).watch(id, fd, is_socket, handle);
+    }
+
+    /// The state, for a thread that releases swap space to serve starved reads itself.
+    pub(crate) fn swap_retry(&self) -> Weak<dyn crate::sys::SwapRetry> {
+        let state: Arc<dyn crate::sys::SwapRetry> = self.state.clone();
+        Arc::downgrade(&state)
+    }
+
+    /// Queues a request on the caller's thread and attempts it if it is first in its
+    /// direction; its result, if it has one already, goes to `wait_io` before this returns.
+    pub(crate) fn submit(&self, op: Op<C>) {
+        let tick = {
+            let mut s = lock(&self.state);
+            let tick = s.submit_direct(op);
+            s.flush();
+            tick
+        };
+        if tick {
+            // The loop thread exits only on Close, which no submission can follow.
+            let _ = self.tx.send(LoopMsg::Tick);
+        }
+    }
+
     /// Registers a descriptor for edge-triggered read and write readiness under `id`'s token.
     /// `EPERM` (epoll refuses the kind of file) becomes [`Error::Unsupported`].
     pub(crate) fn register(&self, fd: RawFd, id: ConnId) -> Result<()> {
@@ -51,21 +86,17 @@ impl Epoll {
 }
 
 /// Starts the poller and loop threads.
-pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<JoinHandle<()>>)> {
+pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<JoinHandle<()>>)> {
     let poll = Poll::new()?;
     let registry = poll.registry().try_clone()?;
     let waker = Waker::new(poll.registry(), poller::WAKE)?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 
-    let guard = core.results.close_on_panic();
-    let lp = event_loop::EventLoop::new(
-        core.rx,
-        ack_tx,
+    let state = Arc::new(Mutex::new(event_loop::EventLoop::new(
         registry.try_clone()?,
         core.swap_pool,
-        core.results,
+        core.results.clone(),
         core.ids.clone(),
         core.gc,
         event_loop::ConnMaker {
@@ -75,29 +106,34 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
             owner: core.owner,
         },
         core.tx.channel(),
-    );
+    )));
     let slot = core.loop_slot;
     let ready = ready_tx.clone();
+    let guard = core.results.close_on_panic();
+    let st = state.clone();
+    let rx = core.rx;
     let loop_thread = std::thread::Builder::new()
         .name("gaio-loop".into())
         .spawn(move || {
             let _guard = guard;
             slot.enter();
             let _ = ready.send(());
-            lp.run();
+            event_loop::EventLoop::run(&st, rx);
             slot.exit();
         })?;
 
     let slot = core.poller_slot;
     let close_tx = core.tx.clone();
-    let tx = core.tx.channel();
     let stop = shutdown.clone();
+    let guard = core.results.close_on_panic();
+    let st = state.clone();
     let poller_thread = std::thread::Builder::new()
         .name("gaio-poller".into())
         .spawn(move || {
+            let _guard = guard;
             slot.enter();
             let _ = ready_tx.send(());
-            poller::run(poll, tx, ack_rx, stop);
+            poller::run(poll, &st, stop);
             slot.exit();
         });
     let poller_thread = match poller_thread {
@@ -119,6 +155,8 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll, Vec<Join
             registry,
             waker,
             shutdown,
+            state,
+            tx: core.tx.channel(),
         },
         vec![loop_thread, poller_thread],
     ))

@@ -1,15 +1,17 @@
-//! The poller thread: blocks in `epoll_wait` (through mio) and passes each batch of readiness
-//! to the loop, then waits for the loop to hand the batch's vector back before it polls again
-//! (gaio's lock-step `Signal`/`done` handshake: one batch in flight, no allocation per batch).
+//! The poller thread: blocks in `epoll_wait` (through mio) and serves what each batch of
+//! readiness woke itself, under the state's lock: an edge costs one thread wake-up (this one)
+//! before the result reaches `wait_io`, not a hand-off to a second thread. (Go's gaio passes
+//! each batch to its loop goroutine and waits for it; doing the work here removes that
+//! hand-off and its acknowledgement.)
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Poll, Token};
 
-use crate::sys::{LoopMsg, Readiness};
+use super::event_loop::EventLoop;
+use crate::conn::lock;
 
 /// Token of the waker that interrupts the poll for shutdown. Connection tokens never take this
 /// value (generations stop short of the all-ones pattern).
@@ -18,14 +20,12 @@ pub(crate) const WAKE: Token = Token(usize::MAX);
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
 
-pub(crate) fn run<C>(
+pub(crate) fn run<C: Send + 'static>(
     mut poll: Poll,
-    tx: Sender<LoopMsg<C>>,
-    ack: Receiver<Vec<Readiness>>,
+    state: &Mutex<EventLoop<C>>,
     shutdown: Arc<AtomicBool>,
 ) {
     let mut events = Events::with_capacity(EVENTS);
-    let mut batch: Vec<Readiness> = Vec::with_capacity(EVENTS);
     loop {
         match poll.poll(&mut events, None) {
             Ok(()) => {}
@@ -35,30 +35,19 @@ pub(crate) fn run<C>(
         if shutdown.load(Ordering::Acquire) {
             return;
         }
+        let mut s = lock(state);
         for ev in events.iter() {
             if ev.token() == WAKE {
                 continue;
             }
             // ERR and HUP wake both directions; RDHUP wakes readers (mio folds it into
             // is_read_closed).
-            batch.push(Readiness {
-                token: ev.token().0,
-                read: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                write: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
-            });
+            s.ready(
+                ev.token().0,
+                ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+            );
         }
-        if batch.is_empty() {
-            continue;
-        }
-        if tx.send(LoopMsg::Events(batch)).is_err() {
-            return;
-        }
-        match ack.recv() {
-            Ok(mut v) => {
-                v.clear();
-                batch = v;
-            }
-            Err(_) => return,
-        }
+        s.flush();
     }
 }

@@ -218,7 +218,7 @@ impl<C> RingLoop<C> {
                 }
             }
             // Buffers are recycled every iteration; the message only woke us.
-            LoopMsg::SwapReleased | LoopMsg::Events(_) | LoopMsg::FileDone { .. } => {}
+            LoopMsg::SwapReleased | LoopMsg::Tick | LoopMsg::FileDone { .. } => {}
             LoopMsg::Close => {
                 self.closing = true;
                 for i in 0..self.conns.len() {
