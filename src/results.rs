@@ -20,6 +20,27 @@ struct Inner<C> {
     spare: VecDeque<OpResult<C>>,
     waiters: usize,
     closed: bool,
+    /// A consumer leads (see [`Lead`]) and may be asleep in the kernel: a result pushed by
+    /// another thread must kick it.
+    leader_asleep: bool,
+    /// How to wake a leader; dropped on close (its descriptor with it).
+    kick: Option<std::sync::Arc<dyn Kick>>,
+}
+
+/// A backend that lets a consumer with nothing to take wait in the kernel itself and serve the
+/// readiness it gets on its own thread (leader/follower; the epoll backend on Linux).
+pub(crate) trait Lead: Send + Sync {
+    /// Becomes the leader if no consumer leads now.
+    fn try_claim(&self) -> bool;
+    /// As the leader: waits in the kernel for up to `timeout` (`None`: no limit), calls
+    /// `awake` as soon as the wait ends, serves what it found (its results go to the queue),
+    /// and gives the lead up.
+    fn lead(&self, timeout: Option<Duration>, awake: &dyn Fn());
+}
+
+/// Interrupts a leader's kernel wait.
+pub(crate) trait Kick: Send + Sync {
+    fn kick(&self);
 }
 
 pub(crate) struct ResultQueue<C> {
@@ -35,6 +56,8 @@ impl<C> ResultQueue<C> {
                 spare: VecDeque::with_capacity(128),
                 waiters: 0,
                 closed: false,
+                leader_asleep: false,
+                kick: None,
             }),
             cv: Condvar::new(),
         }
@@ -54,18 +77,33 @@ impl<C> ResultQueue<C> {
             }
         }
         g.ready.extend(out.drain(..));
+        Self::wake(&mut g, &self.cv);
+    }
+
+    /// Wakes whoever waits for results: condition-variable waiters, and a leader asleep in
+    /// the kernel.
+    fn wake(g: &mut Inner<C>, cv: &Condvar) {
         if g.waiters > 0 {
-            self.cv.notify_all();
+            cv.notify_all();
         }
+        if g.leader_asleep {
+            g.leader_asleep = false;
+            if let Some(k) = &g.kick {
+                k.kick();
+            }
+        }
+    }
+
+    /// Installs the leader's wake-up (once, at start).
+    pub(crate) fn set_kick(&self, kick: std::sync::Arc<dyn Kick>) {
+        lock(&self.inner).kick = Some(kick);
     }
 
     /// Queues a result completed on a submitting thread (the fast path of `crate::lane`).
     pub(crate) fn push_one(&self, r: OpResult<C>) {
         let mut g = lock(&self.inner);
         g.ready.push_back(r);
-        if g.waiters > 0 {
-            self.cv.notify_all();
-        }
+        Self::wake(&mut g, &self.cv);
     }
 
     /// No more results will come: wake every waiter.
@@ -73,6 +111,14 @@ impl<C> ResultQueue<C> {
         let mut g = lock(&self.inner);
         g.closed = true;
         self.cv.notify_all();
+        if g.leader_asleep {
+            g.leader_asleep = false;
+            if let Some(k) = &g.kick {
+                k.kick();
+            }
+        }
+        // A leader checks `closed` before it waits again; the descriptor can go.
+        g.kick = None;
     }
 
     /// A guard for a backend thread: if the thread unwinds from a panic (a bug), the queue is
@@ -84,33 +130,60 @@ impl<C> ResultQueue<C> {
     /// Takes everything queued, waiting up to `timeout` (forever if `None`) for at least one
     /// result. An empty deque means the timeout passed. Once closed and drained:
     /// `WatcherClosed`.
-    pub(crate) fn take(&self, timeout: Option<Duration>) -> Result<VecDeque<OpResult<C>>> {
+    ///
+    /// With `lead`, a caller that finds nothing waits in the kernel itself if no other caller
+    /// does (the leader), and the others wait on the condition variable; a leader leaving with
+    /// a batch hands the lead to one of them.
+    pub(crate) fn take(
+        &self,
+        timeout: Option<Duration>,
+        lead: Option<&dyn Lead>,
+    ) -> Result<VecDeque<OpResult<C>>> {
         let until = timeout.map(|t| Instant::now() + t);
         let mut g = lock(&self.inner);
-        while g.ready.is_empty() {
+        loop {
+            if !g.ready.is_empty() {
+                if lead.is_some() && g.waiters > 0 {
+                    // Someone must keep serving readiness while this caller works.
+                    self.cv.notify_one();
+                }
+                let spare = std::mem::take(&mut g.spare);
+                return Ok(std::mem::replace(&mut g.ready, spare));
+            }
             if g.closed {
                 return Err(Error::WatcherClosed);
             }
-            g.waiters += 1;
-            match until {
-                None => g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+            let left = match until {
+                None => None,
                 Some(t) => {
                     let now = Instant::now();
                     if now >= t {
-                        g.waiters -= 1;
                         return Ok(std::mem::take(&mut g.spare));
                     }
-                    g = self
-                        .cv
-                        .wait_timeout(g, t - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    Some(t - now)
+                }
+            };
+            if let Some(l) = lead {
+                if l.try_claim() {
+                    g.leader_asleep = true;
+                    drop(g);
+                    l.lead(left, &|| lock(&self.inner).leader_asleep = false);
+                    g = lock(&self.inner);
+                    continue;
                 }
             }
+            g.waiters += 1;
+            g = match left {
+                None => self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    self.cv
+                        .wait_timeout(g, d)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
             g.waiters -= 1;
         }
-        let spare = std::mem::take(&mut g.spare);
-        Ok(std::mem::replace(&mut g.ready, spare))
     }
 
     /// Gives an emptied deque back for reuse.

@@ -956,7 +956,8 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::WatcherClosed`] once closed and drained.
     pub fn wait_io(&self) -> Result<Batch<'_, C>> {
-        let items = self.results.take(None)?;
+        let lead = self.read_gate().as_ref().and_then(sys::Driver::lead);
+        let items = self.results.take(None, lead.as_deref())?;
         Ok(Batch::new(items, &self.results))
     }
 
@@ -967,7 +968,8 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// As [`wait_io`](Watcher::wait_io).
     pub fn wait_io_timeout(&self, timeout: Duration) -> Result<Batch<'_, C>> {
-        let items = self.results.take(Some(timeout))?;
+        let lead = self.read_gate().as_ref().and_then(sys::Driver::lead);
+        let items = self.results.take(Some(timeout), lead.as_deref())?;
         Ok(Batch::new(items, &self.results))
     }
 

@@ -37,6 +37,15 @@ impl<C: Send + 'static> Driver<C> {
         }
     }
 
+    /// The leader/follower hook of `wait_io`, where the backend has one.
+    pub(crate) fn lead(&self) -> Option<Arc<dyn crate::results::Lead>> {
+        match self {
+            Driver::Epoll(e) => e.lead(),
+            #[cfg(target_os = "linux")]
+            Driver::Uring(_) => None,
+        }
+    }
+
     /// After the backend's threads are joined: close what handles may still point at.
     pub(crate) fn finish(&self) {
         match self {

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -445,14 +445,15 @@ pub fn eventually(limit: Duration, what: impl Display, mut cond: impl FnMut() ->
     }
 }
 
-/// A barrier through the watcher's loop thread: the loop handles messages in order, so once a
-/// request submitted after some `free` or handle drop has been served by the loop, the loop
-/// has processed that free or drop too. The request is a read with no data there yet: a
-/// request that can complete at once completes on the submitting thread (the fast path) and
-/// never reaches the loop, but this one must wait there until the peer sends a byte.
+/// A barrier through the watcher's loop thread: the loop thread handles its messages (frees,
+/// handle drops, cancels) in order, so once it has answered a `cancel` sent after some `free`
+/// or handle drop, it has processed that free or drop too, and their results are queued no
+/// later than the cancelled request's. The cancelled request is a read with no data there: it
+/// waits at the loop (a request that can complete at once completes on the submitting thread
+/// and never reaches it).
 pub struct Probe {
     pub conn: Conn,
-    peer: UnixStream,
+    _peer: UnixStream,
 }
 
 impl Probe {
@@ -460,21 +461,25 @@ impl Probe {
         let (a, peer) = UnixStream::pair().expect("socketpair");
         let conn = w.watch(&a).expect("watch probe");
         drop(a);
-        Probe { conn, peer }
+        Probe { conn, _peer: peer }
     }
 
-    /// Round-trips one byte through the loop; returns the other results seen meanwhile.
+    /// Round-trips a cancel through the loop thread; returns the other results seen meanwhile.
     pub fn sync<C: Send + 'static>(&mut self, w: &Watcher<C>, ctx: C) -> Vec<OpResult<C>> {
         let id = w
             .read(ctx, &self.conn, Some(vec![0u8; 1]))
             .unwrap_or_else(|e| panic!("probe read refused: {}", e.error));
-        // Sent after the read was queued at the loop (nothing was there to read inline).
-        self.peer.write_all(&[0x5a]).expect("probe byte");
+        assert!(
+            w.cancel(id).expect("probe cancel"),
+            "the probe read was not pending"
+        );
         let mut others = Vec::new();
         let mut rest = wait_until(w, Duration::from_secs(10), "the probe read", |res| {
             if res.id == id {
-                assert!(res.error.is_none(), "probe read failed: {res:?}");
-                assert_eq!(res.size, 1, "probe read: {res:?}");
+                assert!(
+                    matches!(res.error, Some(gaio::Error::Canceled)),
+                    "probe read: {res:?}"
+                );
                 true
             } else {
                 others.push(res);

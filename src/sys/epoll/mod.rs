@@ -8,6 +8,8 @@
 
 mod event_loop;
 mod file_pool;
+#[cfg(target_os = "linux")]
+mod leader;
 mod poller;
 
 use std::io;
@@ -29,10 +31,12 @@ use crate::{Error, Result};
 /// The submit side's handle on the readiness backend.
 pub(crate) struct Epoll<C> {
     registry: Registry,
-    waker: Waker,
+    waker: Arc<Waker>,
     shutdown: Arc<AtomicBool>,
     state: Arc<Mutex<event_loop::EventLoop<C>>>,
     tx: Sender<LoopMsg<C>>,
+    #[cfg(target_os = "linux")]
+    leader: Arc<leader::Leader<C>>,
 }
 
 impl<C: Send + 'static> Epoll<C> {
@@ -40,6 +44,14 @@ impl<C: Send + 'static> Epoll<C> {
     /// submitted right after finds it).
     pub(crate) fn watch(&self, id: ConnId, fd: OwnedFd, is_socket: bool, handle: Weak<ConnShared>) {
         lock(&self.state).watch(id, fd, is_socket, handle);
+    }
+
+    /// What lets a consumer in `wait_io` serve readiness itself (Linux).
+    pub(crate) fn lead(&self) -> Option<Arc<dyn crate::results::Lead>> {
+        #[cfg(target_os = "linux")]
+        return Some(self.leader.clone());
+        #[cfg(not(target_os = "linux"))]
+        None
     }
 
     /// The state, for a thread that releases swap space to serve starved reads itself.
@@ -82,6 +94,8 @@ impl<C: Send + 'static> Epoll<C> {
     pub(crate) fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
         let _ = self.waker.wake();
+        #[cfg(target_os = "linux")]
+        self.leader.wake_poller();
     }
 }
 
@@ -89,7 +103,7 @@ impl<C: Send + 'static> Epoll<C> {
 pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<JoinHandle<()>>)> {
     let poll = Poll::new()?;
     let registry = poll.registry().try_clone()?;
-    let waker = Waker::new(poll.registry(), poller::WAKE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), poller::WAKE)?);
     let shutdown = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 
@@ -107,6 +121,19 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
         },
         core.tx.channel(),
     )));
+    #[cfg(target_os = "linux")]
+    let leader = {
+        use std::os::fd::AsRawFd;
+        let l = leader::Leader::new(
+            &poll.as_raw_fd(),
+            &registry,
+            state.clone(),
+            waker.clone(),
+            shutdown.clone(),
+        )?;
+        core.results.set_kick(l.kick());
+        Arc::new(l)
+    };
     let slot = core.loop_slot;
     let ready = ready_tx.clone();
     let guard = core.results.close_on_panic();
@@ -127,17 +154,26 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
     let stop = shutdown.clone();
     let guard = core.results.close_on_panic();
     let st = state.clone();
+    #[cfg(target_os = "linux")]
+    let lead = leader.clone();
     let poller_thread = std::thread::Builder::new()
         .name("gaio-poller".into())
         .spawn(move || {
             let _guard = guard;
             slot.enter();
             let _ = ready_tx.send(());
+            #[cfg(target_os = "linux")]
+            poller::run(poll, &st, stop, &lead);
+            #[cfg(not(target_os = "linux"))]
             poller::run(poll, &st, stop);
             slot.exit();
         });
     let poller_thread = match poller_thread {
-        Ok(t) => t,
+        Ok(t) => {
+            #[cfg(target_os = "linux")]
+            leader.set_poller(t.thread().clone());
+            t
+        }
         Err(e) => {
             // The loop exits on Close; nothing was registered yet.
             let _ = close_tx.send(crate::sys::LoopMsg::Close);
@@ -157,6 +193,8 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
             shutdown,
             state,
             tx: core.tx.channel(),
+            #[cfg(target_os = "linux")]
+            leader,
         },
         vec![loop_thread, poller_thread],
     ))

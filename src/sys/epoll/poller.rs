@@ -24,13 +24,26 @@ pub(crate) fn run<C: Send + 'static>(
     mut poll: Poll,
     state: &Mutex<EventLoop<C>>,
     shutdown: Arc<AtomicBool>,
+    #[cfg(target_os = "linux")] leader: &super::leader::Leader<C>,
 ) {
+    #[cfg(target_os = "linux")]
+    let _done = Done(leader);
     let mut events = Events::with_capacity(EVENTS);
+    #[cfg(target_os = "linux")]
+    let mut seen = 0u64;
     loop {
+        if shutdown.load(Ordering::Acquire) {
+            return;
+        }
         match poll.poll(&mut events, None) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
+        }
+        // A leader's wake-up taken here is passed on first, even on the way out.
+        #[cfg(target_os = "linux")]
+        if events.iter().any(|ev| ev.token() == super::leader::KICK) {
+            leader.forward_kick();
         }
         if shutdown.load(Ordering::Acquire) {
             return;
@@ -38,6 +51,10 @@ pub(crate) fn run<C: Send + 'static>(
         let mut s = lock(state);
         for ev in events.iter() {
             if ev.token() == WAKE {
+                continue;
+            }
+            #[cfg(target_os = "linux")]
+            if ev.token() == super::leader::KICK {
                 continue;
             }
             // ERR and HUP wake both directions; RDHUP wakes readers (mio folds it into
@@ -49,5 +66,20 @@ pub(crate) fn run<C: Send + 'static>(
             );
         }
         s.flush();
+        drop(s);
+        // Consumers serving readiness in `wait_io` get it first; keep out of their way.
+        #[cfg(target_os = "linux")]
+        leader.stand_aside(&mut seen, &shutdown);
+    }
+}
+
+/// Tells the leaders the poller is gone (on every exit path).
+#[cfg(target_os = "linux")]
+struct Done<'a, C: Send + 'static>(&'a super::leader::Leader<C>);
+
+#[cfg(target_os = "linux")]
+impl<C: Send + 'static> Drop for Done<'_, C> {
+    fn drop(&mut self) {
+        self.0.poller_exited();
     }
 }

@@ -1,0 +1,257 @@
+//! Leader/follower readiness (Linux): a consumer that calls `wait_io` with no result ready
+//! waits in `epoll_wait` itself and serves what readiness it gets on its own thread, so a busy
+//! server's steady state runs on one thread, as a hand-written readiness loop does: no wake-up
+//! of the poller, no hand-off of results between threads.
+//!
+//! At most one consumer leads at a time; others wait on the result queue's condition variable
+//! and are handed the lead when the leader leaves with a batch. The poller thread remains the
+//! fallback that serves readiness while no consumer is in `wait_io` (a consumer busy with its
+//! batch, or none calling): after it serves a batch it stays out of the kernel wait for as long
+//! as consumers keep leading (`stand_aside`), so it does not take events from them, and it
+//! resumes within `NAP_MAX` of the last lead.
+//!
+//! Two wake-ups cross the shared epoll instance: the leader's `kick` eventfd (a result came from
+//! another thread while the leader sleeps in the kernel) and mio's shutdown waker. epoll wakes
+//! one waiter per event, so each side forwards the other's wake-up when it takes it.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token, Waker};
+
+use super::event_loop::EventLoop;
+use super::poller::WAKE;
+use crate::conn::lock;
+
+/// Token of the leader's kick eventfd. Connection tokens never take it (generations stop short
+/// of the all-ones pattern).
+pub(crate) const KICK: Token = Token(usize::MAX - 1);
+
+/// Readiness events a leader takes per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// The poller's first and longest nap while consumers lead.
+const NAP_MIN: Duration = Duration::from_millis(1);
+const NAP_MAX: Duration = Duration::from_millis(32);
+
+pub(crate) struct Leader<C> {
+    /// A duplicate of the poller's epoll descriptor: the same instance.
+    epfd: OwnedFd,
+    kick: Arc<Kick>,
+    state: Arc<Mutex<EventLoop<C>>>,
+    /// mio's shutdown waker, forwarded to the poller when a leader takes its event.
+    waker: Arc<Waker>,
+    /// Set on shutdown: no consumer leads from then on (so a forwarded shutdown wake-up
+    /// reaches the poller instead of a leader waiting again).
+    shutdown: Arc<AtomicBool>,
+    /// A consumer leads now.
+    leading: AtomicBool,
+    /// Counts leads; the poller compares it across its naps.
+    epoch: AtomicU64,
+    /// The poller sleeps until the current leader leaves (it must be unparked).
+    poller_asleep: AtomicBool,
+    /// The poller thread exited: nothing to forward its wake-up to.
+    poller_done: AtomicBool,
+    poller: OnceLock<Thread>,
+}
+
+/// The leader's wake-up: an eventfd in the shared epoll instance.
+pub(crate) struct Kick(OwnedFd);
+
+impl Kick {
+    fn new() -> std::io::Result<Kick> {
+        // SAFETY: eventfd takes no pointers; a non-negative return is a new descriptor we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        Ok(Kick(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}
+
+impl crate::results::Kick for Kick {
+    fn kick(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own. Every write is a new
+        // edge; the counter is never read and cannot reach its limit in practice (EAGAIN there
+        // would only cost this one wake-up).
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                (&one as *const u64).cast::<libc::c_void>(),
+                8,
+            )
+        };
+    }
+}
+
+impl<C: Send + 'static> Leader<C> {
+    /// Shares the epoll instance `epfd` (duplicated) and registers the kick eventfd in it.
+    pub(crate) fn new(
+        epfd: &impl AsRawFd,
+        registry: &Registry,
+        state: Arc<Mutex<EventLoop<C>>>,
+        waker: Arc<Waker>,
+        shutdown: Arc<AtomicBool>,
+    ) -> std::io::Result<Leader<C>> {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the caller keeps open; a non-negative
+        // return is a new descriptor we own.
+        let dup = unsafe { libc::fcntl(epfd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `dup` was just created and is owned by nothing else.
+        let epfd = unsafe { OwnedFd::from_raw_fd(dup) };
+        let kick = Kick::new()?;
+        registry.register(&mut SourceFd(&kick.0.as_raw_fd()), KICK, Interest::READABLE)?;
+        Ok(Leader {
+            epfd,
+            kick: Arc::new(kick),
+            state,
+            waker,
+            shutdown,
+            leading: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            poller_asleep: AtomicBool::new(false),
+            poller_done: AtomicBool::new(false),
+            poller: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn kick(&self) -> Arc<Kick> {
+        self.kick.clone()
+    }
+
+    pub(crate) fn set_poller(&self, t: Thread) {
+        let _ = self.poller.set(t);
+    }
+
+    /// Shutdown: a parked poller must see it.
+    pub(crate) fn wake_poller(&self) {
+        if let Some(t) = self.poller.get() {
+            t.unpark();
+        }
+    }
+
+    pub(crate) fn poller_exited(&self) {
+        self.poller_done.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by the poller after it served a batch: while consumers keep leading, stay out of
+    /// `epoll_wait` (where epoll would hand it their events). Returns once no consumer has led
+    /// for a whole nap, or on shutdown. `seen` is the lead count at the poller's last look.
+    pub(crate) fn stand_aside(&self, seen: &mut u64, shutdown: &AtomicBool) {
+        let mut nap = NAP_MIN;
+        loop {
+            if shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            let leading = self.leading.load(Ordering::SeqCst);
+            if epoch == *seen && !leading {
+                return;
+            }
+            if epoch == *seen {
+                // One leader has waited in the kernel for a whole nap: it takes every event
+                // until it leaves, and it unparks us then.
+                self.poller_asleep.store(true, Ordering::SeqCst);
+                if self.leading.load(Ordering::SeqCst)
+                    && self.epoch.load(Ordering::SeqCst) == epoch
+                    && !shutdown.load(Ordering::Acquire)
+                {
+                    std::thread::park();
+                }
+                self.poller_asleep.store(false, Ordering::SeqCst);
+                continue;
+            }
+            *seen = epoch;
+            std::thread::park_timeout(nap);
+            nap = (nap * 2).min(NAP_MAX);
+        }
+    }
+
+    /// The poller took the leader's kick: pass it on (the leader is not in the kernel wait
+    /// while it serves, so the new edge goes to whoever waits next: the leader, if it still
+    /// leads).
+    pub(crate) fn forward_kick(&self) {
+        if self.leading.load(Ordering::SeqCst) {
+            crate::results::Kick::kick(&*self.kick);
+        }
+    }
+}
+
+impl<C: Send + 'static> crate::results::Lead for Leader<C> {
+    fn try_claim(&self) -> bool {
+        if self.shutdown.load(Ordering::Acquire) {
+            return false;
+        }
+        let won = self
+            .leading
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if won {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        won
+    }
+
+    fn lead(&self, timeout: Option<Duration>, awake: &dyn Fn()) {
+        let ms: libc::c_int = match timeout {
+            None => -1,
+            // Round up: epoll_wait counts whole milliseconds, and returning early would only
+            // make the caller come back.
+            Some(t) => t.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
+        };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        // SAFETY: `events` is a writable array of EVENTS entries and `epfd` an epoll
+        // descriptor we own.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                events.as_mut_ptr(),
+                EVENTS as libc::c_int,
+                ms,
+            )
+        };
+        awake();
+        if n > 0 {
+            let mut s = lock(&self.state);
+            for ev in &events[..n as usize] {
+                let (bits, token) = (ev.events, ev.u64 as usize);
+                if token == KICK.0 {
+                    continue;
+                }
+                if token == WAKE.0 {
+                    // Shutdown: the poller must see it.
+                    if !self.poller_done.load(Ordering::SeqCst) {
+                        let _ = self.waker.wake();
+                    }
+                    continue;
+                }
+                let (read, write) = readiness(bits);
+                s.ready(token, read, write);
+            }
+            s.flush();
+        }
+        self.leading.store(false, Ordering::SeqCst);
+        if self.poller_asleep.load(Ordering::SeqCst) {
+            self.wake_poller();
+        }
+    }
+}
+
+/// Which directions an epoll event wakes, as the poller reads mio's: ERR and HUP wake both,
+/// RDHUP wakes readers.
+fn readiness(bits: u32) -> (bool, bool) {
+    let e = bits as libc::c_int;
+    let read = e
+        & (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLHUP | libc::EPOLLRDHUP | libc::EPOLLERR)
+        != 0;
+    let write = e & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+    (read, write)
+}
