@@ -141,8 +141,21 @@ impl<C> ResultQueue<C> {
     ) -> Result<VecDeque<OpResult<C>>> {
         let until = timeout.map(|t| Instant::now() + t);
         let mut g = lock(&self.inner);
+        let mut polled = false;
         loop {
             if !g.ready.is_empty() {
+                if let Some(l) = lead {
+                    // Results are waiting, but so may readiness: serve what is ready now
+                    // (without waiting) so it joins this batch, as a readiness loop polls once
+                    // per turn. It also tells the poller a consumer is active.
+                    if !polled && l.try_claim() {
+                        polled = true;
+                        drop(g);
+                        l.lead(Some(Duration::ZERO), &|| {});
+                        g = lock(&self.inner);
+                        continue;
+                    }
+                }
                 if lead.is_some() && g.waiters > 0 {
                     // Someone must keep serving readiness while this caller works.
                     self.cv.notify_one();

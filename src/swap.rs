@@ -223,10 +223,19 @@ impl SwapPool {
         if cur.is_free() {
             self.offset = 0;
         }
-        if cur.cap - self.offset < self.min_read {
-            let free = self.chunks.iter().position(|c| c.is_free())?;
-            self.current = free;
-            self.offset = 0;
+        let left = cur.cap - self.offset;
+        // Less than half a chunk left: a whole free chunk, if there is one, lets the read take
+        // as much as a full buffer (a stream read capped at a leftover costs another round
+        // trip per chunk); small reads still pack into one chunk.
+        if left < self.min_read.max(cur.cap / 2) {
+            match self.chunks.iter().position(|c| c.is_free()) {
+                Some(free) => {
+                    self.current = free;
+                    self.offset = 0;
+                }
+                None if left < self.min_read => return None,
+                None => {}
+            }
         }
         let cur = &self.chunks[self.current];
         // SAFETY: `offset <= cap`, so the pointer stays inside (or one past) the allocation.
