@@ -245,7 +245,27 @@ pub(crate) struct Op<C> {
     pub(crate) busy: bool,
     /// How a request that could not be ended at once (in the kernel, or on a file thread)
     /// ends when it returns, unless it completed first: deadline, cancel or free.
-    pub(crate) cancel: Option<Error>,
+    pub(crate) cancel: Option<Ending>,
+}
+
+/// Why a request that could not end at once ends when it comes back. One byte where an
+/// `Option<Error>` took 32: every pending request carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Canceled,
+    Deadline,
+    ClosedPipe,
+}
+
+impl Ending {
+    /// The error the request's result carries.
+    pub(crate) fn error(self) -> Error {
+        match self {
+            Ending::Canceled => Error::Canceled,
+            Ending::Deadline => Error::Deadline,
+            Ending::ClosedPipe => Error::ClosedPipe,
+        }
+    }
 }
 
 impl<C> Op<C> {

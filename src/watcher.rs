@@ -40,8 +40,10 @@ pub struct GcStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SwapStats {
     /// Number of swap buffers. On io_uring: the entries of the provided buffer ring (the
-    /// configured count rounded up to a power of two) plus the configured count again, the
-    /// buffers that reads completing on the submitting thread use (see [`Watcher`]).
+    /// configured count rounded up to a power of two) plus one, the buffer that swap reads
+    /// completing on the submitting thread use (see [`Watcher`]; one is enough there, as a
+    /// read that finds it held goes to the ring instead of waiting, and it keeps the memory a
+    /// burst of connections touches down).
     pub buffers: usize,
     /// Bytes per swap buffer.
     pub buffer_size: usize,
@@ -89,8 +91,9 @@ impl Builder {
         self
     }
 
-    /// Number of swap buffers (default 3; io_uring rounds it up to a power of two). More buffers let more swap-read data be held by
-    /// undropped results before further swap reads wait. Zero is refused by
+    /// Number of swap buffers (default 3; io_uring rounds it up to a power of two). More
+    /// buffers let more swap-read data be held by undropped results before further swap reads
+    /// wait. Zero is refused by
     /// [`build`](Builder::build).
     pub fn swap_buffers(mut self, count: usize) -> Self {
         self.swap_buffers = count;
@@ -172,9 +175,15 @@ impl Builder {
         };
         // The swap buffers the submit side's fast path reads into (`crate::lane`); on epoll the
         // loop reads into the same ones. Untouched pages cost no memory.
+        // On io_uring the ring holds the swap buffers proper; a swap read attempted on the
+        // submitting thread that finds this one buffer held goes to the ring.
+        let inline_buffers = match backend {
+            Backend::Uring => 1,
+            _ => self.swap_buffers,
+        };
         let swap_pool = Arc::new(Mutex::new(SwapPool::new(
             self.swap_buffer_size,
-            self.swap_buffers,
+            inline_buffers,
             swap.clone(),
         )));
         let watcher_id = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
@@ -226,8 +235,8 @@ impl Builder {
             swap_pool,
             swap_shape: (
                 match backend {
-                    // The ring's entries plus the submit side's buffers.
-                    Backend::Uring => buffers + self.swap_buffers,
+                    // The ring's entries plus the submit side's buffer.
+                    Backend::Uring => buffers + inline_buffers,
                     _ => buffers,
                 },
                 self.swap_buffer_size,

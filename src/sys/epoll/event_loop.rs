@@ -28,7 +28,7 @@ use slab::Slab;
 use super::file_pool;
 use crate::conn::{Conn, ConnId, ConnOwner, ConnShared, IdAllocator};
 use crate::deadline::{DeadlineHeap, Entry};
-use crate::op::{Op, OpId, OpKind, OpResult};
+use crate::op::{Ending, Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
 use crate::swap::SwapPool;
 use crate::sys::attempt::{attempt, Attempt};
@@ -406,7 +406,7 @@ impl<C: Send + 'static> EventLoop<C> {
                 .copied()
                 .find(|&k| self.ops.get(k).is_some_and(|o| o.id == id))
         }) {
-            self.file_end(i, key, Error::Canceled);
+            self.file_end(i, key, Ending::Canceled);
             return true;
         }
         for dir in [Dir::Read, Dir::Write] {
@@ -467,7 +467,7 @@ impl<C: Send + 'static> EventLoop<C> {
             let key = e.key;
             if self.ops[key].kind.is_file() {
                 if let Some(i) = self.index_of(self.ops[key].conn.id()) {
-                    self.file_end(i, key, Error::Deadline);
+                    self.file_end(i, key, Ending::Deadline);
                 }
                 continue;
             }
@@ -506,7 +506,7 @@ impl<C: Send + 'static> EventLoop<C> {
                 c.closing = true;
                 let keys: Vec<usize> = c.file_keys().copied().collect();
                 for key in keys {
-                    self.file_end(i, key, Error::ClosedPipe);
+                    self.file_end(i, key, Ending::ClosedPipe);
                 }
             }
             return;

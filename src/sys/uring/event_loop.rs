@@ -22,7 +22,7 @@ use super::buf_ring::{BufRing, BGID};
 use super::RingWake;
 use crate::conn::{Conn, ConnId, ConnOwner, ConnShared, IdAllocator};
 use crate::deadline::{DeadlineHeap, Entry};
-use crate::op::{Op, OpId, OpKind, OpResult};
+use crate::op::{Ending, Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
 use crate::swap::SwapSlice;
 use crate::sys::{Core, FileState, GcCounters, LoopMsg};
@@ -271,7 +271,7 @@ impl<C> RingLoop<C> {
             .find(|&k| ops.get(k).is_some_and(|p| p.op.id == id));
         match key {
             Some(k) => {
-                self.end_request(k, Error::Canceled);
+                self.end_request(k, Ending::Canceled);
                 true
             }
             None => false,
@@ -391,7 +391,7 @@ impl<C> RingLoop<C> {
         let next = if res < 0 {
             match -res {
                 libc::EAGAIN | libc::EINTR | libc::ECANCELED if p.op.cancel.is_some() => {
-                    F::Finish(p.op.cancel.take())
+                    F::Finish(p.op.cancel.take().map(Ending::error))
                 }
                 libc::EAGAIN | libc::EINTR => F::Again,
                 libc::ECANCELED => F::Finish(Some(Error::ClosedPipe)),
@@ -399,17 +399,20 @@ impl<C> RingLoop<C> {
             }
         } else {
             match p.op.kind {
-                OpKind::Fsync | OpKind::Fdatasync => F::Finish(p.op.cancel.take()),
+                OpKind::Fsync | OpKind::Fdatasync => {
+                    F::Finish(p.op.cancel.take().map(Ending::error))
+                }
                 OpKind::ReadAt if res == 0 => F::Finish(
                     p.op.cancel
                         .take()
+                        .map(Ending::error)
                         .or_else(|| (p.op.size == 0).then_some(Error::Eof)),
                 ),
                 _ => {
                     p.op.size += res as usize;
                     if p.op.size >= len || p.op.direct_read_ended() {
                         F::Finish(None)
-                    } else if let Some(e) = p.op.cancel.take() {
+                    } else if let Some(e) = p.op.cancel.take().map(Ending::error) {
                         F::Finish(Some(e))
                     } else {
                         F::Again
@@ -744,7 +747,7 @@ impl<C> RingLoop<C> {
             let Some(e) = self.deadlines.pop_expired(now, live) else {
                 break;
             };
-            self.end_request(e.key, Error::Deadline);
+            self.end_request(e.key, Ending::Deadline);
         }
         let ops = &self.ops;
         self.deadlines.compact(ops.len(), |e| {
@@ -753,7 +756,7 @@ impl<C> RingLoop<C> {
     }
 
     /// Ends request `key` with `err`: at once if it is not in the kernel, else by cancelling.
-    fn end_request(&mut self, key: usize, err: Error) {
+    fn end_request(&mut self, key: usize, err: Ending) {
         let Some(p) = self.ops.get_mut(key) else {
             return;
         };
@@ -768,7 +771,7 @@ impl<C> RingLoop<C> {
         if self.ops[key].op.kind.is_file() {
             // Not in the kernel: an fsync waiting for earlier writes.
             if let Some(i) = self.index_of(self.ops[key].op.conn.id()) {
-                self.file_finish(i, key, Some(err));
+                self.file_finish(i, key, Some(err.error()));
             }
             return;
         }
@@ -781,7 +784,7 @@ impl<C> RingLoop<C> {
                 q.remove(pos);
             }
         }
-        self.out.push(p.op.finish(None, Some(err)));
+        self.out.push(p.op.finish(None, Some(err.error())));
         if let Some(i) = i {
             self.arm(i, dir);
         }
@@ -811,7 +814,7 @@ impl<C> RingLoop<C> {
         }
         for key in files {
             if self.ops.contains(key) {
-                self.end_request(key, Error::ClosedPipe);
+                self.end_request(key, Ending::ClosedPipe);
             }
         }
         self.maybe_finish_release(i);
@@ -832,7 +835,7 @@ impl<C> RingLoop<C> {
                 continue;
             };
             let in_kernel = p.in_flight;
-            self.end_request(key, Error::ClosedPipe);
+            self.end_request(key, Ending::ClosedPipe);
             if in_kernel {
                 return;
             }
@@ -902,12 +905,12 @@ fn outcome<C>(p: &mut Pending<C>, res: i32, swap: Option<SwapSlice>) -> Next {
     if res < 0 {
         let errno = -res;
         return match errno {
-            libc::ENOBUFS if p.op.buffer.is_none() => match p.op.cancel.take() {
+            libc::ENOBUFS if p.op.buffer.is_none() => match p.op.cancel.take().map(Ending::error) {
                 Some(e) => Next::Done(None, Some(e)),
                 None => Next::Starve,
             },
             libc::EAGAIN | libc::EINTR | libc::ECANCELED if p.op.cancel.is_some() => {
-                Next::Done(None, p.op.cancel.take())
+                Next::Done(None, p.op.cancel.take().map(Ending::error))
             }
             libc::EAGAIN | libc::EINTR => {
                 p.poll_first = true;
@@ -937,7 +940,7 @@ fn outcome<C>(p: &mut Pending<C>, res: i32, swap: Option<SwapSlice>) -> Next {
             op.size += n;
             if op.size >= len {
                 Next::Done(None, None)
-            } else if let Some(e) = p.op.cancel.take() {
+            } else if let Some(e) = p.op.cancel.take().map(Ending::error) {
                 Next::Done(None, Some(e))
             } else {
                 Next::Resubmit
@@ -950,7 +953,7 @@ fn outcome<C>(p: &mut Pending<C>, res: i32, swap: Option<SwapSlice>) -> Next {
             op.size += n;
             if op.kind == OpKind::Read || op.size >= len {
                 Next::Done(None, None)
-            } else if let Some(e) = p.op.cancel.take() {
+            } else if let Some(e) = p.op.cancel.take().map(Ending::error) {
                 Next::Done(None, Some(e))
             } else {
                 Next::Resubmit

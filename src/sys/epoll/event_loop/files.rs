@@ -6,7 +6,7 @@
 use std::os::fd::AsRawFd;
 
 use super::{Entry, EventLoop};
-use crate::op::OpKind;
+use crate::op::{Ending, OpKind};
 use crate::sys::epoll::file_pool::Job;
 use crate::Error;
 
@@ -181,17 +181,18 @@ impl<C: Send + 'static> EventLoop<C> {
         };
         match (op.kind, res) {
             (_, r) if r < 0 => {
-                let e = op.cancel.take().or(err);
+                let e = op.cancel.take().map(Ending::error).or(err);
                 self.file_finish(i, key, e)
             }
             (OpKind::Fsync | OpKind::Fdatasync, _) => {
-                let e = op.cancel.take();
+                let e = op.cancel.take().map(Ending::error);
                 self.file_finish(i, key, e)
             }
             (OpKind::ReadAt, 0) => {
                 let e = op
                     .cancel
                     .take()
+                    .map(Ending::error)
                     .or_else(|| (op.size == 0).then_some(Error::Eof));
                 self.file_finish(i, key, e)
             }
@@ -199,7 +200,7 @@ impl<C: Send + 'static> EventLoop<C> {
                 op.size += n as usize;
                 if op.size >= len || op.direct_read_ended() {
                     self.file_finish(i, key, None)
-                } else if let Some(e) = op.cancel.take() {
+                } else if let Some(e) = op.cancel.take().map(Ending::error) {
                     self.file_finish(i, key, Some(e))
                 } else {
                     self.file_run(i, key)
@@ -210,7 +211,7 @@ impl<C: Send + 'static> EventLoop<C> {
 
     /// Ends a file request with `err` (deadline, cancel, free): at once unless a file thread
     /// holds it, in which case when it returns.
-    pub(super) fn file_end(&mut self, i: usize, key: usize, err: Error) {
+    pub(super) fn file_end(&mut self, i: usize, key: usize, err: Ending) {
         let Some(op) = self.ops.get_mut(key) else {
             return;
         };
@@ -223,7 +224,7 @@ impl<C: Send + 'static> EventLoop<C> {
         if let Some(c) = self.conns[i].as_mut() {
             c.fs().fsyncs.retain(|&k| k != key);
         }
-        self.file_finish(i, key, Some(err));
+        self.file_finish(i, key, Some(err.error()));
     }
 
     /// Delivers file request `key` and lets waiting fsyncs go when it was the last earlier
