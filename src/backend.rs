@@ -8,7 +8,8 @@ pub enum Backend {
     /// io_uring where the kernel allows it, epoll otherwise. The default.
     Auto,
     /// Readiness through `mio` (epoll on Linux), with a poller thread and a loop thread as in
-    /// Go's gaio.
+    /// Go's gaio; on Linux a thread in `wait_io` with nothing to take waits for readiness and
+    /// serves it itself (see [`Watcher`](crate::Watcher)).
     Epoll,
     /// io_uring (Linux only): one thread owns the ring, submits and reaps (SINGLE_ISSUER and
     /// DEFER_TASKRUN where the kernel has them); swap reads use a provided buffer ring.

@@ -268,8 +268,17 @@ impl Builder {
 /// would; an idle one still waits in the backend. Order is unchanged: per connection and
 /// direction, requests run and complete in submission order (FIFO). On io_uring this applies
 /// to sockets (other descriptors stay in blocking mode there); a swap read that completes on
-/// the submitting thread takes its space from a second set of swap buffers, since the ring's
+/// the submitting thread takes its space from one more swap buffer of its own, since the ring's
 /// belong to the kernel.
+///
+/// **Who waits for readiness (epoll, Linux).** Go's gaio has its poller hand every readiness
+/// batch to the loop, which does the I/O and wakes `WaitIO`. Here a thread in
+/// [`wait_io`](Watcher::wait_io) that finds no result waits in `epoll_wait` itself and serves
+/// the readiness it gets on its own thread (leader/follower: one caller at a time, the others
+/// wait for results), so a busy server runs on one thread with no wake-up per event batch. The
+/// poller thread serves readiness only while no caller is in `wait_io`: it steps aside while
+/// callers keep leading and takes over within 32 ms once none does, so requests still
+/// progress while nobody calls `wait_io`.
 ///
 /// ```no_run
 /// use gaio::Watcher;
@@ -957,7 +966,10 @@ impl<C: Send + 'static> Watcher<C> {
     /// Waits for at least one result and returns every result ready, as one [`Batch`]. Go's
     /// `WaitIO`.
     ///
-    /// Several threads may call it at once; each result goes to exactly one of them. After
+    /// Several threads may call it at once; each result goes to exactly one of them. On epoll
+    /// (Linux) the caller may serve readiness while it waits (see [`Watcher`]): one caller at a
+    /// time waits in `epoll_wait`, and with results already queued it first polls once without
+    /// waiting so that what is ready joins the batch. After
     /// [`close`](Watcher::close), the results still queued (the `ClosedPipe` results of the
     /// requests close ended) are returned first; once none is left it returns
     /// [`Error::WatcherClosed`] (Go picks at random between the two).
@@ -1011,9 +1023,11 @@ impl<C: Send + 'static> Watcher<C> {
         Ok(())
     }
 
-    /// Pins the poller thread (the one that blocks in the kernel's readiness wait) to CPU
-    /// `cpu` (an id as in `/proc/cpuinfo`). Go's `SetPollerAffinity`; unlike Go, the kernel's
-    /// error is reported.
+    /// Pins the poller thread (the one that blocks in the kernel's readiness wait and, on
+    /// epoll, serves the readiness it gets while no thread is in [`wait_io`](Watcher::wait_io))
+    /// to CPU `cpu` (an id as in `/proc/cpuinfo`). Go's `SetPollerAffinity`; unlike Go, the
+    /// kernel's error is reported. A thread in `wait_io` that serves readiness itself runs
+    /// where its caller pinned it.
     ///
     /// On io_uring one thread both waits in the kernel and does the loop's work (it owns the
     /// ring), so this call and [`set_loop_affinity`](Watcher::set_loop_affinity) pin that same
@@ -1031,8 +1045,10 @@ impl<C: Send + 'static> Watcher<C> {
         self.poller_slot.pin(cpu, Error::PollerClosed)
     }
 
-    /// Pins the loop thread (the one that performs every read and write; on io_uring the ring
-    /// thread, see [`set_poller_affinity`](Watcher::set_poller_affinity)) to CPU `cpu`. Go's
+    /// Pins the loop thread to CPU `cpu`: on epoll the thread that handles frees, cancels,
+    /// detaches, file completions and deadlines (reads and writes run on the submitting
+    /// thread, in `wait_io` or on the poller, see [`Watcher`]); on io_uring the ring thread,
+    /// which does all of it (see [`set_poller_affinity`](Watcher::set_poller_affinity)). Go's
     /// `SetLoopAffinity`; unlike Go it never blocks on a busy loop.
     ///
     /// # Errors
