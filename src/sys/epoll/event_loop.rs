@@ -63,6 +63,11 @@ struct ConnState {
     writers: VecDeque<usize>,
     /// Listed in `EventLoop::starved`: the front reader waits for swap space.
     starved: bool,
+    /// Per direction: an edge came while nothing was queued, and no attempt under the lock
+    /// has met EAGAIN since. A request that met EAGAIN on the submitting thread is attempted
+    /// again when queued only if this is set: otherwise no data (or space) came after its
+    /// attempt, or the edge that announces it is still to be served and will find it queued.
+    edge: [bool; 2],
     /// File requests' state, once there are any.
     file: Option<Box<FileState>>,
     /// Released while `busy`: finish when the last file request returns.
@@ -223,11 +228,18 @@ impl<C: Send + 'static> EventLoop<C> {
         let Some(i) = self.index_of(ConnId::from_token(token)) else {
             return; // stale: the connection is gone
         };
-        if read {
-            self.serve(i, Dir::Read);
-        }
-        if write {
-            self.serve(i, Dir::Write);
+        for (woken, dir) in [(read, Dir::Read), (write, Dir::Write)] {
+            if !woken {
+                continue;
+            }
+            let Some(c) = self.conns[i].as_mut() else {
+                return;
+            };
+            if c.queue(dir).is_empty() {
+                c.edge[dir as usize] = true;
+            } else {
+                self.serve(i, dir);
+            }
         }
     }
 
@@ -317,6 +329,8 @@ impl<C: Send + 'static> EventLoop<C> {
             readers: VecDeque::new(),
             writers: VecDeque::new(),
             starved: false,
+            // Unknown until the first EAGAIN: attempt.
+            edge: [true; 2],
             file: None,
             closing: false,
             detach: None,
@@ -345,7 +359,10 @@ impl<C: Send + 'static> EventLoop<C> {
         };
         let q = c.queue(dir);
         q.push_back(key);
-        if q.len() == 1 {
+        let first = q.len() == 1;
+        // A request that met EAGAIN on the submitting thread waits for the next edge unless
+        // one came since (see `ConnState::edge`).
+        if first && (!self.ops[key].started || c.edge[dir as usize]) {
             self.serve(i, dir);
         }
         if let Some(at) = deadline {
@@ -381,7 +398,10 @@ impl<C: Send + 'static> EventLoop<C> {
                         Err(e) => self.out.push(op.finish(None, Some(Error::Io(e)))),
                     }
                 }
-                Attempt::WouldBlock => break,
+                Attempt::WouldBlock => {
+                    c.edge[dir as usize] = false;
+                    break;
+                }
                 Attempt::NoSwap => {
                     if !c.starved {
                         c.starved = true;
