@@ -139,7 +139,8 @@ impl<C> ResultQueue<C> {
         timeout: Option<Duration>,
         lead: Option<&dyn Lead>,
     ) -> Result<VecDeque<OpResult<C>>> {
-        let until = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add to `now` is no limit at all.
+        let until = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut g = lock(&self.inner);
         let mut polled = false;
         loop {

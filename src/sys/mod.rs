@@ -49,7 +49,7 @@ impl<C: Send + 'static> Driver<C> {
     /// After the backend's threads are joined: close what handles may still point at.
     pub(crate) fn finish(&self) {
         match self {
-            Driver::Epoll(_) => {}
+            Driver::Epoll(e) => e.finish(),
             #[cfg(target_os = "linux")]
             Driver::Uring(w) => w.close(),
         }

@@ -16,7 +16,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -39,12 +39,18 @@ const NAP_MIN: Duration = Duration::from_millis(1);
 const NAP_MAX: Duration = Duration::from_millis(32);
 
 pub(crate) struct Leader<C> {
-    /// A duplicate of the poller's epoll descriptor: the same instance.
-    epfd: OwnedFd,
-    kick: Arc<Kick>,
-    state: Arc<Mutex<EventLoop<C>>>,
-    /// mio's shutdown waker, forwarded to the poller when a leader takes its event.
-    waker: Arc<Waker>,
+    /// A duplicate of the poller's epoll descriptor: the same instance. Taken out (closed) by
+    /// `retire` once no consumer leads, so `close` leaves no descriptor open even while a
+    /// consumer still holds this value.
+    epfd: Mutex<Option<OwnedFd>>,
+    /// Ours of the kick (the result queue holds the other, until its own close).
+    kick: Mutex<Option<Arc<Kick>>>,
+    /// Weak: a consumer that still holds this value after `close` must not keep the state
+    /// (and the registry descriptors in it) alive.
+    state: Weak<Mutex<EventLoop<C>>>,
+    /// mio's shutdown waker, forwarded to the poller when a leader takes its event (dropped by
+    /// `retire`, with its descriptor).
+    waker: Mutex<Option<Arc<Waker>>>,
     /// Set on shutdown: no consumer leads from then on (so a forwarded shutdown wake-up
     /// reaches the poller instead of a leader waiting again).
     shutdown: Arc<AtomicBool>,
@@ -110,10 +116,10 @@ impl<C: Send + 'static> Leader<C> {
         let kick = Kick::new()?;
         registry.register(&mut SourceFd(&kick.0.as_raw_fd()), KICK, Interest::READABLE)?;
         Ok(Leader {
-            epfd,
-            kick: Arc::new(kick),
-            state,
-            waker,
+            epfd: Mutex::new(Some(epfd)),
+            kick: Mutex::new(Some(Arc::new(kick))),
+            state: Arc::downgrade(&state),
+            waker: Mutex::new(Some(waker)),
             shutdown,
             leading: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -123,8 +129,26 @@ impl<C: Send + 'static> Leader<C> {
         })
     }
 
-    pub(crate) fn kick(&self) -> Arc<Kick> {
-        self.kick.clone()
+    /// The kick, for the result queue (`None` once retired).
+    pub(crate) fn kick(&self) -> Option<Arc<Kick>> {
+        lock(&self.kick).clone()
+    }
+
+    /// `Watcher::close`, after the backend's threads are joined (the shutdown flag is set, so
+    /// no consumer claims the lead any more): wakes the consumer that leads, if any, waits
+    /// until it has left the kernel wait, and closes our descriptors.
+    pub(crate) fn retire(&self) {
+        if let Some(k) = lock(&self.kick).as_ref() {
+            crate::results::Kick::kick(&**k);
+        }
+        // The leader returns from epoll_wait at once (the kick is pending in the set) and
+        // takes the state's lock, which nobody else holds now: a bounded wait.
+        while self.leading.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        *lock(&self.epfd) = None;
+        *lock(&self.kick) = None;
+        *lock(&self.waker) = None;
     }
 
     pub(crate) fn set_poller(&self, t: Thread) {
@@ -180,24 +204,30 @@ impl<C: Send + 'static> Leader<C> {
     /// leads).
     pub(crate) fn forward_kick(&self) {
         if self.leading.load(Ordering::SeqCst) {
-            crate::results::Kick::kick(&*self.kick);
+            if let Some(k) = lock(&self.kick).as_ref() {
+                crate::results::Kick::kick(&**k);
+            }
         }
     }
 }
 
 impl<C: Send + 'static> crate::results::Lead for Leader<C> {
     fn try_claim(&self) -> bool {
-        if self.shutdown.load(Ordering::Acquire) {
-            return false;
-        }
-        let won = self
+        if self
             .leading
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok();
-        if won {
-            self.epoch.fetch_add(1, Ordering::SeqCst);
+            .is_err()
+        {
+            return false;
         }
-        won
+        // Checked after the claim (both SeqCst): either `retire` sees us leading and waits,
+        // or we see the shutdown and step back before touching a descriptor.
+        if self.shutdown.load(Ordering::SeqCst) {
+            self.leading.store(false, Ordering::SeqCst);
+            return false;
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        true
     }
 
     fn lead(&self, timeout: Option<Duration>, awake: &dyn Fn()) {
@@ -207,20 +237,21 @@ impl<C: Send + 'static> crate::results::Lead for Leader<C> {
             // make the caller come back.
             Some(t) => t.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
         };
+        // Open while we lead: `retire` waits for the lead to end before closing it.
+        let epfd = lock(&self.epfd).as_ref().map(|f| f.as_raw_fd());
+        let Some(epfd) = epfd else {
+            awake();
+            self.leading.store(false, Ordering::SeqCst);
+            return;
+        };
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         // SAFETY: `events` is a writable array of EVENTS entries and `epfd` an epoll
-        // descriptor we own.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                ms,
-            )
-        };
+        // descriptor we own, kept open while we lead (see `retire`).
+        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), EVENTS as libc::c_int, ms) };
         awake();
-        if n > 0 {
-            let mut s = lock(&self.state);
+        let state = if n > 0 { self.state.upgrade() } else { None };
+        if let Some(state) = state {
+            let mut s = lock(&state);
             for ev in &events[..n as usize] {
                 let (bits, token) = (ev.events, ev.u64 as usize);
                 if token == KICK.0 {
@@ -229,7 +260,9 @@ impl<C: Send + 'static> crate::results::Lead for Leader<C> {
                 if token == WAKE.0 {
                     // Shutdown: the poller must see it.
                     if !self.poller_done.load(Ordering::SeqCst) {
-                        let _ = self.waker.wake();
+                        if let Some(w) = lock(&self.waker).as_ref() {
+                            let _ = w.wake();
+                        }
                     }
                     continue;
                 }

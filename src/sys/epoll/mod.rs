@@ -90,9 +90,17 @@ impl<C: Send + 'static> Epoll<C> {
             })
     }
 
+    /// After the threads are joined: no consumer leads any more, and the leader's descriptors
+    /// are closed.
+    pub(crate) fn finish(&self) {
+        #[cfg(target_os = "linux")]
+        self.leader.retire();
+    }
+
     /// Tells the poller to exit and interrupts its wait.
     pub(crate) fn shutdown(&self) {
-        self.shutdown.store(true, Ordering::Release);
+        // SeqCst: the leader's claim checks it against `leading` (see `Leader::try_claim`).
+        self.shutdown.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         #[cfg(target_os = "linux")]
         self.leader.wake_poller();
@@ -131,7 +139,9 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
             waker.clone(),
             shutdown.clone(),
         )?;
-        core.results.set_kick(l.kick());
+        if let Some(k) = l.kick() {
+            core.results.set_kick(k);
+        }
         Arc::new(l)
     };
     let slot = core.loop_slot;
