@@ -661,21 +661,17 @@ fn wait_io_timeout_with_huge_limit(backend: gaio::Backend) {
     assert_eq!(batch.len(), 1);
 }
 
-/// Tests that show library bugs, ignored where they fail (run them with
-/// `cargo nextest run --release --test leader --run-ignored all known_bugs`).
-mod known_bugs {
+/// Regression tests for two bugs these stress tests found (fixed): `close` returned while a
+/// thread in `wait_io` still held the epoll leader's descriptors; `wait_io_timeout` with a
+/// timeout too long to add to now panicked.
+mod regressions {
     mod epoll {
         #[test]
-        #[ignore = "bug: close() returns while a thread inside wait_io still holds the epoll \
-                    leader (dup epoll fd, kick eventfd, waker eventfd, the state's registry \
-                    clones): 5 descriptors stay open until that thread runs"]
         fn close_leaves_no_fd_while_a_consumer_waits() {
             super::super::close_leaves_no_fd_while_a_consumer_waits(gaio::Backend::Epoll)
         }
 
         #[test]
-        #[ignore = "bug (predates the leader change): Instant::now() + Duration::MAX \
-                    overflows in ResultQueue::take"]
         fn wait_io_timeout_with_huge_limit() {
             super::super::wait_io_timeout_with_huge_limit(gaio::Backend::Epoll)
         }
@@ -688,8 +684,6 @@ mod known_bugs {
         }
 
         #[test]
-        #[ignore = "bug (predates the leader change): Instant::now() + Duration::MAX \
-                    overflows in ResultQueue::take"]
         fn wait_io_timeout_with_huge_limit() {
             super::super::wait_io_timeout_with_huge_limit(gaio::Backend::Uring)
         }
