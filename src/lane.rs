@@ -12,9 +12,13 @@
 //! - the number of requests handed to the loop whose results are not yet in the result queue
 //!   (the loop counts one down as it publishes each result, under the queue's lock, so a later
 //!   inline result can never overtake an earlier one of the same direction);
-//! - `INLINE`: a submitter is attempting a request now; others wait for it to finish (so
-//!   requests reach the loop in submission order) and the loop waits for it before it closes
-//!   the descriptor (so a syscall never meets a reused fd number);
+//! - `INLINE`: a submitter is in its non-blocking syscall on the descriptor now; the loop waits
+//!   for it before it closes the descriptor (so a syscall never meets a reused fd number);
+//! - `ORDER`: a submitter holds the direction from its claim until its request is either
+//!   complete or handed to the backend; other submitters wait for it (so requests reach the
+//!   backend in submission order: a write that went out in part is never overtaken by the
+//!   next one). Held without `INLINE` during the hand-off, which on epoll takes the state's
+//!   lock, under which the loop may be waiting for `INLINE` to clear;
 //! - `CLOSED`: the loop released the connection; later requests go to the loop, which refuses
 //!   them.
 
@@ -22,7 +26,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 const INLINE: u32 = 1 << 31;
 const CLOSED: u32 = 1 << 30;
-const COUNT: u32 = CLOSED - 1;
+const ORDER: u32 = 1 << 29;
+const COUNT: u32 = ORDER - 1;
 
 /// Read or write: the two FIFO directions of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +58,16 @@ impl Lanes {
         let mut spins = 0u32;
         let mut s = w.load(Ordering::Acquire);
         loop {
-            if s & INLINE != 0 {
+            if s & (INLINE | ORDER) != 0 {
                 // Another thread is attempting a request of this direction: ours must reach
-                // the loop after it, so wait for that attempt (one non-blocking syscall).
+                // the loop after it, so wait for that attempt (one non-blocking syscall, and
+                // its hand-off if it would block).
                 backoff(&mut spins);
                 s = w.load(Ordering::Acquire);
                 continue;
             }
             let (next, claim) = if inline && s == 0 {
-                (INLINE, Claim::Inline)
+                (INLINE | ORDER, Claim::Inline)
             } else {
                 (s + 1, Claim::Queue)
             };
@@ -72,15 +78,20 @@ impl Lanes {
         }
     }
 
-    /// The inline attempt finished the request (its result is already queued).
+    /// The inline attempt finished the request (its result is already queued), or the request
+    /// it forwarded has been handed to the backend: the direction is free again.
     pub(crate) fn done_inline(&self, lane: Lane) {
-        self.0[lane as usize].fetch_and(!INLINE, Ordering::Release);
+        self.0[lane as usize].fetch_and(!(INLINE | ORDER), Ordering::Release);
     }
 
-    /// The inline attempt would block: count the request as pending at the loop. Call before
-    /// sending it there, then [`done_inline`](Lanes::done_inline) after.
+    /// The inline attempt would block: count the request as pending at the loop and end the
+    /// syscall part of the claim (the loop may close the descriptor from now on), keeping its
+    /// order part. Call before handing it to the backend, then
+    /// [`done_inline`](Lanes::done_inline) after.
     pub(crate) fn forward(&self, lane: Lane) {
-        self.0[lane as usize].fetch_add(1, Ordering::AcqRel);
+        let w = &self.0[lane as usize];
+        w.fetch_add(1, Ordering::AcqRel);
+        w.fetch_and(!INLINE, Ordering::Release);
     }
 
     /// The loop published the result of a request it was handed (under the queue's lock).

@@ -172,6 +172,10 @@ impl<C> ResultQueue<C> {
                 Some(t) => {
                     let now = Instant::now();
                     if now >= t {
+                        if lead.is_some() && g.waiters > 0 {
+                            // A follower must not be left waiting with nobody leading.
+                            self.cv.notify_one();
+                        }
                         return Ok(std::mem::take(&mut g.spare));
                     }
                     Some(t - now)

@@ -879,13 +879,15 @@ impl<C: Send + 'static> Watcher<C> {
                             conn.0.lanes.done_inline(lane);
                             return Ok(id);
                         };
-                        // Counted as pending before the claim is let go, so a request
-                        // submitted after this call returns queues behind this one. The claim
-                        // ends before the hand-off: on epoll that takes the state's lock, under
-                        // which the loop may be waiting for claims to end (`lane::close`).
+                        // Counted as pending, the syscall part of the claim ended (on epoll
+                        // the hand-off takes the state's lock, under which the loop may wait
+                        // for syscalls to end: `lane::close`), the order part kept until the
+                        // request is with the backend, so no other request of this direction
+                        // overtakes it (a write that went out in part stays whole).
                         conn.0.lanes.forward(lane);
+                        let sent = self.send_op(op, gate.as_ref());
                         conn.0.lanes.done_inline(lane);
-                        op
+                        return sent.map(|()| id);
                     }
                 }
             }

@@ -31,8 +31,8 @@ use crate::conn::lock;
 /// of the all-ones pattern).
 pub(crate) const KICK: Token = Token(usize::MAX - 1);
 
-/// Readiness events a leader takes per `epoll_wait`.
-const EVENTS: usize = 256;
+/// Readiness events a leader takes per `epoll_wait` (as many as the poller: 12 KiB of stack).
+const EVENTS: usize = 1024;
 
 /// The poller's first and longest nap while consumers lead.
 const NAP_MIN: Duration = Duration::from_millis(1);
