@@ -89,9 +89,9 @@ impl Lanes {
     /// order part. Call before handing it to the backend, then
     /// [`done_inline`](Lanes::done_inline) after.
     pub(crate) fn forward(&self, lane: Lane) {
-        let w = &self.0[lane as usize];
-        w.fetch_add(1, Ordering::AcqRel);
-        w.fetch_and(!INLINE, Ordering::Release);
+        // One atomic step: count + 1, INLINE (set: this thread holds it) cleared.
+        let before = self.0[lane as usize].fetch_sub(INLINE - 1, Ordering::AcqRel);
+        debug_assert!(before & INLINE != 0, "forward without an inline claim");
     }
 
     /// The loop published the result of a request it was handed (under the queue's lock).

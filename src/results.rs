@@ -110,13 +110,7 @@ impl<C> ResultQueue<C> {
     pub(crate) fn close(&self) {
         let mut g = lock(&self.inner);
         g.closed = true;
-        self.cv.notify_all();
-        if g.leader_asleep {
-            g.leader_asleep = false;
-            if let Some(k) = &g.kick {
-                k.kick();
-            }
-        }
+        Self::wake(&mut g, &self.cv);
         // A leader checks `closed` before it waits again; the descriptor can go.
         g.kick = None;
     }

@@ -229,6 +229,7 @@ impl Builder {
             results,
             ids,
             gc,
+            lead: driver.lead(),
             gate: RwLock::new(Some(driver)),
             next_op: AtomicU64::new(0),
             swap,
@@ -317,6 +318,10 @@ pub struct Watcher<C: Send + 'static = ()> {
     /// while they check and send, so once `close` has taken the write side, every accepted
     /// submission is already in the channel, ahead of `Close`.
     gate: RwLock<Option<sys::Driver<C>>>,
+    /// The backend's leader/follower hook for `wait_io` (epoll on Linux). Kept for the
+    /// watcher's life (no lock or reference count per `wait_io`): after `close` it refuses
+    /// every claim and holds no descriptor.
+    lead: Option<Arc<dyn crate::results::Lead>>,
     next_op: AtomicU64,
     swap: Arc<crate::swap::Shared>,
     /// The submit side's swap buffers (shared with the epoll loop).
@@ -979,8 +984,7 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::WatcherClosed`] once closed and drained.
     pub fn wait_io(&self) -> Result<Batch<'_, C>> {
-        let lead = self.read_gate().as_ref().and_then(sys::Driver::lead);
-        let items = self.results.take(None, lead.as_deref())?;
+        let items = self.results.take(None, self.lead.as_deref())?;
         Ok(Batch::new(items, &self.results))
     }
 
@@ -991,8 +995,7 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// As [`wait_io`](Watcher::wait_io).
     pub fn wait_io_timeout(&self, timeout: Duration) -> Result<Batch<'_, C>> {
-        let lead = self.read_gate().as_ref().and_then(sys::Driver::lead);
-        let items = self.results.take(Some(timeout), lead.as_deref())?;
+        let items = self.results.take(Some(timeout), self.lead.as_deref())?;
         Ok(Batch::new(items, &self.results))
     }
 

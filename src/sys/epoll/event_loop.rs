@@ -19,14 +19,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-
-use crate::conn::lock;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::file_pool;
-use crate::conn::{Conn, ConnId, ConnOwner, ConnShared, IdAllocator};
+use crate::conn::{lock, Conn, ConnId, ConnOwner, ConnShared, IdAllocator};
 use crate::deadline::{DeadlineHeap, Entry};
 use crate::op::{Ending, Op, OpId, OpKind, OpResult};
 use crate::results::ResultQueue;
