@@ -61,26 +61,31 @@ compile_error!(
 mod affinity;
 mod backend;
 mod buf;
+mod builder;
 mod conn;
 mod deadline;
+mod driver;
+mod engine;
 mod error;
 mod lane;
 mod op;
+mod request;
 mod results;
+mod stats;
 mod swap;
 mod sys;
 mod watcher;
 
 pub use backend::Backend;
 pub use buf::{dio_alignment, AlignedBuf, DioAlignment, IoBuf};
+pub use builder::{Builder, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE};
 pub use conn::Conn;
 pub use error::{Error, Result, SubmitError};
 pub use op::{Buffer, OpId, OpResult, OpType};
 pub use results::Batch;
+pub use stats::{GcStats, SwapStats};
 pub use swap::SwapSlice;
-pub use watcher::{
-    Builder, GcStats, SwapStats, Watcher, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE,
-};
+pub use watcher::Watcher;
 
 /// The README's examples, compiled as doctests so that they stay true to the code.
 #[cfg(doctest)]

@@ -211,11 +211,11 @@ impl SwapPool {
         }
         self.shared.set_starving();
         // Re-check after announcing: a slice dropped just before the store saw no starving flag.
-        let r = self.find_space();
-        if r.is_some() {
-            self.shared.clear_starving();
-        }
-        r
+        // The flag stays set even when the re-check finds space: another reader (io_uring's
+        // buffer ring shares it) may still wait, and clearing it here could lose that reader's
+        // wake-up. The engine clears it when it retries the starved reads; at worst a release
+        // wakes it once for nothing.
+        self.find_space()
     }
 
     fn find_space(&mut self) -> Option<(*mut u8, usize)> {

@@ -8,246 +8,18 @@ use std::time::{Duration, Instant};
 
 use crate::affinity::ThreadSlot;
 use crate::backend::Backend;
+use crate::builder::Builder;
 use crate::conn::{lock, Conn, IdAllocator};
+use crate::driver::{GcCounters, Handle, LoopLink, LoopTx, Parts};
+use crate::engine::fast_path::attempt_inline;
+use crate::engine::LoopMsg;
 use crate::lane::Claim;
-use crate::op::{Op, OpId, OpKind};
+use crate::op::OpId;
+use crate::request::{Kind, Request};
 use crate::results::{Batch, ResultQueue};
+use crate::stats::{GcStats, SwapStats};
 use crate::swap::SwapPool;
-use crate::sys::attempt::{attempt, Attempt};
-use crate::sys::{self, Core, GcCounters, LoopLink, LoopMsg, LoopTx};
 use crate::{Error, IoBuf, Result, SubmitError};
-
-/// Default size of one swap buffer, in bytes (Go's `defaultInternalBufferSize`).
-pub const DEFAULT_SWAP_BUFFER_SIZE: usize = 64 * 1024;
-/// Default number of swap buffers (Go rotates three).
-pub const DEFAULT_SWAP_BUFFERS: usize = 3;
-
-static NEXT_WATCHER: AtomicU64 = AtomicU64::new(1);
-
-/// Counters of connections released because their last handle was dropped without
-/// [`Watcher::free`]. Go's `GetGC() (found, closed)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct GcStats {
-    /// Connections whose last [`Conn`] handle was dropped without `free`.
-    pub found: u64,
-    /// Of those, the ones the loop has released (descriptor closed). Equal to `found` once the
-    /// loop has caught up.
-    pub closed: u64,
-}
-
-/// What the swap buffers hold right now, from [`Watcher::swap_stats`]. The same definition on
-/// both backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SwapStats {
-    /// Number of swap buffers. On io_uring: the entries of the provided buffer ring (the
-    /// configured count rounded up to a power of two) plus one, the buffer that swap reads
-    /// completing on the submitting thread use (see [`Watcher`]; one is enough there, as a
-    /// read that finds it held goes to the ring instead of waiting, and it keeps the memory a
-    /// burst of connections touches down).
-    pub buffers: usize,
-    /// Bytes per swap buffer.
-    pub buffer_size: usize,
-    /// Buffers holding at least one live [`SwapSlice`](crate::SwapSlice). A read waiting for
-    /// data holds none: an idle connection with a pending swap read costs no buffer.
-    pub buffers_in_use: usize,
-    /// Live [`SwapSlice`](crate::SwapSlice)s.
-    pub slices_live: usize,
-}
-
-/// Configures and starts a [`Watcher`]. Obtain one with [`Watcher::builder`].
-///
-/// ```
-/// use gaio::{Backend, Watcher};
-/// let w: Watcher<u64> = Watcher::builder()
-///     .swap_buffer_size(1 << 20)
-///     .backend(Backend::Epoll)
-///     .build()?;
-/// assert_eq!(w.backend(), Backend::Epoll);
-/// # Ok::<(), gaio::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct Builder {
-    swap_buffer_size: usize,
-    swap_buffers: usize,
-    backend: Option<Backend>,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            swap_buffer_size: DEFAULT_SWAP_BUFFER_SIZE,
-            swap_buffers: DEFAULT_SWAP_BUFFERS,
-            backend: None,
-        }
-    }
-}
-
-impl Builder {
-    /// Size in bytes of each swap buffer (default 64 KiB). A read without a buffer receives at
-    /// most this many bytes. Zero is refused by [`build`](Builder::build) with
-    /// [`Error::InvalidArgument`]. Go's `NewWatcherSize(bufsize)`.
-    pub fn swap_buffer_size(mut self, bytes: usize) -> Self {
-        self.swap_buffer_size = bytes;
-        self
-    }
-
-    /// Number of swap buffers (default 3; io_uring rounds it up to a power of two). More
-    /// buffers let more swap-read data be held by undropped results before further swap reads
-    /// wait. Zero is refused by
-    /// [`build`](Builder::build).
-    pub fn swap_buffers(mut self, count: usize) -> Self {
-        self.swap_buffers = count;
-        self
-    }
-
-    /// The backend to use, overriding `GAIO_BACKEND`. Without this call the builder reads
-    /// `GAIO_BACKEND` (`epoll`, `uring` or `auto`; unset means `auto`).
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = Some(backend);
-        self
-    }
-
-    /// Starts the watcher's threads.
-    ///
-    /// # Errors
-    /// - [`Error::InvalidArgument`]: a zero swap size or count, or an unknown `GAIO_BACKEND`;
-    /// - [`Error::BackendUnavailable`]: [`Backend::Uring`] was asked for and io_uring cannot run
-    ///   here; the text says why (kernel without io_uring, blocked by seccomp or
-    ///   `kernel.io_uring_disabled`, memlock, a missing opcode or feature);
-    /// - [`Error::Io`]: creating the poller, the wakeup or a thread failed (`EMFILE`, …).
-    pub fn build<C: Send + 'static>(self) -> Result<Watcher<C>> {
-        if self.swap_buffer_size == 0 || self.swap_buffer_size > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "swap_buffer_size {} (must be 1..=4 GiB)",
-                self.swap_buffer_size
-            )));
-        }
-        if self.swap_buffers == 0 {
-            return Err(Error::InvalidArgument("swap_buffers 0".into()));
-        }
-        let requested = match self.backend {
-            Some(b) => b,
-            None => Backend::from_env()?,
-        };
-        match requested {
-            Backend::Epoll => self.start(Backend::Epoll),
-            Backend::Uring => self.start(Backend::Uring),
-            // io_uring where it can run; any reason it cannot (not built in, blocked by seccomp,
-            // disabled by sysctl, memlock, a missing opcode) falls back to epoll.
-            Backend::Auto => match self.start(Backend::Uring) {
-                Err(Error::BackendUnavailable(_)) => self.start(Backend::Epoll),
-                other => other,
-            },
-        }
-    }
-
-    fn start<C: Send + 'static>(&self, backend: Backend) -> Result<Watcher<C>> {
-        let (chan, rx) = crossbeam_channel::unbounded();
-        #[cfg(target_os = "linux")]
-        let ring_wake = match backend {
-            Backend::Uring => Some(Arc::new(sys::uring::RingWake::new()?)),
-            _ => None,
-        };
-        #[cfg(target_os = "linux")]
-        let wake = ring_wake.clone().map(|w| w as Arc<dyn sys::KernelWake>);
-        #[cfg(not(target_os = "linux"))]
-        let wake = None;
-        let tx = LoopTx::new(chan, wake);
-        let gc = Arc::new(GcCounters::default());
-        let link = Arc::new(LoopLink {
-            tx: tx.clone(),
-            gc: gc.clone(),
-            retry: std::sync::OnceLock::new(),
-        });
-        let results = Arc::new(ResultQueue::new());
-        let ids = Arc::new(IdAllocator::default());
-        let loop_slot = Arc::new(ThreadSlot::default());
-        // One thread does both jobs on io_uring: both affinity calls pin it.
-        let poller_slot = match backend {
-            Backend::Uring => loop_slot.clone(),
-            _ => Arc::new(ThreadSlot::default()),
-        };
-        let swap = crate::swap::Shared::new(link.clone());
-        // io_uring's buffer ring needs a power-of-two entry count.
-        let buffers = match backend {
-            Backend::Uring => self.swap_buffers.clamp(1, 32768).next_power_of_two(),
-            _ => self.swap_buffers,
-        };
-        // The swap buffers the submit side's fast path reads into (`crate::lane`); on epoll the
-        // loop reads into the same ones. Untouched pages cost no memory.
-        // On io_uring the ring holds the swap buffers proper; a swap read attempted on the
-        // submitting thread that finds this one buffer held goes to the ring.
-        let inline_buffers = match backend {
-            Backend::Uring => 1,
-            _ => self.swap_buffers,
-        };
-        let swap_pool = Arc::new(Mutex::new(SwapPool::new(
-            self.swap_buffer_size,
-            inline_buffers,
-            swap.clone(),
-        )));
-        let watcher_id = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
-        let core = Core {
-            watcher_id,
-            owner: link.clone(),
-            tx: tx.clone(),
-            rx,
-            swap_size: self.swap_buffer_size,
-            swap_count: buffers,
-            swap: swap.clone(),
-            swap_pool: swap_pool.clone(),
-            results: results.clone(),
-            ids: ids.clone(),
-            gc: gc.clone(),
-            loop_slot: loop_slot.clone(),
-            poller_slot: poller_slot.clone(),
-        };
-        let (driver, threads) = match backend {
-            #[cfg(target_os = "linux")]
-            Backend::Uring => {
-                let wake = ring_wake.ok_or_else(|| Error::BackendUnavailable("no wake".into()))?;
-                let t = sys::uring::start(core, wake.clone())?;
-                (sys::Driver::Uring(wake), t)
-            }
-            #[cfg(not(target_os = "linux"))]
-            Backend::Uring => {
-                return Err(Error::BackendUnavailable(
-                    "io_uring exists only on Linux".into(),
-                ))
-            }
-            Backend::Epoll | Backend::Auto => {
-                let (d, t) = sys::epoll::start(core)?;
-                let _ = link.retry.set(d.swap_retry());
-                (sys::Driver::Epoll(d), t)
-            }
-        };
-        Ok(Watcher {
-            id: watcher_id,
-            backend,
-            tx,
-            link,
-            results,
-            ids,
-            gc,
-            lead: driver.lead(),
-            gate: RwLock::new(Some(driver)),
-            next_op: AtomicU64::new(0),
-            swap,
-            swap_pool,
-            swap_shape: (
-                match backend {
-                    // The ring's entries plus the submit side's buffer.
-                    Backend::Uring => buffers + inline_buffers,
-                    _ => buffers,
-                },
-                self.swap_buffer_size,
-            ),
-            loop_slot,
-            poller_slot,
-            threads: Mutex::new(threads),
-        })
-    }
-}
 
 /// A proactor: takes over descriptors, performs reads and writes on them from its own threads,
 /// and hands back the results in batches from [`wait_io`](Watcher::wait_io). Go's gaio
@@ -317,7 +89,7 @@ pub struct Watcher<C: Send + 'static = ()> {
     /// The backend's submit-side handle; `None` once closed. Submitters hold the read side
     /// while they check and send, so once `close` has taken the write side, every accepted
     /// submission is already in the channel, ahead of `Close`.
-    gate: RwLock<Option<sys::Driver<C>>>,
+    gate: RwLock<Option<Handle<C>>>,
     /// The backend's leader/follower hook for `wait_io` (epoll on Linux). Kept for the
     /// watcher's life (no lock or reference count per `wait_io`): after `close` it refuses
     /// every claim and holds no descriptor.
@@ -326,10 +98,35 @@ pub struct Watcher<C: Send + 'static = ()> {
     swap: Arc<crate::swap::Shared>,
     /// The submit side's swap buffers (shared with the epoll loop).
     swap_pool: Arc<Mutex<SwapPool>>,
+    /// Swap buffers in all, and bytes per buffer.
     swap_shape: (usize, usize),
     loop_slot: Arc<ThreadSlot>,
     poller_slot: Arc<ThreadSlot>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<C: Send + 'static> Watcher<C> {
+    /// The watcher over a started backend.
+    pub(crate) fn from_parts(backend: Backend, p: Parts<C>) -> Self {
+        Watcher {
+            id: p.watcher_id,
+            backend,
+            tx: p.tx,
+            link: p.link,
+            results: p.results,
+            ids: p.ids,
+            gc: p.gc,
+            lead: p.handle.lead(),
+            gate: RwLock::new(Some(p.handle)),
+            next_op: AtomicU64::new(0),
+            swap: p.swap,
+            swap_pool: p.swap_pool,
+            swap_shape: (p.swap_buffers, p.swap_size),
+            loop_slot: p.loop_slot,
+            poller_slot: p.poller_slot,
+            threads: Mutex::new(p.threads),
+        }
+    }
 }
 
 impl Watcher {
@@ -394,7 +191,7 @@ impl<C: Send + 'static> Watcher<C> {
         let Some(driver) = gate.as_ref() else {
             return Err(Error::WatcherClosed);
         };
-        let kind = sys::fd::prepare(fd.as_fd(), self.backend == Backend::Epoll)?;
+        let kind = crate::sys::fd::prepare(fd.as_fd(), self.backend == Backend::Epoll)?;
         let id = self.ids.alloc();
         let raw = fd.as_raw_fd();
         // Files are never polled: readiness says nothing about them.
@@ -412,24 +209,13 @@ impl<C: Send + 'static> Watcher<C> {
             kind.file,
             self.link.clone(),
         );
-        if let sys::Driver::Epoll(e) = driver {
-            // The shared state takes it at once; no message to the loop thread.
-            e.watch(id, fd, kind.is_socket, conn.downgrade());
-            drop(gate);
-            return Ok(conn);
-        }
-        let watch = LoopMsg::Watch {
-            id,
-            fd,
-            is_socket: kind.is_socket,
-            handle: conn.downgrade(),
-        };
-        if self.tx.send(watch).is_err() {
-            // Never reached the loop: nothing to release when the handle drops.
+        let watched = driver.watch(&self.tx, id, fd, kind.is_socket, conn.downgrade());
+        drop(gate);
+        if watched.is_err() {
+            // Never reached the engine: nothing to release when the handle drops.
             conn.0.freed.store(true, Ordering::Release);
             return Err(Error::WatcherClosed);
         }
-        drop(gate);
         Ok(conn)
     }
 
@@ -484,7 +270,7 @@ impl<C: Send + 'static> Watcher<C> {
         if buf.as_ref().is_some_and(|b| b.is_empty()) {
             return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
         }
-        self.submit(OpKind::Read, ctx, conn, buf, deadline)
+        self.submit(Kind::Read, ctx, conn, buf, deadline)
     }
 
     /// Reads until `buf` is full (`size == buf.len()`), across as many readiness edges as it
@@ -509,7 +295,7 @@ impl<C: Send + 'static> Watcher<C> {
                 Some(IoBuf::Vec(buf)),
             ));
         }
-        self.submit(OpKind::ReadFull, ctx, conn, Some(IoBuf::Vec(buf)), deadline)
+        self.submit(Kind::ReadFull, ctx, conn, Some(IoBuf::Vec(buf)), deadline)
     }
 
     /// Writes all of `buf`: completes only when every byte is written, or with an error that
@@ -556,7 +342,7 @@ impl<C: Send + 'static> Watcher<C> {
                 Some(IoBuf::Vec(buf)),
             ));
         }
-        self.submit(OpKind::Write, ctx, conn, Some(IoBuf::Vec(buf)), deadline)
+        self.submit(Kind::Write, ctx, conn, Some(IoBuf::Vec(buf)), deadline)
     }
 
     /// Accepts one connection on a watched listening socket. The result's
@@ -572,7 +358,7 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// As [`read`](Watcher::read) (no buffer is involved).
     pub fn accept(&self, ctx: C, listener: &Conn) -> Result<OpId, SubmitError<C>> {
-        self.submit(OpKind::Accept, ctx, listener, None, None)
+        self.submit(Kind::Accept, ctx, listener, None, None)
     }
 
     /// [`accept`](Watcher::accept) that ends with [`Error::Deadline`] if no connection arrives
@@ -586,7 +372,7 @@ impl<C: Send + 'static> Watcher<C> {
         listener: &Conn,
         deadline: Instant,
     ) -> Result<OpId, SubmitError<C>> {
-        self.submit(OpKind::Accept, ctx, listener, None, Some(deadline))
+        self.submit(Kind::Accept, ctx, listener, None, Some(deadline))
     }
 
     /// Opens a TCP connection to `addr` (IPv4 or IPv6). The new socket is taken over at once;
@@ -619,7 +405,7 @@ impl<C: Send + 'static> Watcher<C> {
             Err(e) => return Err(SubmitError::new(e, ctx, None)),
         };
         self.submit_op(
-            OpKind::Connect,
+            Kind::Connect,
             ctx,
             &conn,
             None,
@@ -654,14 +440,7 @@ impl<C: Send + 'static> Watcher<C> {
         offset: u64,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        self.file_op(
-            OpKind::ReadAt,
-            ctx,
-            file,
-            Some(buf.into()),
-            offset,
-            deadline,
-        )
+        self.file_op(Kind::ReadAt, ctx, file, Some(buf.into()), offset, deadline)
     }
 
     /// Writes all of `buf` to a file at byte `offset`: completes when every byte is written,
@@ -679,14 +458,7 @@ impl<C: Send + 'static> Watcher<C> {
         offset: u64,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        self.file_op(
-            OpKind::WriteAt,
-            ctx,
-            file,
-            Some(buf.into()),
-            offset,
-            deadline,
-        )
+        self.file_op(Kind::WriteAt, ctx, file, Some(buf.into()), offset, deadline)
     }
 
     /// Flushes a file's data and metadata to stable storage (`fsync(2)`). It starts only once
@@ -704,7 +476,7 @@ impl<C: Send + 'static> Watcher<C> {
         file: &Conn,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        self.file_op(OpKind::Fsync, ctx, file, None, 0, deadline)
+        self.file_op(Kind::Fsync, ctx, file, None, 0, deadline)
     }
 
     /// [`fsync`](Watcher::fsync) for data only (`fdatasync(2)`): metadata not needed to read
@@ -718,12 +490,12 @@ impl<C: Send + 'static> Watcher<C> {
         file: &Conn,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        self.file_op(OpKind::Fdatasync, ctx, file, None, 0, deadline)
+        self.file_op(Kind::Fdatasync, ctx, file, None, 0, deadline)
     }
 
     fn file_op(
         &self,
-        kind: OpKind,
+        kind: Kind,
         ctx: C,
         file: &Conn,
         buf: Option<IoBuf>,
@@ -821,7 +593,7 @@ impl<C: Send + 'static> Watcher<C> {
 
     fn submit(
         &self,
-        kind: OpKind,
+        kind: Kind,
         ctx: C,
         conn: &Conn,
         buffer: Option<IoBuf>,
@@ -837,7 +609,7 @@ impl<C: Send + 'static> Watcher<C> {
     #[allow(clippy::too_many_arguments)]
     fn submit_op(
         &self,
-        kind: OpKind,
+        kind: Kind,
         ctx: C,
         conn: &Conn,
         buffer: Option<IoBuf>,
@@ -852,95 +624,44 @@ impl<C: Send + 'static> Watcher<C> {
             return Err(SubmitError::new(Error::ConnClosed, ctx, buffer));
         }
         let gate = self.read_gate();
-        if gate.is_none() {
+        let Some(driver) = gate.as_ref() else {
             return Err(SubmitError::new(Error::WatcherClosed, ctx, buffer));
-        }
+        };
         let id = OpId {
             seq: self.next_op.fetch_add(1, Ordering::Relaxed),
             conn: conn.id(),
         };
-        let op = Op {
-            id,
-            kind,
-            conn: conn.clone(),
-            context: ctx,
-            buffer,
-            deadline,
-            size: 0,
-            addr,
-            started: false,
-            accepted: None,
-            offset,
-            busy: false,
-            cancel: None,
+        let mut req = Request::new(id, kind, conn, ctx, buffer, deadline);
+        req.addr = addr;
+        req.offset = offset;
+        let Some(lane) = kind.lane() else {
+            return self.send(driver, req).map(|()| id);
         };
-        let op = match op.kind.lane() {
-            Some(lane) => {
-                let inline = inline_allowed(&op, gate.as_ref());
-                match conn.0.lanes.claim(lane, inline) {
-                    Claim::Queue => op,
-                    Claim::Inline => {
-                        let Some(op) = self.attempt_inline(op) else {
-                            conn.0.lanes.done_inline(lane);
-                            return Ok(id);
-                        };
-                        // Counted as pending, the syscall part of the claim ended (on epoll
-                        // the hand-off takes the state's lock, under which the loop may wait
-                        // for syscalls to end: `lane::close`), the order part kept until the
-                        // request is with the backend, so no other request of this direction
-                        // overtakes it (a write that went out in part stays whole).
-                        conn.0.lanes.forward(lane);
-                        let sent = self.send_op(op, gate.as_ref());
-                        conn.0.lanes.done_inline(lane);
-                        return sent.map(|()| id);
-                    }
-                }
+        match conn.0.lanes.claim(lane, driver.inline_allowed(&req)) {
+            Claim::Queue => self.send(driver, req).map(|()| id),
+            Claim::Inline => {
+                let Some(req) = attempt_inline(req, &self.swap_pool, &self.results) else {
+                    conn.0.lanes.done_inline(lane);
+                    return Ok(id);
+                };
+                // Counted as pending, the syscall part of the claim ended (on epoll the
+                // hand-off takes the engine's lock, under which a release may wait for
+                // syscalls to end: `lane::close`), the order part kept until the request is
+                // with the engine, so no other request of this direction overtakes it (a write
+                // that went out in part stays whole).
+                conn.0.lanes.forward(lane);
+                let sent = self.send(driver, req);
+                conn.0.lanes.done_inline(lane);
+                sent.map(|()| id)
             }
-            None => op,
-        };
-        self.send_op(op, gate.as_ref()).map(|()| id)
-    }
-
-    /// Hands a request to the backend (epoll: into the shared state on this thread; io_uring:
-    /// over the channel to the ring thread); a refusal gives its context and buffer back.
-    fn send_op(&self, op: Op<C>, driver: Option<&sys::Driver<C>>) -> Result<(), SubmitError<C>> {
-        if let Some(sys::Driver::Epoll(e)) = driver {
-            e.submit(op);
-            return Ok(());
-        }
-        match self.tx.send(LoopMsg::Submit(op)) {
-            Ok(()) => Ok(()),
-            Err(e) => match e.into_inner() {
-                LoopMsg::Submit(op) => Err(SubmitError::new(
-                    Error::WatcherClosed,
-                    op.context,
-                    op.buffer,
-                )),
-                _ => unreachable!("sent a Submit"),
-            },
         }
     }
 
-    /// The fast path (`crate::lane`): runs `op` on this thread as far as it goes without
-    /// blocking. Finished (data moved, EOF, or an error), its result is queued and `None`
-    /// comes back; otherwise the request, with its progress, for the loop.
-    fn attempt_inline(&self, mut op: Op<C>) -> Option<Op<C>> {
-        let (fd, is_socket) = (op.conn.0.fd, op.conn.0.is_socket);
-        match attempt(fd, is_socket, &mut op, &self.swap_pool) {
-            Attempt::Done(slice, err) => {
-                self.results.push_one(op.finish(slice, err));
-                None
-            }
-            // EAGAIN: the loop need not try again before the next edge.
-            Attempt::WouldBlock => {
-                op.started = true;
-                Some(op)
-            }
-            // No swap space: the data may be there; the loop must try.
-            Attempt::NoSwap => Some(op),
-            // Accepts are never attempted inline (`inline_allowed`).
-            Attempt::Accepted(_) => unreachable!("accept attempted inline"),
-        }
+    /// Hands a request to the engine; a refusal gives its context and buffer back.
+    fn send(&self, driver: &Handle<C>, req: Request<C>) -> Result<(), SubmitError<C>> {
+        driver
+            .submit(&self.tx, req)
+            .map_err(|req| SubmitError::new(Error::WatcherClosed, req.context, req.buffer))
     }
 
     /// Releases a connection: every pending request on it completes with
@@ -1089,7 +810,7 @@ impl<C: Send + 'static> Watcher<C> {
         }
     }
 
-    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Option<sys::Driver<C>>> {
+    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Option<Handle<C>>> {
         self.gate.read().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -1106,20 +827,5 @@ impl<C: Send + 'static> std::fmt::Debug for Watcher<C> {
             .field("backend", &self.backend)
             .field("closed", &self.read_gate().is_none())
             .finish_non_exhaustive()
-    }
-}
-
-/// Whether request `op` may be attempted on the submitting thread (`crate::lane`): plain reads
-/// (caller buffer or swap), full reads and writes. On io_uring only sockets qualify: other
-/// descriptors are in blocking mode there, and only sockets take `MSG_DONTWAIT`.
-fn inline_allowed<C: Send + 'static>(op: &Op<C>, driver: Option<&sys::Driver<C>>) -> bool {
-    if !matches!(op.kind, OpKind::Read | OpKind::ReadFull | OpKind::Write) {
-        return false;
-    }
-    match driver {
-        None => false,
-        Some(sys::Driver::Epoll(_)) => true,
-        #[cfg(target_os = "linux")]
-        Some(sys::Driver::Uring(_)) => op.conn.0.is_socket,
     }
 }

@@ -23,9 +23,10 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token, Waker};
 
-use super::event_loop::EventLoop;
 use super::poller::WAKE;
+use super::State;
 use crate::conn::lock;
+use crate::conn::ConnId;
 
 /// Token of the leader's kick eventfd. Connection tokens never take it (generations stop short
 /// of the all-ones pattern).
@@ -47,7 +48,7 @@ pub(crate) struct Leader<C> {
     kick: Mutex<Option<Arc<Kick>>>,
     /// Weak: a consumer that still holds this value after `close` must not keep the state
     /// (and the registry descriptors in it) alive.
-    state: Weak<Mutex<EventLoop<C>>>,
+    state: Weak<State<C>>,
     /// mio's shutdown waker, forwarded to the poller when a leader takes its event (dropped by
     /// `retire`, with its descriptor).
     waker: Mutex<Option<Arc<Waker>>>,
@@ -101,7 +102,7 @@ impl<C: Send + 'static> Leader<C> {
     pub(crate) fn new(
         epfd: &impl AsRawFd,
         registry: &Registry,
-        state: Arc<Mutex<EventLoop<C>>>,
+        state: Arc<State<C>>,
         waker: Arc<Waker>,
         shutdown: Arc<AtomicBool>,
     ) -> std::io::Result<Leader<C>> {
@@ -267,7 +268,7 @@ impl<C: Send + 'static> crate::results::Lead for Leader<C> {
                     continue;
                 }
                 let (read, write) = readiness(bits);
-                s.ready(token, read, write);
+                s.ready(ConnId::from_token(token), read, write);
             }
             s.flush();
         }

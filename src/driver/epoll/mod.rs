@@ -1,16 +1,21 @@
 //! The readiness backend: epoll on Linux through `mio`'s portable API (so it also builds where
-//! mio uses kqueue). Two threads as in gaio, the poller blocked in the kernel wait and the loop
-//! thread, but the state is shared behind one lock rather than owned by the loop: the poller
-//! serves readiness itself, a submitter queues its own request (and attempts it), and the loop
-//! thread handles frees, cancels, detaches, file completions and deadlines. Descriptors are
-//! registered once, edge-triggered, for read and write, and never modified until they are
-//! deregistered on release.
+//! mio uses kqueue). The engine sits behind one lock that every thread with news takes: the
+//! poller (`poller.rs`) and consumers in `wait_io` (`leader.rs`) serve readiness, a submitter
+//! queues (and attempts) its own request, and the loop thread (`loop_thread.rs`) handles
+//! frees, cancels, detaches, file threads' outcomes and deadlines. How a request starts is in
+//! `readiness.rs`.
 
-mod event_loop;
 mod file_pool;
 #[cfg(target_os = "linux")]
 mod leader;
+mod loop_thread;
 mod poller;
+mod readiness;
+
+pub(crate) use readiness::Readiness;
+
+/// The engine over the epoll driver, behind the lock every thread takes.
+pub(crate) type State<C> = Mutex<crate::engine::Engine<C, Readiness<C>>>;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -20,12 +25,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
-use mio::unix::SourceFd;
-use mio::{Interest, Poll, Registry, Token, Waker};
+use mio::{Poll, Registry, Waker};
 
 use crate::conn::{lock, ConnId, ConnShared};
-use crate::op::Op;
-use crate::sys::{Core, LoopMsg};
+use crate::driver::Core;
+use crate::engine::LoopMsg;
+use crate::request::Request;
 use crate::{Error, Result};
 
 /// The submit side's handle on the readiness backend.
@@ -33,7 +38,7 @@ pub(crate) struct Epoll<C> {
     registry: Registry,
     waker: Arc<Waker>,
     shutdown: Arc<AtomicBool>,
-    state: Arc<Mutex<event_loop::EventLoop<C>>>,
+    state: Arc<State<C>>,
     tx: Sender<LoopMsg<C>>,
     #[cfg(target_os = "linux")]
     leader: Arc<leader::Leader<C>>,
@@ -55,17 +60,17 @@ impl<C: Send + 'static> Epoll<C> {
     }
 
     /// The state, for a thread that releases swap space to serve starved reads itself.
-    pub(crate) fn swap_retry(&self) -> Weak<dyn crate::sys::SwapRetry> {
-        let state: Arc<dyn crate::sys::SwapRetry> = self.state.clone();
+    pub(crate) fn swap_retry(&self) -> Weak<dyn crate::driver::SwapRetry> {
+        let state: Arc<dyn crate::driver::SwapRetry> = self.state.clone();
         Arc::downgrade(&state)
     }
 
     /// Queues a request on the caller's thread and attempts it if it is first in its
     /// direction; its result, if it has one already, goes to `wait_io` before this returns.
-    pub(crate) fn submit(&self, op: Op<C>) {
+    pub(crate) fn submit(&self, req: Request<C>) {
         let tick = {
             let mut s = lock(&self.state);
-            let tick = s.submit_direct(op);
+            let tick = s.submit(req);
             s.flush();
             tick
         };
@@ -78,16 +83,10 @@ impl<C: Send + 'static> Epoll<C> {
     /// Registers a descriptor for edge-triggered read and write readiness under `id`'s token.
     /// `EPERM` (epoll refuses the kind of file) becomes [`Error::Unsupported`].
     pub(crate) fn register(&self, fd: RawFd, id: ConnId) -> Result<()> {
-        self.registry
-            .register(
-                &mut SourceFd(&fd),
-                Token(id.token()),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EPERM) => Error::Unsupported,
-                _ => Error::Io(e),
-            })
+        readiness::register(&self.registry, fd, id).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM) => Error::Unsupported,
+            _ => Error::Io(e),
+        })
     }
 
     /// After the threads are joined: no consumer leads any more, and the leader's descriptors
@@ -115,20 +114,9 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
     let shutdown = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 
-    let state = Arc::new(Mutex::new(event_loop::EventLoop::new(
-        registry.try_clone()?,
-        core.swap_pool,
-        core.results.clone(),
-        core.ids.clone(),
-        core.gc,
-        event_loop::ConnMaker {
-            registry: registry.try_clone()?,
-            ids: core.ids,
-            watcher_id: core.watcher_id,
-            owner: core.owner,
-        },
-        core.tx.channel(),
-    )));
+    let files = file_pool::FilePool::new(core.tx.channel());
+    let driver = Readiness::new(registry.try_clone()?, core.swap_pool.clone(), files);
+    let state = Arc::new(Mutex::new(core.engine(driver)));
     #[cfg(target_os = "linux")]
     let leader = {
         use std::os::fd::AsRawFd;
@@ -155,7 +143,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
             let _guard = guard;
             slot.enter();
             let _ = ready.send(());
-            event_loop::EventLoop::run(&st, rx);
+            loop_thread::run(&st, rx);
             slot.exit();
         })?;
 
@@ -186,7 +174,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
         }
         Err(e) => {
             // The loop exits on Close; nothing was registered yet.
-            let _ = close_tx.send(crate::sys::LoopMsg::Close);
+            let _ = close_tx.send(LoopMsg::Close);
             let _ = loop_thread.join();
             return Err(Error::Io(e));
         }
@@ -208,4 +196,17 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
         },
         vec![loop_thread, poller_thread],
     ))
+}
+
+impl<C: Send + 'static> crate::driver::SwapRetry for State<C> {
+    fn try_retry(&self) -> bool {
+        // Never block: the slice may be dropped by a thread that holds this lock already
+        // (try_lock then fails), or while another thread serves; the loop thread takes over.
+        let Ok(mut s) = self.try_lock() else {
+            return false;
+        };
+        s.retry_starved();
+        s.flush();
+        true
+    }
 }

@@ -6,12 +6,13 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use mio::{Events, Poll, Token};
 
-use super::event_loop::EventLoop;
+use super::State;
 use crate::conn::lock;
+use crate::conn::ConnId;
 
 /// Token of the waker that interrupts the poll for shutdown. Connection tokens never take this
 /// value (generations stop short of the all-ones pattern).
@@ -22,7 +23,7 @@ const EVENTS: usize = 1024;
 
 pub(crate) fn run<C: Send + 'static>(
     mut poll: Poll,
-    state: &Mutex<EventLoop<C>>,
+    state: &State<C>,
     shutdown: Arc<AtomicBool>,
     #[cfg(target_os = "linux")] leader: &super::leader::Leader<C>,
 ) {
@@ -60,7 +61,7 @@ pub(crate) fn run<C: Send + 'static>(
             // ERR and HUP wake both directions; RDHUP wakes readers (mio folds it into
             // is_read_closed).
             s.ready(
-                ev.token().0,
+                ConnId::from_token(ev.token().0),
                 ev.is_readable() || ev.is_read_closed() || ev.is_error(),
                 ev.is_writable() || ev.is_write_closed() || ev.is_error(),
             );

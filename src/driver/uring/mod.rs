@@ -1,6 +1,7 @@
-//! The io_uring backend. One thread owns the ring: it takes messages from the submit side,
-//! pushes SQEs, reaps CQEs and runs the deadline heap (the poller and the loop of the epoll
-//! backend merged, which lets the ring use SINGLE_ISSUER and DEFER_TASKRUN).
+//! The io_uring backend. One thread owns the ring and the engine (`ring.rs`): it takes
+//! messages from the submit side, pushes SQEs, reaps CQEs and runs the deadlines (the poller
+//! and the loop of the epoll backend merged, which lets the ring use SINGLE_ISSUER and
+//! DEFER_TASKRUN).
 //!
 //! Construction probes everything the backend relies on, each feature on its own:
 //! - ring setup: SINGLE_ISSUER|DEFER_TASKRUN (6.1), else COOP_TASKRUN (5.19), else plain; a
@@ -11,7 +12,7 @@
 //!   without it each swap read uses a whole buffer).
 
 mod buf_ring;
-mod event_loop;
+mod ring;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -22,7 +23,7 @@ use std::thread::JoinHandle;
 use io_uring::{opcode, IoUring, Probe};
 
 use crate::conn::lock;
-use crate::sys::{Core, KernelWake};
+use crate::driver::{Core, KernelWake};
 use crate::{Error, Result};
 
 /// Submission queue entries; the completion queue gets four times as many.
@@ -39,7 +40,7 @@ pub(crate) struct RingWake {
     sleeping: AtomicBool,
     efd: Mutex<Option<OwnedFd>>,
     /// The descriptor number, for the ring thread's pending read (valid while it runs).
-    raw: RawFd,
+    pub(super) raw: RawFd,
 }
 
 impl RingWake {
@@ -194,7 +195,7 @@ pub(crate) fn start<C: Send + 'static>(
                     return;
                 }
             };
-            let lp = match event_loop::RingLoop::new(ring, core, wake) {
+            let lp = match ring::RingLoop::new(ring, core, wake) {
                 Ok(lp) => lp,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

@@ -1,0 +1,91 @@
+//! The file threads of the epoll driver. Regular files cannot be polled, so a file
+//! request the driver cannot finish with `RWF_NOWAIT` (data not cached, `O_DIRECT`, fsync) runs
+//! here as a plain blocking syscall. A small, fixed number of threads, started on the first
+//! such request; sockets never come here.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::engine::LoopMsg;
+use crate::request::file::{blocking, Blocking};
+
+/// Threads in the pool: enough to keep a disk queue busy, few enough to stay small.
+const THREADS: usize = 4;
+
+/// One blocking syscall for a request the engine keeps alive until its `Completed` comes back.
+pub(crate) struct Job {
+    pub(crate) run: Blocking,
+    pub(crate) key: usize,
+    pub(crate) seq: u64,
+}
+
+// SAFETY: `run.ptr` points into the buffer of a request the engine owns; the engine neither
+// frees nor touches that buffer, nor closes `run.fd`, until this job's `Completed` arrives (the
+// request is in flight until then), so the worker has exclusive use of that memory for the
+// job's lifetime.
+unsafe impl Send for Job {}
+
+pub(crate) struct FilePool<C> {
+    jobs: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    done: Sender<LoopMsg<C>>,
+}
+
+impl<C: Send + 'static> FilePool<C> {
+    pub(crate) fn new(done: Sender<LoopMsg<C>>) -> Self {
+        FilePool {
+            jobs: None,
+            threads: Vec::new(),
+            done,
+        }
+    }
+
+    /// Queues a job, starting the threads on first use. False if no thread could be started.
+    pub(crate) fn submit(&mut self, job: Job) -> bool {
+        if self.jobs.is_none() {
+            let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+            for n in 0..THREADS {
+                let rx = rx.clone();
+                let done = self.done.clone();
+                match std::thread::Builder::new()
+                    .name(format!("gaio-file-{n}"))
+                    .spawn(move || worker(rx, done))
+                {
+                    Ok(t) => self.threads.push(t),
+                    Err(_) if !self.threads.is_empty() => break,
+                    Err(_) => return false,
+                }
+            }
+            self.jobs = Some(tx);
+        }
+        match &self.jobs {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Lets the threads finish their jobs and joins them.
+    pub(crate) fn shutdown(&mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker<C>(jobs: Receiver<Job>, done: Sender<LoopMsg<C>>) {
+    while let Ok(job) = jobs.recv() {
+        // SAFETY: see `Job`'s Send impl: the buffer tail and the descriptor stay ours until
+        // `Completed` is handled.
+        let outcome = unsafe { blocking(&job.run) };
+        let msg = LoopMsg::Completed {
+            key: job.key,
+            seq: job.seq,
+            outcome,
+        };
+        if done.send(msg).is_err() {
+            return;
+        }
+    }
+}

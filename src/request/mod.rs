@@ -1,0 +1,340 @@
+//! A request on its way through the watcher: what it is ([`Request`], [`Kind`]), what one
+//! attempt at it came back with ([`Outcome`]), and what that means for it ([`Step`], the
+//! progress rule).
+//!
+//! Each kind of request has one file holding every backend's code for it: the non-blocking
+//! syscall attempt (the epoll driver and the submit-side fast path of both backends), the SQE
+//! (the io_uring driver), and the progress rule both share: `read.rs`, `write.rs`,
+//! `accept.rs`, `connect.rs`, `file.rs`. The engine (`crate::engine`) calls only the
+//! dispatchers here ([`progress`], [`attempt`], and `sqe` on Linux); it never matches on a kind
+//! itself.
+
+pub(crate) mod accept;
+pub(crate) mod connect;
+pub(crate) mod file;
+pub(crate) mod read;
+pub(crate) mod write;
+
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::conn::Conn;
+use crate::lane::Lane;
+use crate::op::{Buffer, OpId, OpResult, OpType};
+use crate::swap::{SwapPool, SwapSlice};
+use crate::Error;
+
+/// The largest transfer one syscall or SQE asks for. io_uring's SEND and RECV refuse lengths
+/// above `i32::MAX` (EINVAL) and Linux moves at most `0x7fff_f000` bytes per read or write
+/// anyway, so a longer buffer is moved in several steps on both backends (the progress rule
+/// continues a partial transfer).
+pub(crate) const MAX_STEP: usize = i32::MAX as usize;
+
+/// What the watcher does for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Complete on any data.
+    Read,
+    /// Complete only when the buffer is full.
+    ReadFull,
+    /// Complete when every byte is written.
+    Write,
+    /// Accept one connection on a listening socket (served in the read direction).
+    Accept,
+    /// Connect the request's own socket to `addr` (served in the write direction).
+    Connect,
+    /// Read a file at `offset` until the buffer is full or the file ends.
+    ReadAt,
+    /// Write all of the buffer to a file at `offset`.
+    WriteAt,
+    /// Flush a file to stable storage, after the writes submitted before it.
+    Fsync,
+    /// As `Fsync`, data only.
+    Fdatasync,
+}
+
+impl Kind {
+    pub(crate) fn op_type(self) -> OpType {
+        match self {
+            Kind::Read | Kind::ReadFull => OpType::Read,
+            Kind::Write => OpType::Write,
+            Kind::Accept => OpType::Accept,
+            Kind::Connect => OpType::Connect,
+            Kind::ReadAt => OpType::ReadAt,
+            Kind::WriteAt => OpType::WriteAt,
+            Kind::Fsync | Kind::Fdatasync => OpType::Fsync,
+        }
+    }
+
+    /// The FIFO direction of a stream request; `None` for file requests, which run side by
+    /// side outside the FIFO queues.
+    pub(crate) fn lane(self) -> Option<Lane> {
+        self.op_type().lane()
+    }
+}
+
+/// Why a request that could not end at once ends when it comes back. One byte where an
+/// `Option<Error>` took 32: every pending request carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Canceled,
+    Deadline,
+    ClosedPipe,
+}
+
+impl Ending {
+    /// The error the request's result carries.
+    pub(crate) fn error(self) -> Error {
+        match self {
+            Ending::Canceled => Error::Canceled,
+            Ending::Deadline => Error::Deadline,
+            Ending::ClosedPipe => Error::ClosedPipe,
+        }
+    }
+}
+
+/// An accepted submission, from the submit call to its result.
+pub(crate) struct Request<C> {
+    pub(crate) id: OpId,
+    pub(crate) kind: Kind,
+    pub(crate) conn: Conn,
+    pub(crate) context: C,
+    /// `None` only for a read into the swap buffer and for requests without data.
+    pub(crate) buffer: Option<crate::IoBuf>,
+    pub(crate) deadline: Option<Instant>,
+    /// Bytes moved so far.
+    pub(crate) size: usize,
+    /// The peer address of a `Connect` (boxed: the kernel may read it while the request's
+    /// slot moves).
+    pub(crate) addr: Option<Box<socket2::SockAddr>>,
+    /// A `Connect` that has called `connect(2)` once and now waits for it to finish.
+    pub(crate) connecting: bool,
+    /// The last attempt met EAGAIN (on the submitting thread, or in the driver): the next one
+    /// should wait for readiness first (epoll: for the next edge; io_uring: poll first).
+    pub(crate) poll_first: bool,
+    /// The connection an `Accept` produced.
+    pub(crate) accepted: Option<Conn>,
+    /// File offset of a `ReadAt`/`WriteAt` (the request moves `size` bytes from it). The
+    /// submit side refuses offsets whose end does not fit in `off_t`.
+    pub(crate) offset: u64,
+    /// In the driver's hands (in the kernel, or on a file thread): it cannot be ended before
+    /// its outcome comes back.
+    pub(crate) in_flight: bool,
+    /// The driver's swap generation when it started this request (io_uring: an ENOBUFS from
+    /// before a later buffer publish is stale).
+    pub(crate) stamp: u64,
+    /// How a request in flight ends when it comes back, unless it completed first:
+    /// deadline, cancel or free.
+    pub(crate) cancel: Option<Ending>,
+}
+
+impl<C> Request<C> {
+    /// A new request of `kind` on `conn`, nothing moved yet.
+    pub(crate) fn new(
+        id: OpId,
+        kind: Kind,
+        conn: &Conn,
+        context: C,
+        buffer: Option<crate::IoBuf>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        Request {
+            id,
+            kind,
+            conn: conn.clone(),
+            context,
+            buffer,
+            deadline,
+            size: 0,
+            addr: None,
+            connecting: false,
+            poll_first: false,
+            accepted: None,
+            offset: 0,
+            in_flight: false,
+            stamp: 0,
+            cancel: None,
+        }
+    }
+
+    /// The unmoved tail of the caller's buffer (empty without one), at most [`MAX_STEP`]
+    /// bytes: what the next syscall or SQE transfers.
+    pub(crate) fn rest(&mut self) -> &mut [u8] {
+        match self.buffer.as_mut() {
+            Some(b) => {
+                let end = b.len().min(self.size.saturating_add(MAX_STEP));
+                &mut b[self.size.min(end)..end]
+            }
+            None => &mut [],
+        }
+    }
+
+    /// Length of the caller's buffer (0 without one).
+    pub(crate) fn len(&self) -> usize {
+        self.buffer.as_ref().map_or(0, |b| b.len())
+    }
+
+    /// Turns the request into its result. A swap slice, when there is one, replaces the
+    /// (absent) caller buffer.
+    pub(crate) fn finish(self, swap: Option<SwapSlice>, error: Option<Error>) -> OpResult<C> {
+        let buffer = match (self.buffer, swap) {
+            (Some(crate::IoBuf::Vec(v)), _) => Buffer::User(v),
+            (Some(crate::IoBuf::Aligned(b)), _) => Buffer::Aligned(b),
+            (None, Some(s)) => Buffer::Swap(s),
+            (None, None) => Buffer::None,
+        };
+        OpResult {
+            op: self.kind.op_type(),
+            id: self.id,
+            context: self.context,
+            conn: self.conn,
+            buffer,
+            size: self.size,
+            error,
+            accepted: self.accepted,
+        }
+    }
+}
+
+/// What one attempt at a request came back with: a non-blocking syscall's return, a CQE, or
+/// a file thread's blocking syscall.
+pub(crate) enum Outcome {
+    /// `n` bytes moved; for a swap read, the slice that holds them.
+    Moved(usize, Option<SwapSlice>),
+    /// An accept produced this descriptor.
+    Accepted(OwnedFd),
+    /// A connect or an fsync finished.
+    Finished,
+    /// EAGAIN (or a connect still in progress): wait for readiness.
+    WouldBlock,
+    /// A swap read found no swap space free (epoll's pool, io_uring's ENOBUFS).
+    NoSwap,
+    /// Nothing happened (EINTR, a stale ENOBUFS): start it again at once.
+    Retry,
+    /// The kernel cancelled it (ECANCELED): our cancel, or the ring's teardown.
+    Canceled,
+    /// Any other error.
+    Failed(std::io::Error),
+}
+
+impl Outcome {
+    /// Classifies a CQE's result for a request of `kind` (`res`: bytes, a descriptor, or
+    /// `-errno`).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn from_cqe(kind: Kind, res: i32, swap: Option<SwapSlice>) -> Outcome {
+        if res < 0 {
+            return match -res {
+                libc::EAGAIN => Outcome::WouldBlock,
+                libc::EINTR => Outcome::Retry,
+                libc::ECANCELED => Outcome::Canceled,
+                libc::ENOBUFS if kind == Kind::Read || kind == Kind::ReadFull => Outcome::NoSwap,
+                e => Outcome::Failed(std::io::Error::from_raw_os_error(e)),
+            };
+        }
+        match kind {
+            Kind::Accept => {
+                use std::os::fd::FromRawFd;
+                // SAFETY: a successful ACCEPT returns a new descriptor that nothing else owns.
+                Outcome::Accepted(unsafe { OwnedFd::from_raw_fd(res) })
+            }
+            Kind::Connect | Kind::Fsync | Kind::Fdatasync => Outcome::Finished,
+            _ => Outcome::Moved(res as usize, swap),
+        }
+    }
+}
+
+/// What an outcome means for its request: the progress rule, one for both backends.
+pub(crate) enum Step {
+    /// Finished: deliver it (with the swap slice its bytes are in, if any).
+    Done(Option<SwapSlice>, Option<Error>),
+    /// An accept produced this descriptor: take it over, then deliver.
+    Accepted(OwnedFd),
+    /// Progress, not finished: start it again now.
+    Again,
+    /// Wait for readiness (epoll: the next edge; io_uring: start again, polling first).
+    WouldBlock,
+    /// A swap read waits for swap space to be released.
+    Starve,
+}
+
+/// Applies `outcome` to `req`: the one progress rule of every backend. A request with an
+/// ending pending (in flight when its deadline passed, or it was cancelled or freed) keeps
+/// what it completed, but stops at the next point where it would go on.
+pub(crate) fn progress<C>(req: &mut Request<C>, outcome: Outcome) -> Step {
+    req.poll_first = false;
+    let ending = req.cancel.map(Ending::error);
+    match outcome {
+        Outcome::Failed(e) => Step::Done(None, Some(Error::Io(e))),
+        // Cancelled by the kernel: ours, or the ring's teardown.
+        Outcome::Canceled => Step::Done(None, Some(ending.unwrap_or(Error::ClosedPipe))),
+        Outcome::WouldBlock | Outcome::Retry | Outcome::NoSwap if ending.is_some() => {
+            Step::Done(None, ending)
+        }
+        Outcome::Retry => Step::Again,
+        Outcome::NoSwap => Step::Starve,
+        Outcome::WouldBlock => {
+            req.poll_first = true;
+            match req.kind {
+                // Files are never polled: a file request that would block is just retried.
+                Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => Step::Again,
+                _ => Step::WouldBlock,
+            }
+        }
+        Outcome::Accepted(fd) => Step::Accepted(fd),
+        Outcome::Finished | Outcome::Moved(..) => match req.kind {
+            Kind::Read | Kind::ReadFull => read::progress(req, outcome, ending),
+            Kind::Write => write::progress(req, outcome, ending),
+            Kind::Accept => accept::progress(outcome),
+            Kind::Connect => connect::progress(),
+            Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => {
+                file::progress(req, outcome, ending)
+            }
+        },
+    }
+}
+
+/// One non-blocking attempt at stream request `req` on `fd`: what the epoll driver does to
+/// start a request, and what the submit-side fast path does on both backends. A swap read
+/// takes its space from `swap`. File requests are attempted by the drivers (`file.rs`).
+pub(crate) fn attempt<C>(
+    fd: RawFd,
+    is_socket: bool,
+    req: &mut Request<C>,
+    swap: &Mutex<SwapPool>,
+) -> Outcome {
+    match req.kind {
+        Kind::Read | Kind::ReadFull => read::attempt(fd, is_socket, req, swap),
+        Kind::Write => write::attempt(fd, is_socket, req),
+        Kind::Accept => accept::attempt(fd),
+        Kind::Connect => connect::attempt(fd, req),
+        Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => {
+            Outcome::Failed(std::io::Error::from_raw_os_error(libc::EINVAL))
+        }
+    }
+}
+
+/// The SQE that starts stream request `req` on `fd` (io_uring). A swap read selects a buffer
+/// of at most `swap_len` bytes from buffer group `group`. `None`: nothing to submit (a
+/// connect without an address, which the submit side never makes).
+#[cfg(target_os = "linux")]
+pub(crate) fn sqe<C>(
+    fd: RawFd,
+    is_socket: bool,
+    req: &mut Request<C>,
+    group: u16,
+    swap_len: u32,
+) -> Option<io_uring::squeue::Entry> {
+    let fd = io_uring::types::Fd(fd);
+    Some(match req.kind {
+        Kind::Read | Kind::ReadFull => read::sqe(fd, is_socket, req, group, swap_len),
+        Kind::Write => write::sqe(fd, is_socket, req),
+        Kind::Accept => accept::sqe(fd),
+        Kind::Connect => connect::sqe(fd, req)?,
+        Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => file::sqe(fd, req),
+    })
+}
+
+/// `IORING_RECVSEND_POLL_FIRST`: arm poll before trying, after an EAGAIN.
+#[cfg(target_os = "linux")]
+pub(crate) const RECVSEND_POLL_FIRST: u16 = 1;

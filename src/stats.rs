@@ -1,0 +1,31 @@
+//! What a watcher reports about itself: `GcStats` (Go's `GetGC`) and `SwapStats`.
+
+/// Counters of connections released because their last handle was dropped without
+/// [`Watcher::free`]. Go's `GetGC() (found, closed)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GcStats {
+    /// Connections whose last [`Conn`] handle was dropped without `free`.
+    pub found: u64,
+    /// Of those, the ones the loop has released (descriptor closed). Equal to `found` once the
+    /// loop has caught up.
+    pub closed: u64,
+}
+
+/// What the swap buffers hold right now, from [`Watcher::swap_stats`]. The same definition on
+/// both backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SwapStats {
+    /// Number of swap buffers. On io_uring: the entries of the provided buffer ring (the
+    /// configured count rounded up to a power of two) plus one, the buffer that swap reads
+    /// completing on the submitting thread use (see [`Watcher`]; one is enough there, as a
+    /// read that finds it held goes to the ring instead of waiting, and it keeps the memory a
+    /// burst of connections touches down).
+    pub buffers: usize,
+    /// Bytes per swap buffer.
+    pub buffer_size: usize,
+    /// Buffers holding at least one live [`SwapSlice`](crate::SwapSlice). A read waiting for
+    /// data holds none: an idle connection with a pending swap read costs no buffer.
+    pub buffers_in_use: usize,
+    /// Live [`SwapSlice`](crate::SwapSlice)s.
+    pub slices_live: usize,
+}
