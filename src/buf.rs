@@ -3,7 +3,7 @@
 use std::alloc::Layout;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::ptr::NonNull;
 
 use crate::{Error, Result};
@@ -157,11 +157,6 @@ pub struct DioAlignment {
     pub offset: usize,
 }
 
-/// Fallback when the kernel does not report `STATX_DIOALIGN` (before 6.1, or a filesystem that
-/// does not fill it): the logical block size every block device supports.
-const FALLBACK_ALIGN: usize = 512;
-const STATX_DIOALIGN: u32 = 0x2000;
-
 /// The alignment `file` needs for `O_DIRECT` reads and writes, from
 /// `statx(STATX_DIOALIGN)` (512 on this project's machine), or 512 bytes where the kernel does
 /// not report it.
@@ -169,36 +164,7 @@ const STATX_DIOALIGN: u32 = 0x2000;
 /// # Errors
 /// [`Error::Io`] if `statx` fails on the descriptor.
 pub fn dio_alignment<F: AsFd>(file: &F) -> Result<DioAlignment> {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: an all-zero statx is a valid value for the kernel to overwrite.
-        let mut st: libc::statx = unsafe { std::mem::zeroed() };
-        // SAFETY: an empty, NUL-terminated path with AT_EMPTY_PATH queries the descriptor
-        // itself; `st` is valid and writable.
-        let rc = unsafe {
-            libc::statx(
-                file.as_fd().as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH,
-                STATX_DIOALIGN,
-                &mut st,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::last_os_error());
-        }
-        if st.stx_mask & STATX_DIOALIGN != 0 && st.stx_dio_mem_align != 0 {
-            return Ok(DioAlignment {
-                memory: st.stx_dio_mem_align as usize,
-                offset: st.stx_dio_offset_align.max(1) as usize,
-            });
-        }
-    }
-    let _ = file.as_fd();
-    Ok(DioAlignment {
-        memory: FALLBACK_ALIGN,
-        offset: FALLBACK_ALIGN,
-    })
+    crate::sys::fd::dio_alignment(file.as_fd())
 }
 
 #[cfg(test)]

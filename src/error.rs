@@ -89,10 +89,6 @@ impl Error {
             _ => None,
         }
     }
-
-    pub(crate) fn last_os_error() -> Self {
-        Error::Io(io::Error::last_os_error())
-    }
 }
 
 /// A submission that was refused, with everything it carried handed back.

@@ -118,15 +118,6 @@ impl Lanes {
     }
 }
 
-/// The loop releases a connection (its descriptor is about to close or go back to a `detach`
-/// caller): closes its lanes if any handle still lives. With no handle left, no submitter can
-/// be attempting anything on it.
-pub(crate) fn close(handle: &std::sync::Weak<crate::conn::ConnShared>) {
-    if let Some(shared) = handle.upgrade() {
-        shared.lanes.close();
-    }
-}
-
 /// Spin briefly, then yield: the other side holds the word for one non-blocking syscall, but
 /// may have been preempted in it.
 fn backoff(spins: &mut u32) {

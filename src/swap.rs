@@ -1,6 +1,6 @@
 //! Swap buffers: the watcher's own memory for reads submitted without a buffer.
 //!
-//! The loop thread carves consecutive regions out of a chunk and hands each out as a
+//! Whoever holds the pool carves consecutive regions out of a chunk and hands each out as a
 //! [`SwapSlice`]. A chunk is written again only once every slice cut from it has been dropped
 //! (an explicit release, counted per chunk), never on a guess about how many `wait_io` calls
 //! have passed, which is where Go's triple-buffer scheme can race. When every chunk is held, a
@@ -19,7 +19,7 @@ pub(crate) trait SwapOwner: Send + Sync {
 
 /// State shared by every chunk of one watcher.
 pub(crate) struct Shared {
-    /// Set by the loop when a read found no space; cleared when the loop retries.
+    /// Set when a read found no space; cleared when the engine retries the starved reads.
     starving: AtomicBool,
     owner: Arc<dyn SwapOwner>,
     /// Live `SwapSlice`s.
@@ -46,7 +46,7 @@ impl Shared {
         )
     }
 
-    /// Announces that reads wait for space; a slice dropped from now on wakes the loop.
+    /// Announces that reads wait for space; a slice dropped from now on wakes the engine.
     pub(crate) fn set_starving(&self) {
         self.starving.store(true, Ordering::SeqCst);
     }
@@ -65,10 +65,15 @@ pub(crate) struct Chunk {
     shared: Arc<Shared>,
 }
 
-// SAFETY: the chunk's memory is only written by the loop thread, in regions no live `SwapSlice`
-// covers (see `SwapPool::space`), and only read through `SwapSlice`s, whose regions are never
-// written while they live. The counters are atomics. So sharing and sending the chunk between
-// threads cannot create a data race.
+// SAFETY: the chunk's memory is written only in regions no live `SwapSlice` covers: by the
+// thread that holds the `SwapPool`'s lock between `space` and `commit` (a submitter on the fast
+// path, or the thread that holds the epoll engine: a consumer leading in `wait_io`, the poller,
+// the loop thread), or, for a buffer-ring chunk, by the kernel while the buffer is in the ring
+// (no slice covers a buffer the ring owns: `BufRing::take` cuts slices only from what a CQE
+// returned). It is read only through `SwapSlice`s, whose regions are never written while they
+// live, and the handover from writer to slice goes through the pool's lock or the CQE. The
+// counters are atomics. So sharing and sending the chunk between threads cannot create a data
+// race.
 unsafe impl Send for Chunk {}
 // SAFETY: as for `Send` above.
 unsafe impl Sync for Chunk {}
@@ -143,8 +148,8 @@ impl Deref for SwapSlice {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: `offset + len <= cap` (checked in `SwapPool::commit`), the region was written
-        // by the loop before the slice was created and handed over through a lock, and the
-        // loop never writes a region while a slice over it lives (`outstanding > 0` keeps the
+        // before the slice was created and handed over through the pool's lock (or a CQE), and
+        // no one writes a region while a slice over it lives (`outstanding > 0` keeps the
         // chunk's write offset past it).
         unsafe { std::slice::from_raw_parts(self.chunk.ptr.as_ptr().add(self.offset), self.len) }
     }
@@ -164,7 +169,7 @@ impl Drop for SwapSlice {
         if before == 1 {
             shared.chunks_in_use.fetch_sub(1, Ordering::Relaxed);
         }
-        // Pairs with the SeqCst store of `starving` in `SwapPool::space`: either the loop sees
+        // Pairs with the SeqCst store of `starving` in `SwapPool::space`: either the pool sees
         // this chunk free, or we see it starving and wake it.
         if before == 1 && self.chunk.shared.starving.load(Ordering::SeqCst) {
             self.chunk.shared.owner.swap_released();
@@ -178,7 +183,7 @@ impl fmt::Debug for SwapSlice {
     }
 }
 
-/// The loop thread's view of the swap buffers.
+/// The swap buffers reads without a buffer land in, behind a lock (`space` then `commit`).
 pub(crate) struct SwapPool {
     chunks: Vec<Arc<Chunk>>,
     current: usize,
@@ -251,7 +256,7 @@ impl SwapPool {
         slice
     }
 
-    /// Called when the loop retries starved reads.
+    /// Called when the engine retries starved reads.
     pub(crate) fn clear_starving(&self) {
         self.shared.clear_starving();
     }

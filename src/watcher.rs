@@ -191,7 +191,7 @@ impl<C: Send + 'static> Watcher<C> {
         let Some(driver) = gate.as_ref() else {
             return Err(Error::WatcherClosed);
         };
-        let kind = crate::sys::fd::prepare(fd.as_fd(), self.backend == Backend::Epoll)?;
+        let kind = crate::sys::fd::prepare(fd.as_fd(), driver.nonblocking())?;
         let id = self.ids.alloc();
         let raw = fd.as_raw_fd();
         // Files are never polled: readiness says nothing about them.
@@ -646,7 +646,7 @@ impl<C: Send + 'static> Watcher<C> {
                 };
                 // Counted as pending, the syscall part of the claim ended (on epoll the
                 // hand-off takes the engine's lock, under which a release may wait for
-                // syscalls to end: `lane::close`), the order part kept until the request is
+                // syscalls to end: `Lanes::close`), the order part kept until the request is
                 // with the engine, so no other request of this direction overtakes it (a write
                 // that went out in part stays whole).
                 conn.0.lanes.forward(lane);

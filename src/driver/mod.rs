@@ -90,6 +90,17 @@ impl<C: Send + 'static> Handle<C> {
         }
     }
 
+    /// The blocking mode taken-over descriptors get: non-blocking for readiness (every
+    /// attempt must return EAGAIN rather than block), blocking for io_uring (the kernel then
+    /// arms its internal poll instead of handing EAGAIN back).
+    pub(crate) fn nonblocking(&self) -> bool {
+        match self {
+            Handle::Epoll(_) => true,
+            #[cfg(target_os = "linux")]
+            Handle::Uring(_) => false,
+        }
+    }
+
     /// Whether `req` may be attempted on the submitting thread (`crate::engine::fast_path`):
     /// plain reads (caller buffer or swap), full reads and writes. On io_uring only sockets
     /// qualify: other descriptors are in blocking mode there, and only sockets take

@@ -591,7 +591,11 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
             return;
         }
         s.closing = true;
-        crate::lane::close(&s.handle);
+        // No submitter starts a syscall on the descriptor from here on, and none is in one
+        // (with no handle left, none can be).
+        if let Some(shared) = s.handle.upgrade() {
+            shared.lanes.close();
+        }
         let files: Vec<usize> = s
             .file
             .iter()

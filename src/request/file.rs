@@ -38,34 +38,31 @@ pub(crate) fn attempt<C>(fd: RawFd, req: &mut Request<C>) -> Option<Outcome> {
         iov_base: rest.as_mut_ptr().cast(),
         iov_len: rest.len(),
     };
-    loop {
-        #[cfg(target_os = "linux")]
+    #[cfg(target_os = "linux")]
+    let rc = crate::sys::syscall(|| {
         // SAFETY: `iov` describes the unfilled (or unwritten) tail of a buffer the request owns
         // exclusively while it is pending; `fd` is open (the engine closes it only after every
         // request on it has ended).
-        let rc = unsafe {
+        unsafe {
             match kind {
                 Kind::ReadAt => libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT),
                 _ => libc::pwritev2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT),
             }
-        };
-        #[cfg(not(target_os = "linux"))]
-        let rc: isize = {
-            let _ = (fd, kind, &iov, offset);
-            return None;
-        };
-        if rc > 0 || (rc == 0 && kind == Kind::ReadAt) {
-            return Some(Outcome::Moved(rc as usize, None));
         }
-        if rc == 0 {
-            return None;
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => return None,
-            _ => return Some(Outcome::Failed(err)),
-        }
+    });
+    #[cfg(not(target_os = "linux"))]
+    let rc: std::io::Result<isize> = {
+        let _ = (fd, kind, &iov, offset);
+        return None;
+    };
+    match rc {
+        Ok(n) if n > 0 || kind == Kind::ReadAt => Some(Outcome::Moved(n as usize, None)),
+        // A write that moved nothing: let a file thread wait for the device.
+        Ok(_) => None,
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => None,
+            _ => Some(Outcome::Failed(e)),
+        },
     }
 }
 
@@ -99,9 +96,9 @@ impl Blocking {
 /// `job.ptr[..job.len]` must be the exclusive, live tail of the request's buffer and `job.fd`
 /// open until this returns.
 pub(crate) unsafe fn blocking(job: &Blocking) -> Outcome {
-    loop {
+    let rc = crate::sys::syscall(|| {
         // SAFETY: the caller guarantees the buffer and the descriptor (see above).
-        let rc = unsafe {
+        unsafe {
             match job.kind {
                 Kind::ReadAt => {
                     libc::pread(job.fd, job.ptr.cast(), job.len, job.offset as libc::off_t)
@@ -112,17 +109,12 @@ pub(crate) unsafe fn blocking(job: &Blocking) -> Outcome {
                 Kind::Fsync => libc::fsync(job.fd) as isize,
                 _ => fdatasync(job.fd) as isize,
             }
-        };
-        if rc >= 0 {
-            return match job.kind {
-                Kind::Fsync | Kind::Fdatasync => Outcome::Finished,
-                _ => Outcome::Moved(rc as usize, None),
-            };
         }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Outcome::Failed(err);
-        }
+    });
+    match (rc, job.kind) {
+        (Ok(_), Kind::Fsync | Kind::Fdatasync) => Outcome::Finished,
+        (Ok(n), _) => Outcome::Moved(n as usize, None),
+        (Err(e), _) => Outcome::Failed(e),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
+use super::{syscall, Errno};
 use crate::{Error, Result};
 
 /// What kind of descriptor the watcher was given.
@@ -32,9 +33,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
     // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `raw` is a descriptor borrowed for this call; `st` is a valid, writable stat.
-    if unsafe { libc::fstat(raw, &mut st) } != 0 {
-        return Err(Error::last_os_error());
-    }
+    syscall(|| unsafe { libc::fstat(raw, &mut st) })?;
     let fmt = st.st_mode & libc::S_IFMT;
     if fmt == libc::S_IFDIR {
         return Err(Error::Unsupported);
@@ -42,10 +41,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
     if fmt == libc::S_IFREG || fmt == libc::S_IFBLK {
         // Files are never polled and their blocking flag means nothing to pread/pwrite.
         // SAFETY: F_GETFL on a valid descriptor has no memory effects.
-        let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(Error::last_os_error());
-        }
+        let flags = syscall(|| unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
         #[cfg(target_os = "linux")]
         let direct = flags & libc::O_DIRECT != 0;
         #[cfg(not(target_os = "linux"))]
@@ -54,7 +50,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
             is_socket: false,
             file: Some(FileInfo {
                 direct,
-                align: crate::dio_alignment(&fd)?,
+                align: dio_alignment(fd)?,
             }),
         });
     }
@@ -71,10 +67,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
 
 fn set_nonblocking(raw: RawFd, on: bool) -> Result<()> {
     // SAFETY: F_GETFL on a valid descriptor has no memory effects.
-    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(Error::last_os_error());
-    }
+    let flags = syscall(|| unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
     let want = if on {
         flags | libc::O_NONBLOCK
     } else {
@@ -82,9 +75,7 @@ fn set_nonblocking(raw: RawFd, on: bool) -> Result<()> {
     };
     if want != flags {
         // SAFETY: F_SETFL on a valid descriptor has no memory effects.
-        if unsafe { libc::fcntl(raw, libc::F_SETFL, want) } < 0 {
-            return Err(Error::last_os_error());
-        }
+        syscall(|| unsafe { libc::fcntl(raw, libc::F_SETFL, want) })?;
     }
     Ok(())
 }
@@ -99,17 +90,11 @@ pub(crate) enum Io {
     Failed(io::Error),
 }
 
-fn classify(rc: isize) -> Option<Io> {
-    if rc >= 0 {
-        return Some(Io::Done(rc as usize));
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EINTR) => None,
-        Some(libc::EAGAIN) => Some(Io::WouldBlock),
-        #[allow(unreachable_patterns)] // EWOULDBLOCK == EAGAIN on Linux, not everywhere
-        Some(libc::EWOULDBLOCK) => Some(Io::WouldBlock),
-        _ => Some(Io::Failed(err)),
+fn classify(rc: io::Result<isize>) -> Io {
+    match rc.map_err(Errno::from) {
+        Ok(n) => Io::Done(n as usize),
+        Err(Errno::WouldBlock) => Io::WouldBlock,
+        Err(Errno::Other(e)) => Io::Failed(e),
     }
 }
 
@@ -120,18 +105,15 @@ fn classify(rc: isize) -> Option<Io> {
 /// `ptr` must be valid for writes of `len` bytes and not read or written by anyone else for the
 /// duration of the call.
 pub(crate) unsafe fn read(fd: RawFd, ptr: *mut u8, len: usize, is_socket: bool) -> Io {
-    loop {
-        let rc = if is_socket {
+    classify(syscall(|| {
+        if is_socket {
             // SAFETY: the caller guarantees `ptr[..len]` is writable and exclusively ours.
             unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) }
         } else {
             // SAFETY: as above.
             unsafe { libc::read(fd, ptr.cast(), len) }
-        };
-        if let Some(r) = classify(rc) {
-            return r;
         }
-    }
+    }))
 }
 
 #[cfg(any(
@@ -158,8 +140,8 @@ const NOSIGNAL: libc::c_int = 0;
 /// peer reset gives `EPIPE` instead of killing the process with SIGPIPE and the call never
 /// blocks (even on a socket io_uring keeps in blocking mode); `write(2)` on anything else.
 pub(crate) fn write(fd: RawFd, buf: &[u8], is_socket: bool) -> Io {
-    loop {
-        let rc = if is_socket {
+    classify(syscall(|| {
+        if is_socket {
             // SAFETY: `buf` is a valid readable slice for the duration of the call.
             unsafe {
                 libc::send(
@@ -172,11 +154,8 @@ pub(crate) fn write(fd: RawFd, buf: &[u8], is_socket: bool) -> Io {
         } else {
             // SAFETY: as above.
             unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
-        };
-        if let Some(r) = classify(rc) {
-            return r;
         }
-    }
+    }))
 }
 
 /// Outcome of an attempt that yields a value rather than a byte count.
@@ -186,59 +165,59 @@ pub(crate) enum Io2<T> {
     Failed(io::Error),
 }
 
-fn errno_to_io2<T>(err: io::Error) -> Option<Io2<T>> {
-    match err.raw_os_error() {
-        Some(libc::EINTR) | Some(libc::ECONNABORTED) => None,
-        Some(libc::EAGAIN) => Some(Io2::WouldBlock),
-        #[allow(unreachable_patterns)]
-        Some(libc::EWOULDBLOCK) => Some(Io2::WouldBlock),
-        _ => Some(Io2::Failed(err)),
-    }
-}
-
 /// Accepts one connection from listening socket `fd`: close-on-exec and non-blocking, as
 /// every descriptor the readiness backend drives. EINTR and ECONNABORTED (the peer gave up
 /// while queued) are retried.
 pub(crate) fn accept(fd: RawFd) -> Io2<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     loop {
-        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-        // SAFETY: null address pointers are allowed (the peer address is not wanted).
-        let rc = unsafe {
-            libc::accept4(
-                fd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        };
-        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-        // SAFETY: as above; flags are set right after.
-        let rc = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
-        if rc >= 0 {
-            // SAFETY: `rc` is a new descriptor that nothing else owns.
-            let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(rc) };
+        let rc = syscall(|| {
+            #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+            // SAFETY: null address pointers are allowed (the peer address is not wanted).
+            let rc = unsafe {
+                libc::accept4(
+                    fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                )
+            };
             #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-            {
-                let sock = socket2::SockRef::from(&owned);
-                if let Err(e) = sock
-                    .set_cloexec(true)
-                    .and_then(|()| sock.set_nonblocking(true))
-                {
-                    return Io2::Failed(e);
+            // SAFETY: as above; flags are set right after.
+            let rc = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
+            rc
+        });
+        let new = match rc {
+            // SAFETY: `rc` is a new descriptor that nothing else owns.
+            Ok(rc) => unsafe { std::os::fd::OwnedFd::from_raw_fd(rc) },
+            // The peer gave up while queued: take the next one.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+            Err(e) => {
+                return match Errno::from(e) {
+                    Errno::WouldBlock => Io2::WouldBlock,
+                    Errno::Other(e) => Io2::Failed(e),
                 }
             }
-            return Io2::Ready(owned);
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+        {
+            let sock = socket2::SockRef::from(&new);
+            if let Err(e) = sock
+                .set_cloexec(true)
+                .and_then(|()| sock.set_nonblocking(true))
+            {
+                return Io2::Failed(e);
+            }
         }
-        if let Some(r) = errno_to_io2(io::Error::last_os_error()) {
-            return r;
-        }
+        return Io2::Ready(new);
     }
 }
 
 /// Starts a non-blocking `connect(2)`: `Ready` if it finished at once, `WouldBlock` while it
 /// is in progress (EINPROGRESS).
 pub(crate) fn connect_start(fd: RawFd, addr: &socket2::SockAddr) -> Io2<()> {
+    // One call, no EINTR retry: after EINTR the connection goes on in the background and a
+    // second connect(2) would report EALREADY.
     // SAFETY: `addr` is a valid socket address of `addr.len()` bytes.
     let rc = unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) };
     if rc == 0 {
@@ -269,4 +248,44 @@ pub(crate) fn connect_finished(fd: RawFd) -> Io2<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Io2::WouldBlock,
         Err(e) => Io2::Failed(e),
     }
+}
+
+/// Fallback when the kernel does not report `STATX_DIOALIGN` (before 6.1, or a filesystem that
+/// does not fill it): the logical block size every block device supports.
+const FALLBACK_ALIGN: usize = 512;
+const STATX_DIOALIGN: u32 = 0x2000;
+
+/// The alignment `file` needs for `O_DIRECT` reads and writes, from
+/// `statx(STATX_DIOALIGN)` (512 on this project's machine), or 512 bytes where the kernel does
+/// not report it.
+///
+/// An error if `statx` fails on the descriptor.
+pub(crate) fn dio_alignment(file: BorrowedFd<'_>) -> Result<crate::DioAlignment> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: an all-zero statx is a valid value for the kernel to overwrite.
+        let mut st: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: an empty, NUL-terminated path with AT_EMPTY_PATH queries the descriptor
+        // itself; `st` is valid and writable.
+        syscall(|| unsafe {
+            libc::statx(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                STATX_DIOALIGN,
+                &mut st,
+            )
+        })?;
+        if st.stx_mask & STATX_DIOALIGN != 0 && st.stx_dio_mem_align != 0 {
+            return Ok(crate::DioAlignment {
+                memory: st.stx_dio_mem_align as usize,
+                offset: st.stx_dio_offset_align.max(1) as usize,
+            });
+        }
+    }
+    let _ = file;
+    Ok(crate::DioAlignment {
+        memory: FALLBACK_ALIGN,
+        offset: FALLBACK_ALIGN,
+    })
 }

@@ -14,23 +14,18 @@
 //! another thread while the leader sleeps in the kernel) and mio's shutdown waker. epoll wakes
 //! one waiter per event, so each side forwards the other's wake-up when it takes it.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::Thread;
 use std::time::Duration;
 
 use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token, Waker};
+use mio::{Interest, Registry, Waker};
 
-use super::poller::WAKE;
-use super::State;
+use super::{State, KICK, WAKE};
 use crate::conn::lock;
 use crate::conn::ConnId;
-
-/// Token of the leader's kick eventfd. Connection tokens never take it (generations stop short
-/// of the all-ones pattern).
-pub(crate) const KICK: Token = Token(usize::MAX - 1);
 
 /// Readiness events a leader takes per `epoll_wait` (as many as the poller: 12 KiB of stack).
 const EVENTS: usize = 1024;
@@ -69,31 +64,10 @@ pub(crate) struct Leader<C> {
 /// The leader's wake-up: an eventfd in the shared epoll instance.
 pub(crate) struct Kick(OwnedFd);
 
-impl Kick {
-    fn new() -> std::io::Result<Kick> {
-        // SAFETY: eventfd takes no pointers; a non-negative return is a new descriptor we own.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just created and is owned by nothing else.
-        Ok(Kick(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-}
-
 impl crate::results::Kick for Kick {
     fn kick(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own. Every write is a new
-        // edge; the counter is never read and cannot reach its limit in practice (EAGAIN there
-        // would only cost this one wake-up).
-        unsafe {
-            libc::write(
-                self.0.as_raw_fd(),
-                (&one as *const u64).cast::<libc::c_void>(),
-                8,
-            )
-        };
+        // Every write is a new edge; the counter is never read.
+        crate::sys::eventfd_signal(self.0.as_fd());
     }
 }
 
@@ -106,15 +80,8 @@ impl<C: Send + 'static> Leader<C> {
         waker: Arc<Waker>,
         shutdown: Arc<AtomicBool>,
     ) -> std::io::Result<Leader<C>> {
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the caller keeps open; a non-negative
-        // return is a new descriptor we own.
-        let dup = unsafe { libc::fcntl(epfd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `dup` was just created and is owned by nothing else.
-        let epfd = unsafe { OwnedFd::from_raw_fd(dup) };
-        let kick = Kick::new()?;
+        let epfd = crate::sys::dup(epfd.as_raw_fd())?;
+        let kick = Kick(crate::sys::eventfd()?);
         registry.register(&mut SourceFd(&kick.0.as_raw_fd()), KICK, Interest::READABLE)?;
         Ok(Leader {
             epfd: Mutex::new(Some(epfd)),

@@ -14,6 +14,14 @@ mod readiness;
 
 pub(crate) use readiness::Readiness;
 
+/// Token of the waker that interrupts the poller's wait for shutdown. Connection tokens never
+/// take this value (generations stop short of the all-ones pattern).
+pub(crate) const WAKE: Token = Token(usize::MAX);
+
+/// Token of the leader's kick eventfd (Linux), likewise never a connection's.
+#[cfg(target_os = "linux")]
+pub(crate) const KICK: Token = Token(usize::MAX - 1);
+
 /// The engine over the epoll driver, behind the lock every thread takes.
 pub(crate) type State<C> = Mutex<crate::engine::Engine<C, Readiness<C>>>;
 
@@ -25,7 +33,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
-use mio::{Poll, Registry, Waker};
+use mio::{Poll, Registry, Token, Waker};
 
 use crate::conn::{lock, ConnId, ConnShared};
 use crate::driver::Core;
@@ -110,7 +118,7 @@ impl<C: Send + 'static> Epoll<C> {
 pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<JoinHandle<()>>)> {
     let poll = Poll::new()?;
     let registry = poll.registry().try_clone()?;
-    let waker = Arc::new(Waker::new(poll.registry(), poller::WAKE)?);
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let shutdown = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 

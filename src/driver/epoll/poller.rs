@@ -8,15 +8,11 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll};
 
-use super::State;
+use super::{State, WAKE};
 use crate::conn::lock;
 use crate::conn::ConnId;
-
-/// Token of the waker that interrupts the poll for shutdown. Connection tokens never take this
-/// value (generations stop short of the all-ones pattern).
-pub(crate) const WAKE: Token = Token(usize::MAX);
 
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
@@ -43,7 +39,7 @@ pub(crate) fn run<C: Send + 'static>(
         }
         // A leader's wake-up taken here is passed on first, even on the way out.
         #[cfg(target_os = "linux")]
-        if events.iter().any(|ev| ev.token() == super::leader::KICK) {
+        if events.iter().any(|ev| ev.token() == super::KICK) {
             leader.forward_kick();
         }
         if shutdown.load(Ordering::Acquire) {
@@ -55,7 +51,7 @@ pub(crate) fn run<C: Send + 'static>(
                 continue;
             }
             #[cfg(target_os = "linux")]
-            if ev.token() == super::leader::KICK {
+            if ev.token() == super::KICK {
                 continue;
             }
             // ERR and HUP wake both directions; RDHUP wakes readers (mio folds it into

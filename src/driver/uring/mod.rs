@@ -15,7 +15,7 @@ mod buf_ring;
 mod ring;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -45,34 +45,20 @@ pub(crate) struct RingWake {
 
 impl RingWake {
     pub(crate) fn new() -> Result<RingWake> {
-        // SAFETY: eventfd has no memory preconditions; the result is checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(Error::last_os_error());
-        }
+        let fd = crate::sys::eventfd()?;
         Ok(RingWake {
             sleeping: AtomicBool::new(false),
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            efd: Mutex::new(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
-            raw: fd,
+            raw: fd.as_raw_fd(),
+            efd: Mutex::new(Some(fd)),
         })
     }
 
     /// Writes the eventfd regardless of the sleeping flag (shutdown).
     pub(crate) fn force(&self) {
-        let g = lock(&self.efd);
-        let Some(fd) = g.as_ref() else {
-            return;
-        };
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our own eventfd, kept open by the lock.
-        let _ = unsafe {
-            libc::write(
-                fd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        // Kept open by the lock while we write (closed only after the ring thread is gone).
+        if let Some(fd) = lock(&self.efd).as_ref() {
+            crate::sys::eventfd_signal(fd.as_fd());
+        }
     }
 
     /// Closes the eventfd. Only after the ring thread has exited.
