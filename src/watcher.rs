@@ -1,4 +1,9 @@
-//! The `Watcher`: the submit side (any thread), `wait_io` (the completion side), and control.
+//! The `Watcher`: the public API. The submit calls (any thread) check their input and build a
+//! request, which `submit_op` attempts on the spot (`crate::engine::fast_path`) or hands to
+//! the driver; `wait_io` takes results; the control calls reach the engine through messages.
+//!
+//! Longer than the other files because it is the public surface: most of its lines are the
+//! doc comments each call carries (units, errors, completion guarantee, Go's behaviour).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -19,16 +19,17 @@
 
 pub(crate) mod fast_path;
 mod files;
+mod messages;
+mod release;
 mod table;
 
+pub(crate) use messages::LoopMsg;
 use table::Slot;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
 use slab::Slab;
 
 use crate::conn::{Conn, ConnId, ConnOwner, ConnShared, IdAllocator};
@@ -81,48 +82,6 @@ pub(crate) trait Driver<C> {
     /// Descriptor `fd` leaves the watcher (closed or detached right after): readiness
     /// drivers deregister it.
     fn forget(&mut self, fd: &OwnedFd);
-}
-
-/// Everything the loop threads are told, by the submit side and by handles. One channel per
-/// watcher carries it in order: a submission sent after a `Watch` (or before a `Free`) from
-/// any thread is seen after (before) it.
-pub(crate) enum LoopMsg<C> {
-    /// A descriptor was taken over (and, on epoll, registered) under `id`.
-    Watch {
-        id: ConnId,
-        fd: OwnedFd,
-        is_socket: bool,
-        /// The handles' shared part (see `crate::lane`).
-        handle: Weak<ConnShared>,
-    },
-    /// A request.
-    Submit(Request<C>),
-    /// `Watcher::free`: end pending requests with `ClosedPipe`, close the descriptor.
-    Free(ConnId),
-    /// `Watcher::cancel`: end that request with `Canceled`; the reply says whether it was
-    /// still pending.
-    Cancel { id: OpId, reply: Sender<bool> },
-    /// `Watcher::detach`: as `Free`, but hand the descriptor back instead of closing it
-    /// (`None` if the connection was already gone).
-    Detach {
-        id: ConnId,
-        reply: Sender<Option<OwnedFd>>,
-    },
-    /// The last handle of a never-freed connection was dropped.
-    Dropped(ConnId),
-    /// A request was queued with a deadline earlier than the loop's planned wake-up:
-    /// recompute the sleep.
-    Tick,
-    /// A request the driver handed to a helper thread (an epoll file thread) came back.
-    Completed {
-        key: usize,
-        seq: u64,
-        outcome: Outcome,
-    },
-    /// A swap slice was dropped while reads were waiting for swap space.
-    SwapReleased,
-    /// Shut down: end everything pending with `ClosedPipe`, close every descriptor.
-    Close,
 }
 
 /// What the engine needs to take over a connection an accept produced.
@@ -208,45 +167,6 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
     /// Request `key`, if it is in the driver's hands (for a driver matching an outcome to it).
     pub(crate) fn in_flight_request(&self, key: usize) -> Option<&Request<C>> {
         self.ops.get(key).filter(|r| r.in_flight)
-    }
-
-    /// Handles one message; false means shut down (`Close`).
-    pub(crate) fn handle(&mut self, msg: LoopMsg<C>) -> bool {
-        match msg {
-            LoopMsg::Watch {
-                id,
-                fd,
-                is_socket,
-                handle,
-            } => self.watch(id, fd, is_socket, handle),
-            LoopMsg::Submit(req) => {
-                self.submit(req);
-            }
-            LoopMsg::Free(id) => self.free(id),
-            LoopMsg::Dropped(id) => {
-                // Released now, or already by `Close` (a handle dropped after it).
-                if let Some(i) = self.table.index_of(id) {
-                    self.release(i);
-                }
-                self.gc.closed.fetch_add(1, Ordering::Relaxed);
-            }
-            LoopMsg::Cancel { id, reply } => {
-                let _ = reply.send(self.cancel(id));
-            }
-            LoopMsg::Detach { id, reply } => self.detach(id, reply),
-            LoopMsg::Completed { key, seq, outcome } => {
-                if self.in_flight_request(key).is_some_and(|r| r.id.seq == seq) {
-                    self.complete(key, outcome);
-                }
-            }
-            LoopMsg::SwapReleased => self.retry_starved(),
-            LoopMsg::Tick => {}
-            LoopMsg::Close => {
-                self.close();
-                return false;
-            }
-        }
-        true
     }
 
     /// A descriptor taken over (by the submit side, or by an accept here).
@@ -555,108 +475,5 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
         self.deadlines.compact(ops.len(), |e| {
             ops.get(e.key).is_some_and(|r| r.id.seq == e.id)
         });
-    }
-
-    /// `Watcher::free`.
-    pub(crate) fn free(&mut self, id: ConnId) {
-        if let Some(i) = self.table.index_of(id) {
-            self.release(i);
-        }
-    }
-
-    /// `Watcher::detach`: the descriptor goes to `reply` once nothing of it is in flight.
-    pub(crate) fn detach(&mut self, id: ConnId, reply: Sender<Option<OwnedFd>>) {
-        match self.table.index_of(id) {
-            Some(i) if self.table.get(i).is_some_and(|s| !s.closing) => {
-                if let Some(s) = self.table.get_mut(i) {
-                    s.detach = Some(reply);
-                }
-                self.release(i);
-            }
-            _ => {
-                let _ = reply.send(None);
-            }
-        }
-    }
-
-    /// Starts releasing connection `i`: no submitter starts a syscall on it from now on, and
-    /// every request ends with `ClosedPipe`, front to back per direction; one in flight is
-    /// cancelled first and those behind it end when it comes back. The descriptor closes (or
-    /// goes to a `detach`) once nothing is in flight.
-    fn release(&mut self, i: usize) {
-        let Some(s) = self.table.get_mut(i) else {
-            return;
-        };
-        if s.closing {
-            return;
-        }
-        s.closing = true;
-        // No submitter starts a syscall on the descriptor from here on, and none is in one
-        // (with no handle left, none can be).
-        if let Some(shared) = s.handle.upgrade() {
-            shared.lanes.close();
-        }
-        let files: Vec<usize> = s
-            .file
-            .iter()
-            .flat_map(|f| f.pending.iter())
-            .copied()
-            .collect();
-        for lane in [Lane::Read, Lane::Write] {
-            self.end_queue(i, lane);
-        }
-        for key in files {
-            if self.ops.contains(key) {
-                self.end(key, Ending::ClosedPipe);
-            }
-        }
-        self.finish_release(i);
-    }
-
-    /// Ends connection `i`'s `lane` queue front to back with `ClosedPipe`, stopping at a
-    /// request in flight (cancelled; its outcome resumes this).
-    fn end_queue(&mut self, i: usize, lane: Lane) {
-        while let Some(&key) = self.table.get_mut(i).and_then(|s| s.queue(lane).front()) {
-            if self.ops[key].in_flight {
-                self.end(key, Ending::ClosedPipe);
-                return;
-            }
-            self.deliver(i, lane, key, None, Some(Error::ClosedPipe));
-        }
-    }
-
-    /// Takes connection `i` out once it is released and nothing of it is in flight: the
-    /// driver forgets the descriptor, which then goes to a waiting `detach` or closes, and
-    /// the slot comes back under a new generation.
-    fn finish_release(&mut self, i: usize) {
-        if !self.table.get(i).is_some_and(|s| s.closing && s.idle()) {
-            return;
-        }
-        let Some(s) = self.table.take(i) else {
-            return;
-        };
-        // Requests still pending (none should be) end here too.
-        for key in s.keys() {
-            if let Some(req) = self.ops.try_remove(key) {
-                self.out.push(req.finish(None, Some(Error::ClosedPipe)));
-            }
-        }
-        self.driver.forget(&s.fd);
-        self.ids.release(s.id);
-        match s.detach {
-            Some(reply) => {
-                let _ = reply.send(Some(s.fd));
-            }
-            None => drop(s.fd),
-        }
-    }
-
-    /// `Close`: every connection is released; later submissions end with `ClosedPipe`. The
-    /// driver must keep delivering outcomes until [`in_flight`](Engine::in_flight) is 0.
-    pub(crate) fn close(&mut self) {
-        self.closed = true;
-        for i in 0..self.table.len() {
-            self.release(i);
-        }
     }
 }
