@@ -9,6 +9,11 @@ use crate::{Error, Result};
 pub const DEFAULT_SWAP_BUFFER_SIZE: usize = 64 * 1024;
 /// Default number of swap buffers (Go rotates three).
 pub const DEFAULT_SWAP_BUFFERS: usize = 3;
+/// Default submission queue entries of the io_uring backend (its completion queue gets four
+/// times as many).
+pub const DEFAULT_RING_ENTRIES: u32 = 2048;
+/// Most submission queue entries the kernel takes (`IORING_MAX_ENTRIES`).
+pub const MAX_RING_ENTRIES: u32 = 32768;
 
 /// Configures and starts a [`Watcher`]. Obtain one with [`Watcher::builder`].
 ///
@@ -26,6 +31,7 @@ pub struct Builder {
     swap_buffer_size: usize,
     swap_buffers: usize,
     backend: Option<Backend>,
+    ring_entries: u32,
 }
 
 impl Default for Builder {
@@ -34,6 +40,7 @@ impl Default for Builder {
             swap_buffer_size: DEFAULT_SWAP_BUFFER_SIZE,
             swap_buffers: DEFAULT_SWAP_BUFFERS,
             backend: None,
+            ring_entries: DEFAULT_RING_ENTRIES,
         }
     }
 }
@@ -63,6 +70,18 @@ impl Builder {
         self
     }
 
+    /// Submission queue entries of the io_uring ring (default [`DEFAULT_RING_ENTRIES`]; the
+    /// kernel rounds it up to a power of two; the completion queue gets four times as many,
+    /// within the kernel's limit). A small ring only costs more `io_uring_enter` calls: a full
+    /// submission queue is submitted and a full completion queue drained before an SQE is
+    /// pushed, so no request is lost or refused for lack of room. The epoll backend has no
+    /// ring and ignores it. Zero or more than [`MAX_RING_ENTRIES`] is refused by
+    /// [`build`](Builder::build) with [`Error::InvalidArgument`], on both backends.
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
+        self
+    }
+
     /// Starts the watcher's threads.
     ///
     /// # Errors
@@ -81,6 +100,12 @@ impl Builder {
         if self.swap_buffers == 0 {
             return Err(Error::InvalidArgument("swap_buffers 0".into()));
         }
+        if self.ring_entries == 0 || self.ring_entries > MAX_RING_ENTRIES {
+            return Err(Error::InvalidArgument(format!(
+                "ring_entries {} (must be 1..={MAX_RING_ENTRIES})",
+                self.ring_entries
+            )));
+        }
         let requested = match self.backend {
             Some(b) => b,
             None => Backend::from_env()?,
@@ -98,7 +123,12 @@ impl Builder {
     }
 
     fn start<C: Send + 'static>(&self, backend: Backend) -> Result<Watcher<C>> {
-        let parts = crate::driver::start(backend, self.swap_buffer_size, self.swap_buffers)?;
+        let settings = crate::driver::Settings {
+            swap_size: self.swap_buffer_size,
+            swap_buffers: self.swap_buffers,
+            ring_entries: self.ring_entries,
+        };
+        let parts = crate::driver::start(backend, &settings)?;
         Ok(Watcher::from_parts(backend, parts))
     }
 }

@@ -78,7 +78,9 @@ mod watcher;
 
 pub use backend::Backend;
 pub use buf::{dio_alignment, AlignedBuf, DioAlignment, IoBuf};
-pub use builder::{Builder, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE};
+pub use builder::{
+    Builder, DEFAULT_RING_ENTRIES, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE, MAX_RING_ENTRIES,
+};
 pub use conn::Conn;
 pub use error::{Error, Result, SubmitError};
 pub use op::{Buffer, OpId, OpResult, OpType};

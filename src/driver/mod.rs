@@ -10,7 +10,7 @@ mod start;
 pub(crate) mod uring;
 
 pub(crate) use link::{GcCounters, KernelWake, LoopLink, LoopTx, SwapRetry};
-pub(crate) use start::{start, Core, Parts};
+pub(crate) use start::{start, Core, Parts, Settings};
 
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::{Arc, Weak};

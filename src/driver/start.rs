@@ -39,14 +39,28 @@ pub(crate) struct Parts<C> {
 
 static NEXT_WATCHER: AtomicU64 = AtomicU64::new(1);
 
-/// Starts `backend` (`Epoll` or `Uring`; `Auto` is the builder's to resolve) with
-/// `swap_buffers` swap buffers of `swap_size` bytes: its threads, its engine, and what the
-/// submit side shares with them.
+/// The builder's settings, checked.
+#[derive(Clone, Copy)]
+pub(crate) struct Settings {
+    /// Bytes per swap buffer.
+    pub(crate) swap_size: usize,
+    /// Swap buffers (io_uring rounds the ring's count up to a power of two).
+    pub(crate) swap_buffers: usize,
+    /// io_uring submission queue entries.
+    pub(crate) ring_entries: u32,
+}
+
+/// Starts `backend` (`Epoll` or `Uring`; `Auto` is the builder's to resolve) with `settings`:
+/// its threads, its engine, and what the submit side shares with them.
 pub(crate) fn start<C: Send + 'static>(
     backend: Backend,
-    swap_size: usize,
-    swap_buffers: usize,
+    settings: &Settings,
 ) -> crate::Result<Parts<C>> {
+    let Settings {
+        swap_size,
+        swap_buffers,
+        ring_entries,
+    } = *settings;
     let (chan, rx) = crossbeam_channel::unbounded();
     #[cfg(target_os = "linux")]
     let ring_wake = match backend {
@@ -99,6 +113,7 @@ pub(crate) fn start<C: Send + 'static>(
         rx,
         swap_size,
         swap_count: buffers,
+        ring_entries,
         swap: swap.clone(),
         swap_pool: swap_pool.clone(),
         results: results.clone(),
@@ -159,6 +174,8 @@ pub(crate) struct Core<C> {
     /// Bytes per swap buffer and number of buffers, as configured.
     pub(crate) swap_size: usize,
     pub(crate) swap_count: usize,
+    /// io_uring submission queue entries.
+    pub(crate) ring_entries: u32,
     pub(crate) swap: Arc<crate::swap::Shared>,
     /// The swap buffers of the submit side's fast path; the epoll driver reads into them too.
     pub(crate) swap_pool: Arc<std::sync::Mutex<crate::swap::SwapPool>>,

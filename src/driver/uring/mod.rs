@@ -26,9 +26,6 @@ use crate::conn::lock;
 use crate::driver::{Core, KernelWake};
 use crate::{Error, Result};
 
-/// Submission queue entries; the completion queue gets four times as many.
-const SQ_ENTRIES: u32 = 2048;
-
 /// The eventfd that wakes the ring thread from its kernel wait. A read of it is always pending
 /// on the ring; a sender writes it only when the thread has announced it is going to sleep, so
 /// a busy loop costs senders one atomic swap.
@@ -109,8 +106,10 @@ fn explain(stage: &str, e: &io::Error) -> Error {
 
 /// Sets the ring up with the best task-work mode the kernel accepts. Must run on the thread
 /// that will submit (SINGLE_ISSUER).
-fn setup_ring() -> Result<IoUring> {
-    let cq = SQ_ENTRIES * 4;
+fn setup_ring(entries: u32) -> Result<IoUring> {
+    // The completion queue gets four times the submission queue (at least twice, as io_uring
+    // wants; `setup_clamp` caps both at the kernel's limits).
+    let cq = entries.saturating_mul(4);
     let attempts: [fn(&mut io_uring::Builder); 3] = [
         |b| {
             b.setup_single_issuer()
@@ -127,7 +126,7 @@ fn setup_ring() -> Result<IoUring> {
         let mut b = IoUring::builder();
         b.setup_cqsize(cq).setup_clamp();
         set(&mut b);
-        match b.build(SQ_ENTRIES) {
+        match b.build(entries) {
             Ok(r) => return Ok(r),
             // A flag the kernel does not know: try the next, plainer form.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
@@ -174,7 +173,7 @@ pub(crate) fn start<C: Send + 'static>(
         .name("gaio-uring".into())
         .spawn(move || {
             let _guard = guard;
-            let ring = match setup_ring().and_then(|r| probe(&r).map(|()| r)) {
+            let ring = match setup_ring(core.ring_entries).and_then(|r| probe(&r).map(|()| r)) {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
