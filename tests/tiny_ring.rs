@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use gaio::{Builder, Error, OpType, Watcher};
+use gaio::{Builder, Error, OpType};
 use util::*;
 
 /// Connections, each with a read and a write in flight at once: 4 x more requests than the
