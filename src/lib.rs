@@ -68,6 +68,7 @@ mod lane;
 mod op;
 mod results;
 mod swap;
+mod sync;
 mod sys;
 mod watcher;
 

@@ -7,11 +7,10 @@
 //! nothing.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::conn::lock;
 use crate::op::OpResult;
+use crate::sync::{lock, Condvar, Mutex};
 use crate::{Error, Result};
 
 struct Inner<C> {

@@ -9,8 +9,10 @@
 use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use crate::sync::{AtomicBool, AtomicUsize};
 
 /// Where a dropped slice reports that space came free while reads were waiting for it.
 pub(crate) trait SwapOwner: Send + Sync {
