@@ -22,7 +22,9 @@
 //! - `CLOSED`: the loop released the connection; later requests go to the loop, which refuses
 //!   them.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::AtomicU32;
 
 const INLINE: u32 = 1 << 31;
 const CLOSED: u32 = 1 << 30;
@@ -123,9 +125,9 @@ impl Lanes {
 fn backoff(spins: &mut u32) {
     *spins += 1;
     if *spins < 64 {
-        std::hint::spin_loop();
+        crate::sync::spin_loop();
     } else {
-        std::thread::yield_now();
+        crate::sync::yield_now();
     }
 }
 
@@ -172,5 +174,182 @@ mod tests {
         l.done_inline(Lane::Read);
         assert_eq!(t.join().unwrap(), Claim::Queue);
         assert_eq!(l.pending(Lane::Read), 2);
+    }
+}
+
+/// `loom` models of the claim words (`RUSTFLAGS="--cfg gaio_loom" cargo test --release --lib
+/// loom`). A submitter's "syscall" and "hand-off to the backend" are steps on model state; the
+/// loop thread publishes results (`delivered`) and closes the connection.
+#[cfg(all(test, gaio_loom))]
+mod loom_model {
+    use super::*;
+    use crate::sync::{lock, AtomicBool, AtomicUsize, Condvar, Mutex};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// How an inline attempt ends.
+    #[derive(Clone, Copy)]
+    enum Outcome {
+        /// The syscall finished the request: its result is queued on the spot.
+        Completes,
+        /// It would block: the request goes to the backend.
+        WouldBlock,
+    }
+
+    #[derive(Default)]
+    struct World {
+        lanes: Lanes,
+        /// Submitters in their inline syscall now.
+        in_syscall: AtomicUsize,
+        /// Claim order: a ticket drawn right after `claim` returns (while an inline holder
+        /// still holds ORDER, so it orders every claim the ORDER part makes wait).
+        tickets: AtomicUsize,
+        /// Requests as the backend received them, (ticket, forwarded by an inline holder),
+        /// and the number of submitters finished.
+        backend: Mutex<(Vec<(usize, bool)>, usize)>,
+        /// Wakes the loop.
+        wake: Condvar,
+        /// `Lanes::close` has returned.
+        closed: AtomicBool,
+    }
+
+    impl World {
+        /// One submitter: claim, then the syscall and its outcome, or the trip to the loop.
+        fn submit(&self, outcome: Outcome) {
+            let claim = self.lanes.claim(Lane::Write, true);
+            let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
+            match claim {
+                Claim::Inline => {
+                    assert_eq!(
+                        self.in_syscall.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two inline holders at once"
+                    );
+                    assert!(
+                        !self.closed.load(Ordering::SeqCst),
+                        "an inline attempt runs after close returned"
+                    );
+                    // (the syscall)
+                    assert!(
+                        !self.closed.load(Ordering::SeqCst),
+                        "close returned during an inline attempt"
+                    );
+                    self.in_syscall.fetch_sub(1, Ordering::SeqCst);
+                    match outcome {
+                        Outcome::Completes => self.lanes.done_inline(Lane::Write),
+                        Outcome::WouldBlock => {
+                            self.lanes.forward(Lane::Write);
+                            lock(&self.backend).0.push((ticket, true));
+                            self.lanes.done_inline(Lane::Write);
+                        }
+                    }
+                }
+                Claim::Queue => lock(&self.backend).0.push((ticket, false)),
+            }
+            lock(&self.backend).1 += 1;
+            self.wake.notify_one();
+        }
+
+        /// The loop: publishes results of what the backend holds, in order, closing the
+        /// connection after `close_after` of them (or never); ends once every submitter is
+        /// done and everything is delivered. It sleeps on `wake` (no polling: a spinning
+        /// model thread multiplies the schedules loom has to explore).
+        fn run_loop(&self, submitters: usize, close_after: Option<usize>) {
+            let mut delivered = 0;
+            loop {
+                if close_after == Some(delivered) && !self.closed.load(Ordering::SeqCst) {
+                    self.lanes.close();
+                    self.closed.store(true, Ordering::SeqCst);
+                }
+                let mut g = lock(&self.backend);
+                while g.0.len() == delivered && g.1 < submitters {
+                    g = self.wake.wait(g).unwrap();
+                }
+                if g.0.len() == delivered {
+                    return;
+                }
+                drop(g);
+                // Under the queue's lock in the crate; the count must cover it.
+                let word = self.lanes.0[Lane::Write as usize].fetch_or(0, Ordering::AcqRel);
+                assert!(word & COUNT != 0, "lane count underflow: {word:#x}");
+                self.lanes.delivered(Lane::Write);
+                delivered += 1;
+            }
+        }
+
+        /// An ORDER holder's request is never overtaken: every request claimed after it
+        /// reaches the backend after it.
+        fn check_order(&self) {
+            let backend = &lock(&self.backend).0;
+            for (pos, &(ticket, forwarded)) in backend.iter().enumerate() {
+                if forwarded {
+                    for &(t, _) in &backend[..pos] {
+                        assert!(
+                            t < ticket,
+                            "request {t} reached the backend before the earlier-claimed {ticket} \
+                             forwarded by its inline holder: {backend:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn run(outcomes: &'static [Outcome], close_after: Option<usize>, preemptions: usize) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(preemptions);
+        b.max_branches = 100_000;
+        b.check(move || {
+            let w = Arc::new(World::default());
+            let subs: Vec<_> = outcomes
+                .iter()
+                .map(|&o| {
+                    let w = w.clone();
+                    thread::spawn(move || w.submit(o))
+                })
+                .collect();
+            w.run_loop(outcomes.len(), close_after);
+            for s in subs {
+                s.join().unwrap();
+            }
+            w.check_order();
+            let word = w.lanes.0[Lane::Write as usize].load(Ordering::SeqCst);
+            let closed = if w.closed.load(Ordering::SeqCst) {
+                CLOSED
+            } else {
+                0
+            };
+            assert_eq!(word, closed, "the word after everything was delivered");
+        });
+    }
+
+    /// Two submitters whose inline attempts would block, with the loop delivering: one inline
+    /// holder at a time, claim order kept, the count back to zero.
+    #[test]
+    fn loom_two_forwarding_submitters_keep_order() {
+        run(&[Outcome::WouldBlock, Outcome::WouldBlock], None, 3);
+    }
+
+    /// Three submitters, one of them completing inline.
+    #[test]
+    fn loom_three_submitters_keep_order() {
+        run(
+            &[Outcome::WouldBlock, Outcome::Completes, Outcome::WouldBlock],
+            None,
+            1,
+        );
+    }
+
+    /// The loop closes the connection while two submitters claim: after `close` returns no
+    /// inline attempt runs or starts.
+    #[test]
+    fn loom_close_waits_for_and_stops_inline_attempts() {
+        run(&[Outcome::WouldBlock, Outcome::Completes], Some(0), 2);
+    }
+
+    /// Close after the first delivery.
+    #[test]
+    fn loom_close_after_a_delivery() {
+        run(&[Outcome::WouldBlock, Outcome::WouldBlock], Some(1), 3);
     }
 }

@@ -73,6 +73,7 @@ mod request;
 mod results;
 mod stats;
 mod swap;
+mod sync;
 mod sys;
 mod watcher;
 

@@ -7,11 +7,10 @@
 //! nothing.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::conn::lock;
 use crate::op::OpResult;
+use crate::sync::{lock, Condvar, Mutex};
 use crate::{Error, Result};
 
 struct Inner<C> {
@@ -272,5 +271,256 @@ impl<C> Drop for Batch<'_, C> {
 impl<C> std::fmt::Debug for Batch<'_, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.items.iter()).finish()
+    }
+}
+
+/// `loom` models of the leader/follower hand-off, the kick and close (`RUSTFLAGS="--cfg
+/// gaio_loom" cargo test --release --lib loom`).
+///
+/// The backend is a fake [`Lead`] over a modelled "kernel": a lock and condition variable
+/// guarding a kick flag (the eventfd) and a count of readiness events. Its `lead(None)` sleeps
+/// until kicked or until readiness arrives, `lead(Some(ZERO))` does not sleep; either way it
+/// takes the kick and the readiness, calls `awake`, serves each event as one result pushed
+/// into the queue (as a leader serving readiness does), and gives the lead up. Time is
+/// abstracted away: loom has no clock, so the models use only `timeout: None` and
+/// `Some(Duration::ZERO)` (a `Some(ZERO)` deadline has always passed when it is checked); a
+/// finite non-zero timeout, and the poller thread that serves readiness while no consumer
+/// leads, are not modelled (without them a lost hand-off or kick is a hang, which loom
+/// reports as a deadlock, instead of latency).
+#[cfg(all(test, gaio_loom))]
+mod loom_model {
+    use super::*;
+    use crate::conn::{Conn, ConnId, ConnOwner};
+    use crate::op::{Buffer, OpId, OpType};
+    use crate::sync::{AtomicBool, AtomicUsize};
+    use loom::thread;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    struct NoOwner;
+    impl ConnOwner for NoOwner {
+        fn conn_dropped(&self, _: ConnId) {}
+    }
+
+    fn result(conn: &Conn, seq: u64) -> OpResult<u64> {
+        OpResult {
+            // A file request: no lane to count down in `push_all`.
+            op: OpType::ReadAt,
+            id: OpId {
+                seq,
+                conn: conn.id(),
+            },
+            context: seq,
+            conn: conn.clone(),
+            buffer: Buffer::None,
+            size: 0,
+            error: None,
+            accepted: None,
+        }
+    }
+
+    #[derive(Default)]
+    struct KState {
+        kicked: bool,
+        ready: usize,
+    }
+
+    /// The modelled kernel wait: the eventfd's flag and the readiness events.
+    #[derive(Default)]
+    struct Kernel {
+        st: Mutex<KState>,
+        cv: Condvar,
+    }
+
+    impl Kernel {
+        /// Readiness arrives (a peer sent data): wakes a leader in the wait.
+        fn ready(&self) {
+            lock(&self.st).ready += 1;
+            self.cv.notify_all();
+        }
+    }
+
+    impl Kick for Kernel {
+        fn kick(&self) {
+            lock(&self.st).kicked = true;
+            self.cv.notify_all();
+        }
+    }
+
+    struct FakeLead {
+        kernel: Arc<Kernel>,
+        leading: AtomicBool,
+        queue: Arc<ResultQueue<u64>>,
+        conn: Conn,
+        /// Results served from readiness so far (their ids start at 100).
+        served: AtomicUsize,
+    }
+
+    impl Lead for FakeLead {
+        fn try_claim(&self) -> bool {
+            self.leading
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        }
+
+        fn lead(&self, timeout: Option<Duration>, awake: &dyn Fn()) {
+            let mut g = lock(&self.kernel.st);
+            if timeout.is_none() {
+                while !g.kicked && g.ready == 0 {
+                    g = self.kernel.cv.wait(g).unwrap();
+                }
+            }
+            g.kicked = false;
+            let n = std::mem::take(&mut g.ready);
+            drop(g);
+            awake();
+            if n > 0 {
+                let mut out = (0..n)
+                    .map(|_| {
+                        let seq = 100 + self.served.fetch_add(1, Ordering::SeqCst) as u64;
+                        result(&self.conn, seq)
+                    })
+                    .collect();
+                self.queue.push_all(&mut out);
+            }
+            self.leading.store(false, Ordering::SeqCst);
+        }
+    }
+
+    struct World {
+        queue: Arc<ResultQueue<u64>>,
+        lead: FakeLead,
+        kernel: Arc<Kernel>,
+        /// Ids of every result a consumer took.
+        taken: Mutex<Vec<u64>>,
+    }
+
+    impl World {
+        fn new() -> Arc<World> {
+            let queue = Arc::new(ResultQueue::new());
+            let kernel = Arc::new(Kernel::default());
+            queue.set_kick(kernel.clone());
+            let conn = Conn::new(ConnId { index: 0, gen: 0 }, 0, -1, Arc::new(NoOwner));
+            Arc::new(World {
+                lead: FakeLead {
+                    kernel: kernel.clone(),
+                    leading: AtomicBool::new(false),
+                    queue: queue.clone(),
+                    conn,
+                    served: AtomicUsize::new(0),
+                },
+                queue,
+                kernel,
+                taken: Mutex::new(Vec::new()),
+            })
+        }
+
+        /// One `wait_io(timeout)`; records what it took. If that makes `close_at` results
+        /// taken in all, closes the queue. `None` for `WatcherClosed`.
+        fn consume(&self, timeout: Option<Duration>, close_at: Option<usize>) -> Option<usize> {
+            match self.queue.take(timeout, Some(&self.lead)) {
+                Ok(batch) => {
+                    let n = batch.len();
+                    let mut t = lock(&self.taken);
+                    t.extend(batch.iter().map(|r| r.context));
+                    let total = t.len();
+                    drop(t);
+                    self.queue.give_back(batch);
+                    if close_at == Some(total) {
+                        self.queue.close();
+                    }
+                    Some(n)
+                }
+                Err(Error::WatcherClosed) => None,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+
+        fn taken(&self) -> Vec<u64> {
+            let mut t = lock(&self.taken).clone();
+            t.sort_unstable();
+            t
+        }
+    }
+
+    fn builder() -> loom::model::Builder {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b
+    }
+
+    /// A result pushed from a submitting thread while one consumer leads (asleep in the
+    /// kernel) and the other follows: the push kicks the leader, exactly one consumer takes
+    /// it, and the close that follows wakes the other, wherever it waits.
+    #[test]
+    fn loom_push_kicks_the_leader_and_close_wakes_everyone() {
+        builder().check(|| {
+            let w = World::new();
+            let consumers: Vec<_> = (0..2)
+                .map(|_| {
+                    let w = w.clone();
+                    thread::spawn(move || w.consume(None, Some(1)))
+                })
+                .collect();
+            w.queue.push_one(result(&w.lead.conn, 1));
+            let got: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+            assert_eq!(w.taken(), [1], "the result is taken exactly once");
+            assert!(got.contains(&Some(1)) && got.contains(&None), "{got:?}");
+        });
+    }
+
+    /// A leader leaves with a batch while the other consumer follows; readiness that only a
+    /// leader serves arrives: the follower must have taken over the lead to take it (woken by
+    /// the push, which wakes every waiter, or handed the lead by the leaving leader; in these
+    /// schedules the push's wake-up alone suffices: the hand-off's own `notify_one` matters
+    /// for a leader whose finite timeout ran out, which is not modelled).
+    #[test]
+    fn loom_follower_is_handed_the_lead() {
+        builder().check(|| {
+            let w = World::new();
+            let consumers: Vec<_> = (0..2)
+                .map(|_| {
+                    let w = w.clone();
+                    thread::spawn(move || w.consume(None, Some(2)))
+                })
+                .collect();
+            let net = {
+                let w = w.clone();
+                thread::spawn(move || w.kernel.ready())
+            };
+            w.queue.push_one(result(&w.lead.conn, 1));
+            net.join().unwrap();
+            for c in consumers {
+                c.join().unwrap();
+            }
+            assert_eq!(w.taken(), [1, 100], "each result taken exactly once");
+        });
+    }
+
+    /// A `wait_io_timeout(ZERO)` races a blocking `wait_io` and a push: it never sleeps
+    /// (with results waiting it polls the kernel without waiting), and whatever it leaves
+    /// the blocking one takes.
+    #[test]
+    fn loom_zero_timeout_poll_never_blocks() {
+        builder().check(|| {
+            let w = World::new();
+            let blocking = {
+                let w = w.clone();
+                thread::spawn(move || w.consume(None, None))
+            };
+            let poll = {
+                let w = w.clone();
+                thread::spawn(move || w.consume(Some(Duration::ZERO), None))
+            };
+            w.queue.push_one(result(&w.lead.conn, 1));
+            let polled = poll.join().unwrap();
+            assert!(polled.is_some(), "only close ends a wait in WatcherClosed");
+            if polled == Some(1) {
+                w.queue.close();
+            }
+            let waited = blocking.join().unwrap();
+            assert_eq!(w.taken(), [1], "the result is taken exactly once");
+            assert_eq!(waited.is_none(), polled == Some(1));
+        });
     }
 }

@@ -9,8 +9,10 @@
 use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use crate::sync::{AtomicBool, AtomicUsize};
 
 /// Where a dropped slice reports that space came free while reads were waiting for it.
 pub(crate) trait SwapOwner: Send + Sync {
@@ -326,5 +328,152 @@ mod tests {
         drop(pool);
         assert_eq!(s.len(), 100);
         assert!(s.iter().all(|&x| x == 9));
+    }
+}
+
+/// `loom` models of the release and starvation wake-up (`RUSTFLAGS="--cfg gaio_loom" cargo
+/// test --release --lib loom`). The owner's wake-up is a token count a "loop" thread sleeps
+/// on (the loop's `SwapReleased` message); a lost wake-up leaves it asleep, which loom
+/// reports as a deadlock.
+#[cfg(all(test, gaio_loom))]
+mod loom_model {
+    use super::*;
+    use crate::sync::{lock, Condvar, Mutex};
+    use loom::thread;
+
+    /// The loop's inbox: `swap_released` calls not yet taken.
+    #[derive(Default)]
+    struct Inbox {
+        tokens: Mutex<usize>,
+        cv: Condvar,
+    }
+
+    impl SwapOwner for Inbox {
+        fn swap_released(&self) {
+            *lock(&self.tokens) += 1;
+            self.cv.notify_one();
+        }
+    }
+
+    impl Inbox {
+        /// Sleeps until a `swap_released` comes, and takes it.
+        fn wait(&self) {
+            let mut g = lock(&self.tokens);
+            while *g == 0 {
+                g = self.cv.wait(g).unwrap();
+            }
+            *g -= 1;
+        }
+    }
+
+    /// A shared state as the watcher makes it, with `starving` written once with `SeqCst` as
+    /// every later access to it is: loom regards `SeqCst` accesses as `AcqRel` except that a
+    /// `SeqCst` load never returns a `SeqCst` store older than the newest one, and an atomic's
+    /// initial value is no `SeqCst` store, so without this loom could let a load see the
+    /// initial `false` after the pool's `set_starving` (a false alarm C11 rules out: the
+    /// initial value happens before both threads).
+    fn shared(owner: &std::sync::Arc<Inbox>) -> std::sync::Arc<Shared> {
+        let shared = Shared::new(owner.clone());
+        shared.clear_starving();
+        shared
+    }
+
+    /// A slice over the whole of `pool`'s only chunk.
+    fn fill(pool: &mut SwapPool) -> SwapSlice {
+        let (_, len) = pool.space().expect("an empty pool has space");
+        pool.commit(len)
+    }
+
+    /// The loop finds no space while a consumer drops the last slice: either the re-check in
+    /// `space` finds the chunk free, or the drop sees `starving` and wakes the loop, which
+    /// then finds it.
+    #[test]
+    fn loom_starving_pool_is_woken_by_the_last_release() {
+        loom::model(|| {
+            let owner = std::sync::Arc::new(Inbox::default());
+            let mut pool = SwapPool::new(8, 1, shared(&owner));
+            let slice = fill(&mut pool);
+            let consumer = thread::spawn(move || drop(slice));
+            // The loop: a starved read, retried on each wake-up as `retry_starved` does.
+            while pool.space().is_none() {
+                owner.wait();
+                pool.clear_starving();
+            }
+            consumer.join().unwrap();
+        });
+    }
+
+    /// Two slices of one chunk dropped on two threads: only the last one frees the chunk,
+    /// and the loop is still woken.
+    #[test]
+    fn loom_two_slices_dropped_concurrently() {
+        loom::model(|| {
+            let owner = std::sync::Arc::new(Inbox::default());
+            // Reads take at least 4096 bytes: two fit one 8192-byte chunk.
+            let mut pool = SwapPool::new(8192, 1, shared(&owner));
+            let (_, _) = pool.space().unwrap();
+            let a = pool.commit(4096);
+            let (_, left) = pool.space().unwrap();
+            assert_eq!(left, 4096);
+            let b = pool.commit(4096);
+            let ta = thread::spawn(move || drop(a));
+            let tb = thread::spawn(move || drop(b));
+            while pool.space().is_none() {
+                owner.wait();
+                pool.clear_starving();
+            }
+            ta.join().unwrap();
+            tb.join().unwrap();
+        });
+    }
+
+    /// io_uring (issue 12, class 6): the submit side's pool (one chunk) and the ring's buffer
+    /// ring share one `starving` flag. The ring thread's read found no buffer (ENOBUFS) and
+    /// set the flag; a submitter's inline swap read finds its chunk held, sets the flag, and
+    /// its re-check finds the chunk freed meanwhile and clears the flag; the ring's buffer is
+    /// then released with the flag clear, no `swap_released` comes, and the ring's read waits
+    /// for an unrelated wake-up: here for ever, which loom reports as a deadlock.
+    ///
+    /// The ring side is what `complete` (`Next::Starve`) and the loop's wake-up do, at the
+    /// level of `Shared` and `Chunk`: `set_starving`, then `recycle` (the buffer back if no
+    /// slice holds it) and `retry_starved` (`clear_starving`); on each `SwapReleased`,
+    /// `recycle` again.
+    #[test]
+    #[ignore = "shows the lost wake-up of issue 12 class 6: the io_uring ring and the submit \
+                side share one starving flag; run it with --ignored, it ends in loom's \
+                deadlock report. Remove this once the fix lands."]
+    fn loom_uring_ring_and_pool_share_the_starving_flag() {
+        loom::model(|| {
+            let owner = std::sync::Arc::new(Inbox::default());
+            let shared = shared(&owner);
+            // The submit side: one chunk, held by an inline swap read's slice.
+            let mut pool = SwapPool::new(8, 1, shared.clone());
+            let inline_slice = fill(&mut pool);
+            // The ring: one buffer, taken by a CQE (`BufRing::take`), its slice held.
+            let ring_buf = std::sync::Arc::new(Chunk::new(8, shared.clone()));
+            let ring_slice = SwapSlice::new(&ring_buf, 0, 8);
+
+            let ring = {
+                let (shared, owner, ring_buf) = (shared.clone(), owner.clone(), ring_buf.clone());
+                thread::spawn(move || {
+                    // ENOBUFS: the read waits for a buffer.
+                    shared.set_starving();
+                    // `recycle` until the buffer is back, sleeping between wake-ups.
+                    while !ring_buf.is_free() {
+                        owner.wait();
+                    }
+                    shared.clear_starving();
+                })
+            };
+            let submitter = thread::spawn(move || {
+                // An inline swap read: a region if its chunk is free, else off to the ring.
+                let _ = pool.space();
+            });
+            // The consumer drops its slices: the inline one, then the ring's.
+            drop(inline_slice);
+            drop(ring_slice);
+            submitter.join().unwrap();
+            ring.join().unwrap();
+        });
     }
 }
