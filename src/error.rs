@@ -76,6 +76,13 @@ pub enum Error {
     /// `GAIO_BACKEND` value). The text names the value.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A thread of the watcher's backend failed (a bug in gaio): every request pending then
+    /// was ended (with [`Error::ClosedPipe`]) and its result delivered, and
+    /// [`Watcher::wait_io`](crate::Watcher::wait_io) returns this once they are taken, where
+    /// a closed watcher returns [`Error::WatcherClosed`]. The text names the thread and says
+    /// why. Later submissions end with `ClosedPipe`; close the watcher.
+    #[error("watcher failed: {0}")]
+    WatcherFailed(String),
     /// An error from the operating system, unchanged.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -19,6 +19,8 @@ struct Inner<C> {
     spare: VecDeque<OpResult<C>>,
     waiters: usize,
     closed: bool,
+    /// Why a backend thread failed (`wait_io` then reports it instead of `WatcherClosed`).
+    failure: Option<String>,
     /// A consumer leads (see [`Lead`]) and may be asleep in the kernel: a result pushed by
     /// another thread must kick it.
     leader_asleep: bool,
@@ -55,6 +57,7 @@ impl<C> ResultQueue<C> {
                 spare: VecDeque::with_capacity(128),
                 waiters: 0,
                 closed: false,
+                failure: None,
                 leader_asleep: false,
                 kick: None,
             }),
@@ -114,6 +117,21 @@ impl<C> ResultQueue<C> {
         g.kick = None;
     }
 
+    /// A backend thread failed and no more results will come: once the queued ones are taken,
+    /// `wait_io` reports `WatcherFailed(reason)`.
+    pub(crate) fn fail(&self, reason: String) {
+        let mut g = lock(&self.inner);
+        g.failure.get_or_insert(reason);
+        g.closed = true;
+        Self::wake(&mut g, &self.cv);
+        g.kick = None;
+    }
+
+    /// True once a failure was reported.
+    pub(crate) fn is_failed(&self) -> bool {
+        lock(&self.inner).failure.is_some()
+    }
+
     /// A guard for a backend thread: if the thread unwinds from a panic (a bug), the queue is
     /// closed so `wait_io` reports `WatcherClosed` instead of waiting forever.
     pub(crate) fn close_on_panic(self: &std::sync::Arc<Self>) -> CloseOnPanic<C> {
@@ -158,7 +176,10 @@ impl<C> ResultQueue<C> {
                 return Ok(std::mem::replace(&mut g.ready, spare));
             }
             if g.closed {
-                return Err(Error::WatcherClosed);
+                return Err(match &g.failure {
+                    Some(why) => Error::WatcherFailed(why.clone()),
+                    None => Error::WatcherClosed,
+                });
             }
             let left = match until {
                 None => None,

@@ -430,18 +430,16 @@ mod loom_model {
     /// io_uring (issue 12, class 6): the submit side's pool (one chunk) and the ring's buffer
     /// ring share one `starving` flag. The ring thread's read found no buffer (ENOBUFS) and
     /// set the flag; a submitter's inline swap read finds its chunk held, sets the flag, and
-    /// its re-check finds the chunk freed meanwhile and clears the flag; the ring's buffer is
-    /// then released with the flag clear, no `swap_released` comes, and the ring's read waits
-    /// for an unrelated wake-up: here for ever, which loom reports as a deadlock.
+    /// its re-check finds the chunk freed meanwhile. That re-check used to clear the flag: the
+    /// ring's buffer was then released with the flag clear, no `swap_released` came, and the
+    /// ring's read waited for an unrelated wake-up (for ever here, which loom reported as a
+    /// deadlock). The re-check no longer clears it; this model is the regression test.
     ///
     /// The ring side is what `complete` (`Next::Starve`) and the loop's wake-up do, at the
     /// level of `Shared` and `Chunk`: `set_starving`, then `recycle` (the buffer back if no
     /// slice holds it) and `retry_starved` (`clear_starving`); on each `SwapReleased`,
     /// `recycle` again.
     #[test]
-    #[ignore = "shows the lost wake-up of issue 12 class 6: the io_uring ring and the submit \
-                side share one starving flag; run it with --ignored, it ends in loom's \
-                deadlock report. Remove this once the fix lands."]
     fn loom_uring_ring_and_pool_share_the_starving_flag() {
         loom::model(|| {
             let owner = std::sync::Arc::new(Inbox::default());

@@ -108,6 +108,7 @@ pub struct Watcher<C: Send + 'static = ()> {
     loop_slot: Arc<ThreadSlot>,
     poller_slot: Arc<ThreadSlot>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    failpoints: Arc<crate::driver::failure::Failpoints>,
 }
 
 impl<C: Send + 'static> Watcher<C> {
@@ -130,6 +131,7 @@ impl<C: Send + 'static> Watcher<C> {
             loop_slot: p.loop_slot,
             poller_slot: p.poller_slot,
             threads: Mutex::new(p.threads),
+            failpoints: p.failpoints,
         }
     }
 }
@@ -797,10 +799,14 @@ impl<C: Send + 'static> Watcher<C> {
     /// Counters of connections whose last [`Conn`] was dropped without [`free`](Watcher::free)
     /// (`found`) and of those the loop has released (`closed`). Go's `GetGC`.
     pub fn gc(&self) -> GcStats {
-        GcStats {
-            found: self.gc.found.load(Ordering::Relaxed),
-            closed: self.gc.closed.load(Ordering::Relaxed),
-        }
+        let found = self.gc.found.load(Ordering::Relaxed);
+        // After close every connection was released, also one whose drop the loop never saw.
+        let closed = if self.read_gate().is_none() {
+            found
+        } else {
+            self.gc.closed.load(Ordering::Relaxed)
+        };
+        GcStats { found, closed }
     }
 
     /// What the swap buffers hold right now (a snapshot; slices dropped on other threads change
@@ -813,6 +819,27 @@ impl<C: Send + 'static> Watcher<C> {
             buffers_in_use,
             slices_live,
         }
+    }
+
+    /// Test hook, not part of the API: makes backend thread `thread` (`"gaio-loop"`,
+    /// `"gaio-poller"` or `"gaio-file"` on epoll, `"gaio-uring"` on io_uring) panic at its next
+    /// turn (a file thread at its next job), to prove that a failing thread fails closed
+    /// (`Error::WatcherFailed`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name this backend has no thread of;
+    /// [`Error::WatcherClosed`] after close.
+    #[doc(hidden)]
+    pub fn inject_failure(&self, thread: &str) -> Result<()> {
+        use crate::driver::failure::Thread;
+        let t = Thread::named(thread)
+            .filter(|t| (*t == Thread::Ring) == (self.backend == Backend::Uring))
+            .ok_or_else(|| Error::InvalidArgument(format!("no thread {thread} here")))?;
+        let gate = self.read_gate();
+        let driver = gate.as_ref().ok_or(Error::WatcherClosed)?;
+        self.failpoints.arm(t);
+        driver.wake_all(&self.tx);
+        Ok(())
     }
 
     fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Option<Handle<C>>> {

@@ -4,6 +4,7 @@
 //! end (`crate::watcher`) reaches whichever runs through [`Handle`] and its methods only.
 
 pub(crate) mod epoll;
+pub(crate) mod failure;
 mod link;
 mod start;
 #[cfg(target_os = "linux")]
@@ -125,6 +126,14 @@ impl<C: Send + 'static> Handle<C> {
             Handle::Epoll(e) => e.finish(),
             #[cfg(target_os = "linux")]
             Handle::Uring(w) => w.close(),
+        }
+    }
+
+    /// Wakes every backend thread that waits (the test hook, after arming a failpoint).
+    pub(crate) fn wake_all(&self, tx: &LoopTx<C>) {
+        let _ = tx.send(LoopMsg::Tick);
+        if let Handle::Epoll(e) = self {
+            e.wake_poller();
         }
     }
 

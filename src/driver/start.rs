@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::epoll;
+use super::failure::Failpoints;
 use super::link::{GcCounters, KernelWake, LoopLink, LoopTx};
 #[cfg(target_os = "linux")]
 use super::uring;
@@ -35,6 +36,8 @@ pub(crate) struct Parts<C> {
     pub(crate) loop_slot: Arc<ThreadSlot>,
     pub(crate) poller_slot: Arc<ThreadSlot>,
     pub(crate) threads: Vec<JoinHandle<()>>,
+    /// The test hook that makes a backend thread fail.
+    pub(crate) failpoints: Arc<Failpoints>,
 }
 
 static NEXT_WATCHER: AtomicU64 = AtomicU64::new(1);
@@ -105,6 +108,7 @@ pub(crate) fn start<C: Send + 'static>(
         inline_buffers,
         swap.clone(),
     )));
+    let failpoints = Arc::new(Failpoints::default());
     let watcher_id = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
     let core = Core {
         watcher_id,
@@ -121,6 +125,7 @@ pub(crate) fn start<C: Send + 'static>(
         gc: gc.clone(),
         loop_slot: loop_slot.clone(),
         poller_slot: poller_slot.clone(),
+        failpoints: failpoints.clone(),
     };
     let (driver, threads) = match backend {
         #[cfg(target_os = "linux")]
@@ -160,6 +165,7 @@ pub(crate) fn start<C: Send + 'static>(
         loop_slot,
         poller_slot,
         threads,
+        failpoints,
     })
 }
 
@@ -184,6 +190,8 @@ pub(crate) struct Core<C> {
     pub(crate) gc: Arc<GcCounters>,
     pub(crate) loop_slot: Arc<crate::affinity::ThreadSlot>,
     pub(crate) poller_slot: Arc<crate::affinity::ThreadSlot>,
+    /// The test hook that makes a backend thread fail.
+    pub(crate) failpoints: Arc<Failpoints>,
 }
 
 impl<C: Send + 'static> Core<C> {

@@ -51,6 +51,8 @@ pub(crate) enum LoopMsg<C> {
     },
     /// A swap slice was dropped while reads were waiting for swap space.
     SwapReleased,
+    /// A helper thread (an epoll file thread) failed: fail the watcher (`Engine::fail`).
+    Failed(String),
     /// Shut down: end everything pending with `ClosedPipe`, close every descriptor.
     Close,
 }
@@ -87,6 +89,7 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
             }
             LoopMsg::SwapReleased => self.retry_starved(),
             LoopMsg::Tick => {}
+            LoopMsg::Failed(why) => self.fail(why),
             LoopMsg::Close => {
                 self.close();
                 return false;

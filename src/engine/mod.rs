@@ -108,6 +108,8 @@ pub(crate) struct Engine<C, D> {
     in_flight: usize,
     /// `Close` was handled: new submissions end at once.
     closed: bool,
+    /// A backend thread failed for this reason: reported once nothing is in flight.
+    failure: Option<String>,
     /// When the loop thread wakes for deadlines next (`None`: only for a message). A
     /// request submitted with an earlier deadline must wake it ([`LoopMsg::Tick`]).
     sleep_until: Option<Instant>,
@@ -134,6 +136,7 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
             maker,
             in_flight: 0,
             closed: false,
+            failure: None,
             sleep_until: None,
         }
     }
@@ -141,6 +144,27 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
     /// Hands this section's results to `wait_io`, as one batch.
     pub(crate) fn flush(&mut self) {
         self.results.push_all(&mut self.out);
+        if self.in_flight == 0 {
+            if let Some(why) = self.failure.take() {
+                // Every request has its result queued: `wait_io` reports the failure after.
+                self.results.fail(why);
+            }
+        }
+    }
+
+    /// A backend thread failed: ends everything as `close` does, and once nothing is in
+    /// flight any more, `wait_io` reports `why` (`Error::WatcherFailed`).
+    pub(crate) fn fail(&mut self, why: String) {
+        if self.failure.is_none() && !self.results.is_failed() {
+            self.failure = Some(why);
+        }
+        self.close();
+        self.flush();
+    }
+
+    /// The result queue this engine delivers to.
+    pub(crate) fn results(&self) -> Arc<ResultQueue<C>> {
+        self.results.clone()
     }
 
     /// Requests in the driver's hands (the loop may exit after `Close` once this is 0).

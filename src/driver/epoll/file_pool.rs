@@ -3,12 +3,15 @@
 //! here as a plain blocking syscall. A small, fixed number of threads, started on the first
 //! such request; sockets never come here.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::driver::failure::{self, Failpoints, Thread};
 use crate::engine::LoopMsg;
 use crate::request::file::{blocking, Blocking};
+use crate::request::Outcome;
 
 /// Threads in the pool: enough to keep a disk queue busy, few enough to stay small.
 const THREADS: usize = 4;
@@ -30,14 +33,16 @@ pub(crate) struct FilePool<C> {
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     done: Sender<LoopMsg<C>>,
+    fail: Arc<Failpoints>,
 }
 
 impl<C: Send + 'static> FilePool<C> {
-    pub(crate) fn new(done: Sender<LoopMsg<C>>) -> Self {
+    pub(crate) fn new(done: Sender<LoopMsg<C>>, fail: Arc<Failpoints>) -> Self {
         FilePool {
             jobs: None,
             threads: Vec::new(),
             done,
+            fail,
         }
     }
 
@@ -48,9 +53,10 @@ impl<C: Send + 'static> FilePool<C> {
             for n in 0..THREADS {
                 let rx = rx.clone();
                 let done = self.done.clone();
+                let fail = self.fail.clone();
                 match std::thread::Builder::new()
                     .name(format!("gaio-file-{n}"))
-                    .spawn(move || worker(rx, done))
+                    .spawn(move || worker(rx, done, &fail))
                 {
                     Ok(t) => self.threads.push(t),
                     Err(_) if !self.threads.is_empty() => break,
@@ -74,11 +80,24 @@ impl<C: Send + 'static> FilePool<C> {
     }
 }
 
-fn worker<C>(jobs: Receiver<Job>, done: Sender<LoopMsg<C>>) {
+fn worker<C>(jobs: Receiver<Job>, done: Sender<LoopMsg<C>>, fail: &Failpoints) {
     while let Ok(job) = jobs.recv() {
-        // SAFETY: see `Job`'s Send impl: the buffer tail and the descriptor stay ours until
-        // `Completed` is handled.
-        let outcome = unsafe { blocking(&job.run) };
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fail.check(Thread::File);
+            // SAFETY: see `Job`'s Send impl: the buffer tail and the descriptor stay ours
+            // until `Completed` is handled.
+            unsafe { blocking(&job.run) }
+        }));
+        let (outcome, failed) = match run {
+            Ok(outcome) => (outcome, None),
+            Err(p) => {
+                let why = failure::reason("gaio-file", &*p);
+                (
+                    Outcome::Failed(std::io::Error::other(why.clone())),
+                    Some(why),
+                )
+            }
+        };
         let msg = LoopMsg::Completed {
             key: job.key,
             seq: job.seq,
@@ -86,6 +105,10 @@ fn worker<C>(jobs: Receiver<Job>, done: Sender<LoopMsg<C>>) {
         };
         if done.send(msg).is_err() {
             return;
+        }
+        // The job's request has its outcome; the watcher fails closed after it.
+        if let Some(why) = failed {
+            let _ = done.send(LoopMsg::Failed(why));
         }
     }
 }

@@ -3,26 +3,53 @@
 //! outcomes, swap releases, deadlines. Readiness is served by the poller and by consumers in
 //! `wait_io`, and requests by their submitters, each on its own thread under the same lock.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::State;
 use crate::conn::lock;
+use crate::driver::failure::{self, Failpoints, Thread};
 use crate::engine::LoopMsg;
 
 /// Messages handled per section before results are flushed, so a flood of submissions cannot
 /// hold completions back for long.
 const DRAIN: usize = 4096;
 
-pub(crate) fn run<C: Send + 'static>(state: &State<C>, rx: Receiver<LoopMsg<C>>) {
+/// Runs the loop until `Close`, then shuts the engine down. A panic on the way (a bug, or the
+/// test hook) fails the watcher closed instead (`crate::driver::failure`).
+pub(crate) fn run<C: Send + 'static>(
+    state: &Arc<State<C>>,
+    rx: &Receiver<LoopMsg<C>>,
+    fail: &Failpoints,
+) {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(state, rx, fail)));
+    if let Err(p) = run {
+        let why = failure::reason("gaio-loop", &*p);
+        // Ends every request, then waits for the file threads' requests as a close does.
+        let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lock(state).fail(why.clone());
+        }));
+        if end.is_err() {
+            // The engine itself is broken: a file thread may still write into a request's
+            // buffer, so the engine is never freed (a leak, not a use after free).
+            std::mem::forget(Arc::clone(state));
+            lock(state).results().fail(why);
+            return;
+        }
+    }
+    shutdown(state, rx);
+}
+
+fn serve<C: Send + 'static>(state: &State<C>, rx: &Receiver<LoopMsg<C>>, fail: &Failpoints) {
     let mut sleep = lock(state).plan_sleep();
     'run: loop {
-        let first = match recv(&rx, sleep) {
+        let first = match recv(rx, sleep) {
             Ok(m) => m,
             Err(()) => break 'run,
         };
+        fail.check(Thread::Loop);
         let mut s = lock(state);
         if let Some(m) = first {
             if !s.handle(m) {
@@ -43,7 +70,6 @@ pub(crate) fn run<C: Send + 'static>(state: &State<C>, rx: Receiver<LoopMsg<C>>)
         s.flush();
         sleep = s.plan_sleep();
     }
-    shutdown(state, &rx);
 }
 
 /// The next message, or `None` once `until` passes; `Err` once every sender is gone.

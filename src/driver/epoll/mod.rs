@@ -36,7 +36,7 @@ use crossbeam_channel::Sender;
 use mio::{Poll, Registry, Token, Waker};
 
 use crate::conn::{lock, ConnId, ConnShared};
-use crate::driver::Core;
+use crate::driver::{failure, Core};
 use crate::engine::LoopMsg;
 use crate::request::Request;
 use crate::{Error, Result};
@@ -104,6 +104,14 @@ impl<C: Send + 'static> Epoll<C> {
         self.leader.retire();
     }
 
+    /// Interrupts the poller's wait (it sees the shutdown flag, or the test hook).
+    pub(crate) fn wake_poller(&self) {
+        let _ = self.waker.wake();
+        // It may be standing aside (parked) while consumers lead.
+        #[cfg(target_os = "linux")]
+        self.leader.wake_poller();
+    }
+
     /// Tells the poller to exit and interrupts its wait.
     pub(crate) fn shutdown(&self) {
         // SeqCst: the leader's claim checks it against `leading` (see `Leader::try_claim`).
@@ -122,7 +130,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
     let shutdown = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(2);
 
-    let files = file_pool::FilePool::new(core.tx.channel());
+    let files = file_pool::FilePool::new(core.tx.channel(), core.failpoints.clone());
     let driver = Readiness::new(registry.try_clone()?, core.swap_pool.clone(), files);
     let state = Arc::new(Mutex::new(core.engine(driver)));
     #[cfg(target_os = "linux")]
@@ -145,13 +153,14 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
     let guard = core.results.close_on_panic();
     let st = state.clone();
     let rx = core.rx;
+    let fail = core.failpoints.clone();
     let loop_thread = std::thread::Builder::new()
         .name("gaio-loop".into())
         .spawn(move || {
             let _guard = guard;
             slot.enter();
             let _ = ready.send(());
-            loop_thread::run(&st, rx);
+            loop_thread::run(&st, &rx, &fail);
             slot.exit();
         })?;
 
@@ -160,6 +169,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
     let stop = shutdown.clone();
     let guard = core.results.close_on_panic();
     let st = state.clone();
+    let fail = core.failpoints.clone();
     #[cfg(target_os = "linux")]
     let lead = leader.clone();
     let poller_thread = std::thread::Builder::new()
@@ -168,10 +178,17 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
             let _guard = guard;
             slot.enter();
             let _ = ready_tx.send(());
-            #[cfg(target_os = "linux")]
-            poller::run(poll, &st, stop, &lead);
-            #[cfg(not(target_os = "linux"))]
-            poller::run(poll, &st, stop);
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(target_os = "linux")]
+                poller::run(poll, &st, stop, &lead, &fail);
+                #[cfg(not(target_os = "linux"))]
+                poller::run(poll, &st, stop, &fail);
+            }));
+            if let Err(p) = run {
+                // Readiness is still served by consumers in `wait_io`, and the loop thread
+                // drains the file threads; the engine ends everything and reports it.
+                lock(&st).fail(failure::reason("gaio-poller", &*p));
+            }
             slot.exit();
         });
     let poller_thread = match poller_thread {

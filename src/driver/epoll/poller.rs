@@ -13,6 +13,7 @@ use mio::{Events, Poll};
 use super::{State, WAKE};
 use crate::conn::lock;
 use crate::conn::ConnId;
+use crate::driver::failure::{Failpoints, Thread};
 
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
@@ -22,6 +23,7 @@ pub(crate) fn run<C: Send + 'static>(
     state: &State<C>,
     shutdown: Arc<AtomicBool>,
     #[cfg(target_os = "linux")] leader: &super::leader::Leader<C>,
+    fail: &Failpoints,
 ) {
     #[cfg(target_os = "linux")]
     let _done = Done(leader);
@@ -37,6 +39,7 @@ pub(crate) fn run<C: Send + 'static>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         }
+        fail.check(Thread::Poller);
         // A leader's wake-up taken here is passed on first, even on the way out.
         #[cfg(target_os = "linux")]
         if events.iter().any(|ev| ev.token() == super::KICK) {

@@ -11,7 +11,7 @@
 
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use io_uring::types::{SubmitArgs, Timespec};
@@ -20,6 +20,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::buf_ring::{BufRing, BGID};
 use super::RingWake;
 use crate::conn::ConnId;
+use crate::driver::failure::{self, Failpoints, Thread};
 use crate::driver::Core;
 use crate::engine::{Driver, Engine, LoopMsg, Start};
 use crate::request::{self, Outcome, Request};
@@ -31,6 +32,8 @@ const WAKE_UD: u64 = u64::MAX;
 const CANCEL_UD: u64 = u64::MAX - 1;
 /// Messages handled per turn before the loop submits and reaps.
 const DRAIN: usize = 4096;
+/// Longest wait for the kernel to give back the requests of a ring thread that failed.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Times a full submission queue is submitted (and the completion queue drained) before an
 /// SQE is given up on.
 const PUSH_TRIES: usize = 64;
@@ -203,6 +206,7 @@ pub(crate) struct RingLoop<C> {
     rx: Receiver<LoopMsg<C>>,
     wake: Arc<RingWake>,
     cqes: Vec<(u64, i32, u32)>,
+    fail: Arc<Failpoints>,
 }
 
 impl<C: Send + 'static> RingLoop<C> {
@@ -210,17 +214,57 @@ impl<C: Send + 'static> RingLoop<C> {
         let bufs = BufRing::new(&ring, core.swap_count, core.swap_size, core.swap.clone())
             .map_err(|e| super::explain("provided buffer ring", &e))?;
         let engine = core.engine(Ring::new(ring, bufs, wake.raw));
+        let fail = core.failpoints.clone();
         Ok(RingLoop {
             engine,
             rx: core.rx,
             wake,
             cqes: Vec::with_capacity(1024),
+            fail,
         })
     }
 
+    /// Runs the ring until `Close` and the last CQE. A panic on the way (a bug, or the test
+    /// hook) fails the watcher closed instead (`crate::driver::failure`).
     pub(crate) fn run(mut self) {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
+        let Err(p) = run else {
+            return self.teardown();
+        };
+        let why = failure::reason("gaio-uring", &*p);
+        let results = self.engine.results();
+        let drained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Requests already sent here are taken first, so each gets its result before the
+            // failure is reported.
+            self.take_messages();
+            // Every connection released (fast paths closed first), requests in the kernel
+            // cancelled; their CQEs must be back before their buffers can go. The engine
+            // reports the failure once none is left.
+            self.engine.fail(why.clone());
+            let until = Instant::now() + DRAIN_LIMIT;
+            while self.engine.in_flight() > 0 && Instant::now() < until {
+                let ring = &mut self.engine.driver;
+                ring.submit(true, Some(Instant::now() + Duration::from_millis(10)));
+                self.reap();
+                self.take_messages();
+                self.engine.flush();
+            }
+            self.engine.in_flight() == 0
+        }));
+        if matches!(drained, Ok(true)) {
+            self.teardown();
+        } else {
+            // The kernel may still write into requests' buffers or the buffer ring: keep all of
+            // it (ring, buffers, descriptors) for the life of the process rather than free it.
+            std::mem::forget(self);
+        }
+        results.fail(why);
+    }
+
+    fn serve(&mut self) {
         self.engine.driver.arm_wake();
         loop {
+            self.fail.check(Thread::Ring);
             let mut handled = 0;
             while handled < DRAIN && !self.engine.is_closed() {
                 match self.rx.try_recv() {
@@ -257,7 +301,14 @@ impl<C: Send + 'static> RingLoop<C> {
                 }
             }
         }
-        self.teardown();
+    }
+
+    /// Hands every message waiting in the channel to the engine (after a failure: a closed
+    /// engine ends each request at once).
+    fn take_messages(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            self.engine.handle(m);
+        }
     }
 
     /// Takes every CQE off the completion queue and hands each to the engine.
