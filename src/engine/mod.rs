@@ -20,6 +20,8 @@
 pub(crate) mod fast_path;
 mod files;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use table::Slot;
 
