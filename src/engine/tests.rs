@@ -718,6 +718,7 @@ both!(
     free_with_file_in_flight,
     accept_adopts,
     accept_adopt_error,
+    accept_completing_after_close,
     deadline_tick,
     randomized,
 );
@@ -1437,6 +1438,31 @@ fn accept_adopt_error<const R: bool>() {
     assert_ne!(c.gen, refused.gen);
     drop(r);
     h.e.close();
+    h.all_done();
+}
+
+/// An accept in flight when the watcher closes may still come back with a descriptor (the
+/// kernel accepted before the cancel reached it). Nothing can serve that connection any more:
+/// it must not be taken over, and its descriptor must close.
+fn accept_completing_after_close<const R: bool>() {
+    let mut h = H::<R>::new();
+    let l = h.sock();
+    let a = h.sub(Kind::Accept, &l, None, None, false, vec![flight()]);
+    h.e.close();
+    assert_eq!(h.fake().cancels(a), 1);
+    let (mine, peer) = socketpair();
+    h.complete(a, Outcome::Accepted(mine));
+    let r = h.expect(&[a]);
+    assert_eq!(err(&r[0]), "ClosedPipe");
+    assert!(r[0].accepted.is_none());
+    drop(r);
+    assert!(peer_closed(&peer), "the accepted descriptor is closed");
+    assert!(peer_closed(&l.peer));
+    assert_eq!(h.e.in_flight(), 0);
+    assert!(
+        (0..h.e.table.len()).all(|i| h.e.table.get(i).is_none()),
+        "no connection left in the table after close"
+    );
     h.all_done();
 }
 
