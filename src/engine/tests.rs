@@ -720,6 +720,9 @@ both!(
     accept_adopt_error,
     accept_completing_after_close,
     deadline_tick,
+    kernel_cancel_without_ending,
+    connect_on_write_lane,
+    completed_message_checks_seq,
     randomized,
 );
 
@@ -1522,6 +1525,67 @@ fn deadline_tick<const R: bool>() {
     for q in held {
         h.complete(q, Outcome::Canceled);
     }
+    h.all_done();
+}
+
+/// ECANCELED with no ending of ours (io_uring's teardown): `ClosedPipe`, keeping the size;
+/// the request behind starts.
+fn kernel_cancel_without_ending<const R: bool>() {
+    let mut h = H::<R>::new();
+    let s = h.sock();
+    let a = h.write(&s, 8, vec![moved(3), flight()]);
+    let b = h.write(&s, 8, vec![moved(8)]);
+    h.complete(a, Outcome::Canceled);
+    let r = h.expect(&[a, b]);
+    assert_eq!((err(&r[0]), r[0].size), ("ClosedPipe", 3));
+    assert_eq!((err(&r[1]), r[1].size), ("ok", 8));
+    assert_eq!(h.fake().cancels(a), 0);
+    h.all_done();
+}
+
+/// A connect is served in the write direction: reads are not held up by it, writes wait.
+fn connect_on_write_lane<const R: bool>() {
+    let mut h = H::<R>::new();
+    let s = h.sock();
+    let c = h.sub(Kind::Connect, &s, None, None, false, vec![flight()]);
+    let w = h.write(&s, 4, vec![moved(4)]);
+    let r = h.read(&s, 4, vec![moved(1)]);
+    assert_eq!(h.fake().starts(w), 0);
+    h.expect(&[r]);
+    h.complete(c, Outcome::Finished);
+    let got = h.expect(&[c, w]);
+    assert!(got[0].is_ok() && got[0].accepted.is_none());
+    h.all_done();
+}
+
+/// `LoopMsg::Completed` (a file thread's outcome) reaches only the request it was for: a stale
+/// one (same slab key, another request) is dropped.
+fn completed_message_checks_seq<const R: bool>() {
+    let mut h = H::<R>::new();
+    let f = h.sock();
+    let a = h.file(Kind::ReadAt, &f, 8, vec![flight()]);
+    let (key, _) = h.fake().held[&a];
+    h.e.handle(LoopMsg::Completed {
+        key,
+        seq: a + 100,
+        outcome: Outcome::Moved(8, None),
+    });
+    h.expect(&[]);
+    assert_eq!(h.e.in_flight(), 1);
+    h.fake().held.remove(&a);
+    h.e.handle(LoopMsg::Completed {
+        key,
+        seq: a,
+        outcome: Outcome::Moved(8, None),
+    });
+    let r = h.expect(&[a]);
+    assert_eq!((err(&r[0]), r[0].size), ("ok", 8));
+    // Late: the request is gone.
+    h.e.handle(LoopMsg::Completed {
+        key,
+        seq: a,
+        outcome: Outcome::Moved(8, None),
+    });
     h.all_done();
 }
 
