@@ -98,6 +98,9 @@ struct Fake<const R: bool> {
     rng: Option<Rng>,
     /// For random answers to swap reads.
     swap: Option<SwapPool>,
+    /// The other ends of the descriptors random accepts produced, by the inode of the
+    /// accepted end.
+    peers: HashMap<u64, OwnedFd>,
     budget: usize,
 }
 
@@ -112,6 +115,7 @@ impl<const R: bool> Fake<R> {
             inos: HashMap::new(),
             rng: None,
             swap: None,
+            peers: HashMap::new(),
             budget: BUDGET,
         }
     }
@@ -143,9 +147,18 @@ impl<const R: bool> Fake<R> {
 
     fn random(&mut self, req: &Request<u64>) -> Start {
         let rng = self.rng.as_mut().expect("random mode");
+        let shape = Shape::of(req);
         match rng.below(10) {
             0..=2 => Start::InFlight,
-            3 | 4 => Start::Done(random_outcome(rng, Shape::of(req), self.swap.as_mut())),
+            3 | 4 => Start::Done(random_outcome(
+                rng,
+                shape,
+                self.swap.as_mut(),
+                &mut self.peers,
+            )),
+            5 if req.kind == Kind::Accept => {
+                Start::Done(random_outcome(rng, shape, None, &mut self.peers))
+            }
             5 if !R => Start::Done(Outcome::WouldBlock),
             6 => Start::Done(Outcome::Retry),
             _ if R => Start::Done(Outcome::WouldBlock),
@@ -222,13 +235,30 @@ impl Shape {
 }
 
 /// A random outcome for a request: bytes (short, full or none), an error, EAGAIN, no swap
-/// space.
-fn random_outcome(rng: &mut Rng, req: Shape, swap: Option<&mut SwapPool>) -> Outcome {
+/// space, a new descriptor for an accept (its peer kept in `peers`, by inode).
+fn random_outcome(
+    rng: &mut Rng,
+    req: Shape,
+    swap: Option<&mut SwapPool>,
+    peers: &mut HashMap<u64, OwnedFd>,
+) -> Outcome {
     let Shape {
         kind,
         left,
         swap_read,
     } = req;
+    if kind == Kind::Accept {
+        return match rng.below(6) {
+            0 => Outcome::Failed(std::io::Error::from_raw_os_error(libc::EMFILE)),
+            1 => Outcome::WouldBlock,
+            2 => Outcome::Retry,
+            _ => {
+                let (mine, peer) = socketpair();
+                peers.insert(ino(mine.as_raw_fd()).unwrap(), peer);
+                Outcome::Accepted(mine)
+            }
+        };
+    }
     match rng.below(12) {
         0 => Outcome::Failed(std::io::Error::from_raw_os_error(libc::ECONNRESET)),
         1 => Outcome::WouldBlock,
@@ -293,7 +323,12 @@ impl<const R: bool> Driver<u64> for Fake<R> {
 
     fn adopt(&mut self, fd: &OwnedFd, id: ConnId) -> std::io::Result<()> {
         self.calls.push(Call::Adopt { id });
-        let r = self.adopt.pop_front().unwrap_or(Ok(()));
+        let refuse = self.rng.as_mut().is_some_and(|r| r.chance(15));
+        let r = match self.adopt.pop_front() {
+            Some(r) => r,
+            None if refuse => Err(std::io::Error::from_raw_os_error(libc::ENOMEM)),
+            None => Ok(()),
+        };
         if r.is_ok() {
             let ino = ino(fd.as_raw_fd()).expect("adopt of a closed descriptor");
             self.inos.insert(ino, id);
@@ -1700,8 +1735,9 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
     h.fake().rng = Some(Rng(seed ^ 0x5555));
     h.fake().swap = Some(swap_pool());
     let mut socks: Vec<Sock> = (0..3).map(|_| h.sock()).collect();
-    // Connections released (freed, detached, dropped), and detached descriptors kept open.
-    let mut released: Vec<Sock> = Vec::new();
+    // Connections released (freed, detached) or whose handles were dropped, and detached
+    // descriptors kept open.
+    let mut gone: Vec<Gone> = Vec::new();
     let mut detached: Vec<(u64, crossbeam_channel::Receiver<Option<OwnedFd>>)> = Vec::new();
     let mut swaps: Vec<SwapSlice> = Vec::new();
     let ctx = |seed: u64, step: usize| format!("seed {seed:#x}, step {step}");
@@ -1711,17 +1747,18 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
         match what {
             0..=39 if n_socks > 0 => {
                 let s = &socks[rng.below(n_socks) as usize];
-                let kind = match rng.below(9) {
+                let kind = match rng.below(10) {
                     0 | 1 => Kind::Read,
                     2 => Kind::ReadFull,
                     3 | 4 => Kind::Write,
                     5 => Kind::ReadAt,
                     6 => Kind::WriteAt,
                     7 => Kind::Fsync,
+                    8 => Kind::Accept,
                     _ => Kind::Read,
                 };
                 let buf = match kind {
-                    Kind::Fsync => None,
+                    Kind::Fsync | Kind::Accept => None,
                     Kind::Read if rng.chance(50) => None,
                     _ => Some(vec![0; 1 + rng.below(16) as usize]),
                 };
@@ -1743,7 +1780,8 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
                     let req = h.e.in_flight_request(key).expect("held means in flight");
                     assert_eq!(req.id.seq, q);
                     let shape = Shape::of(req);
-                    let o = random_outcome(&mut rng, shape, h.e.driver.swap.as_mut());
+                    let d = &mut h.e.driver;
+                    let o = random_outcome(&mut rng, shape, d.swap.as_mut(), &mut d.peers);
                     let o = match o {
                         Outcome::Moved(..) | Outcome::Failed(_) | Outcome::Finished => o,
                         _ if rng.chance(30) => Outcome::Canceled,
@@ -1778,7 +1816,7 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
             89 | 90 if n_socks > 1 => {
                 let s = socks.swap_remove(rng.below(n_socks) as usize);
                 h.free(&s);
-                released.push(s);
+                gone.push(Gone::of(s, false));
             }
             91 if n_socks > 1 => {
                 let s = socks.swap_remove(rng.below(n_socks) as usize);
@@ -1787,30 +1825,34 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
                 h.e.detach(s.id(), tx);
                 // The reply comes when the last request in flight on it completes.
                 detached.push((s.ino, rx));
-                released.push(s);
+                gone.push(Gone::of(s, false));
             }
             92..=94 if n_socks < 6 => socks.push(h.sock()),
+            // The last handle goes once no request or result holds a clone.
+            95 | 96 if n_socks > 1 => {
+                let s = socks.swap_remove(rng.below(n_socks) as usize);
+                gone.push(Gone::of(s, true));
+            }
             _ => {}
         }
-        for r in h.take() {
-            if let Buffer::Swap(s) = r.buffer {
-                if rng.chance(50) {
-                    swaps.push(s);
-                }
-            }
-        }
+        take_random(&mut h, &mut rng, &mut socks, &mut gone, &mut swaps);
         assert_eq!(
             h.e.in_flight(),
             h.e.driver.held.len(),
             "{}",
             ctx(seed, step)
         );
-        // A released connection is closed (or detached) once nothing of it is in flight.
-        for s in &released {
-            let busy = h.e.driver.held.values().any(|v| v.1 == s.id());
-            let forgotten = h.forgets(s);
+        // A released connection is closed (or detached) once nothing of it is in flight; one
+        // whose handles are gone, once it is idle too and its last clone went.
+        for g in &gone {
+            let busy = h.e.driver.held.values().any(|v| v.1 == g.id);
+            let forgotten = h.e.driver.forgets(g.ino);
             assert!(forgotten <= 1, "{}", ctx(seed, step));
-            assert_eq!(forgotten == 1, !busy, "{}", ctx(seed, step));
+            if g.dropped {
+                assert!(forgotten == 0 || !busy, "{}", ctx(seed, step));
+            } else {
+                assert_eq!(forgotten == 1, !busy, "{}", ctx(seed, step));
+            }
         }
     }
     // Shut down: every request in flight comes back (as the kernel's cancel would, or done).
@@ -1820,18 +1862,20 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
         rounds += 1;
         assert!(rounds < 10_000, "{}: not winding down", ctx(seed, steps));
         let q = *h.e.driver.held.keys().min().unwrap();
+        // Cancelled, or done before the cancel reached it (an accept: a new descriptor).
         let o = if rng.chance(50) {
             Outcome::Canceled
         } else {
-            Outcome::WouldBlock
+            let key = h.e.driver.held[&q].0;
+            let shape = Shape::of(h.e.in_flight_request(key).expect("in flight"));
+            let d = &mut h.e.driver;
+            random_outcome(&mut rng, shape, d.swap.as_mut(), &mut d.peers)
         };
         h.complete(q, o);
-        h.take();
+        take_random(&mut h, &mut rng, &mut socks, &mut gone, &mut swaps);
     }
+    take_random(&mut h, &mut rng, &mut socks, &mut gone, &mut swaps);
     h.all_done();
-    for s in socks.iter().chain(&released) {
-        assert_eq!(h.forgets(s), 1, "{}", ctx(seed, steps));
-    }
     let detached: HashMap<u64, OwnedFd> = detached
         .into_iter()
         .map(|(ino, rx)| {
@@ -1840,21 +1884,86 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
             (ino, fd)
         })
         .collect();
-    for s in socks.iter().chain(&released) {
-        let closed = peer_closed(&s.peer);
-        assert_eq!(
-            closed,
-            !detached.contains_key(&s.ino),
-            "{}",
-            ctx(seed, steps)
-        );
+    let all: Vec<(u64, &OwnedFd)> = socks
+        .iter()
+        .map(|s| (s.ino, &s.peer))
+        .chain(gone.iter().map(|g| (g.ino, &g.peer)))
+        .collect();
+    for &(ino, peer) in &all {
+        assert_eq!(h.e.driver.forgets(ino), 1, "{}", ctx(seed, steps));
+        let closed = peer_closed(peer);
+        assert_eq!(closed, !detached.contains_key(&ino), "{}", ctx(seed, steps));
+    }
+    drop(all);
+    // Accepted descriptors never taken over (refused, or after close): closed, not forgotten.
+    for (ino, peer) in &h.e.driver.peers {
+        assert!(peer_closed(peer), "{}", ctx(seed, steps));
+        assert_eq!(h.e.driver.forgets(*ino), 0, "{}", ctx(seed, steps));
     }
     if let Some(base) = base {
         // The test holds the peers and the detached descriptors; the engine holds none.
-        let ours = socks.len() + released.len() + detached.len();
+        let ours = socks.len() + gone.len() + h.e.driver.peers.len() + detached.len();
         assert_eq!(open_fds(), base + ours, "{}", ctx(seed, steps));
-        drop((socks, released, detached, h));
+        drop((socks, gone, detached, h));
         assert_eq!(open_fds(), base, "{}", ctx(seed, steps));
+    }
+}
+
+/// A connection the random test let go of: freed or detached, or its handle dropped.
+struct Gone {
+    id: ConnId,
+    peer: OwnedFd,
+    ino: u64,
+    /// Handle dropped (released only once no request or result holds a clone).
+    dropped: bool,
+}
+
+impl Gone {
+    fn of(s: Sock, dropped: bool) -> Gone {
+        Gone {
+            id: s.id(),
+            peer: s.peer,
+            ino: s.ino,
+            dropped,
+        }
+    }
+}
+
+/// Takes the results of the random test: keeps some swap slices (so swap reads starve), keeps
+/// some accepted connections for later requests and drops the others, and hands the engine
+/// the handles dropped since (`LoopMsg::Dropped`, as the real owner does).
+fn take_random<const R: bool>(
+    h: &mut H<R>,
+    rng: &mut Rng,
+    socks: &mut Vec<Sock>,
+    gone: &mut Vec<Gone>,
+    swaps: &mut Vec<SwapSlice>,
+) {
+    loop {
+        for mut r in h.take() {
+            if let Some(c) = r.accepted.take() {
+                let ino = ino(c.raw_fd()).expect("an accepted descriptor is open");
+                let peer = h.e.driver.peers.remove(&ino).expect("its peer");
+                let s = Sock { conn: c, peer, ino };
+                if socks.len() < 6 && rng.chance(50) {
+                    socks.push(s);
+                } else {
+                    gone.push(Gone::of(s, true));
+                }
+            }
+            if let Buffer::Swap(s) = r.buffer {
+                if rng.chance(50) {
+                    swaps.push(s);
+                }
+            }
+        }
+        let dropped = std::mem::take(&mut *h.owner.0.lock().unwrap());
+        if dropped.is_empty() {
+            return;
+        }
+        for id in dropped {
+            h.e.handle(LoopMsg::Dropped(id));
+        }
     }
 }
 
