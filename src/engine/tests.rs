@@ -1802,7 +1802,16 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
                     assert_eq!(h.e.cancel(id), pending, "{}", ctx(seed, step));
                 }
             }
-            72..=77 => h.e.expire(),
+            72..=77 => {
+                h.e.expire();
+                // Nothing pending is past its deadline without an ending on its way.
+                let now = Instant::now();
+                for (_, r) in h.e.ops.iter() {
+                    if r.deadline.is_some_and(|d| d <= now) {
+                        assert!(r.in_flight && r.cancel.is_some(), "{}", ctx(seed, step));
+                    }
+                }
+            }
             78..=84 if n_socks > 0 => {
                 let s = &socks[rng.below(n_socks) as usize];
                 h.e.ready(s.id(), rng.chance(60), rng.chance(60));
@@ -1842,6 +1851,7 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
             "{}",
             ctx(seed, step)
         );
+        check_not_stranded(&h, &ctx(seed, step));
         // A released connection is closed (or detached) once nothing of it is in flight; one
         // whose handles are gone, once it is idle too and its last clone went.
         for g in &gone {
@@ -1906,6 +1916,48 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
         assert_eq!(open_fds(), base + ours, "{}", ctx(seed, steps));
         drop((socks, gone, detached, h));
         assert_eq!(open_fds(), base, "{}", ctx(seed, steps));
+    }
+}
+
+/// No request is stranded: each pending one is in flight, or waits for something that will
+/// come (the next edge after an EAGAIN, swap space, an earlier write before an fsync), or is
+/// behind the front of its direction.
+fn check_not_stranded<const R: bool>(h: &H<R>, ctx: &str) {
+    let e = &h.e;
+    for i in 0..e.table.len() {
+        let Some(s) = e.table.get(i) else { continue };
+        if s.starved {
+            assert!(e.starved.contains(&s.id), "{ctx}: starved but not listed");
+        }
+        for lane in [Lane::Read, Lane::Write] {
+            let Some(&key) = s.queues[lane as usize].front() else {
+                continue;
+            };
+            let r = &e.ops[key];
+            assert_eq!(r.in_flight, s.in_flight[lane as usize], "{ctx}");
+            // (A released connection keeps only a request in flight at each front.)
+            let waits = r.in_flight
+                || (s.starved && r.buffer.is_none())
+                // Readiness: it met EAGAIN (here or on the submitting thread).
+                || (R && r.poll_first);
+            assert!(waits, "{ctx}: front request {} stranded", r.id.seq);
+            for &k in s.queues[lane as usize].iter().skip(1) {
+                assert!(!e.ops[k].in_flight, "{ctx}: behind the front, in flight");
+            }
+        }
+        let Some(f) = s.file.as_ref() else { continue };
+        for &k in &f.pending {
+            let r = &e.ops[k];
+            let barrier = matches!(r.kind, Kind::Fsync | Kind::Fdatasync)
+                && f.pending
+                    .iter()
+                    .any(|&w| e.ops[w].kind == Kind::WriteAt && e.ops[w].id.seq < r.id.seq);
+            assert!(
+                r.in_flight || barrier,
+                "{ctx}: file request {} stranded",
+                r.id.seq
+            );
+        }
     }
 }
 
