@@ -22,6 +22,8 @@ mod files;
 mod messages;
 mod release;
 mod table;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use messages::LoopMsg;
 use table::Slot;
@@ -347,8 +349,13 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
     }
 
     /// Takes over the descriptor an accept produced: a new slot and its `Conn` in the
-    /// request. An error if the driver refuses it (the descriptor closes).
+    /// request. An error if the driver refuses it, or after `Close` (the descriptor closes).
     fn adopt(&mut self, key: usize, fd: OwnedFd) -> Option<Error> {
+        if self.closed {
+            // Accepted before `Close`'s cancel reached it: nothing would serve it (the
+            // descriptor closes here).
+            return Some(Error::ClosedPipe);
+        }
         let id = self.ids.alloc();
         if let Err(e) = self.driver.adopt(&fd, id) {
             self.ids.release(id);
