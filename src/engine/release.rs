@@ -99,13 +99,15 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
             }
         }
         self.driver.forget(&s.fd);
-        self.ids.release(s.id);
         match s.detach {
             Some(reply) => {
                 let _ = reply.send(Some(s.fd));
             }
             None => drop(s.fd),
         }
+        // Only once the descriptor is closed (or handed back): the slot returns under a new
+        // generation.
+        self.ids.release(s.id);
     }
 
     /// `Close`: every connection is released; later submissions end with `ClosedPipe`. The
