@@ -22,6 +22,10 @@ pub const DEFAULT_SWAP_BUFFER_SIZE: usize = 64 * 1024;
 /// Default number of swap buffers (Go rotates three).
 pub const DEFAULT_SWAP_BUFFERS: usize = 3;
 
+/// The largest file offset, and offset + length, that [`Watcher::read_at`] and
+/// [`Watcher::write_at`] accept: `i64::MAX`, the largest `off_t` (bytes).
+pub const MAX_FILE_OFFSET: u64 = i64::MAX as u64;
+
 static NEXT_WATCHER: AtomicU64 = AtomicU64::new(1);
 
 /// Counters of connections released because their last handle was dropped without
@@ -645,7 +649,10 @@ impl<C: Send + 'static> Watcher<C> {
     /// [`Error::EmptyBuffer`]; [`Error::Unsupported`] if `file` is not a file taken over with
     /// [`watch`](Watcher::watch) (or belongs to another watcher); [`Error::Misaligned`] on an
     /// `O_DIRECT` file when the buffer's address, its length or `offset` is not aligned as the
-    /// file needs; [`Error::ConnClosed`]; [`Error::WatcherClosed`].
+    /// file needs; [`Error::InvalidArgument`] when `offset`, or `offset + buf.len()`, is above
+    /// [`MAX_FILE_OFFSET`] (`i64::MAX`, the largest offset the kernel takes; the sum is taken
+    /// without overflow, so `u64::MAX` is refused too); [`Error::ConnClosed`];
+    /// [`Error::WatcherClosed`]. Context and buffer come back in [`SubmitError`].
     pub fn read_at(
         &self,
         ctx: C,
@@ -736,6 +743,24 @@ impl<C: Send + 'static> Watcher<C> {
         if let Some(b) = &buf {
             if b.is_empty() {
                 return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
+            }
+            // The kernel takes a file offset as `off_t` (i64): a larger `u64` turns negative,
+            // which preadv2/pwritev2 and io_uring READ/WRITE read as "the file position" (-1)
+            // or refuse, and a range ending past i64::MAX is refused too (EINVAL). Refusing
+            // both here, before anything is submitted, also bounds the loops' arithmetic:
+            // every accepted request has `offset + buf.len() <= i64::MAX`, and it never moves
+            // more than `buf.len()` bytes, so `offset + size` (the next step's offset, on
+            // both backends) can neither overflow a `u64` nor leave the `off_t` range.
+            // (`offset <= end`, so this also refuses every offset above i64::MAX.)
+            let fits =
+                matches!(offset.checked_add(b.len() as u64), Some(end) if end <= MAX_FILE_OFFSET);
+            if !fits {
+                let why = format!(
+                    "file offset {offset} + length {} is beyond the largest the kernel takes \
+                     (offset + length <= i64::MAX = {MAX_FILE_OFFSET})",
+                    b.len()
+                );
+                return Err(SubmitError::new(Error::InvalidArgument(why), ctx, buf));
             }
             if info.direct {
                 let a = info.align;
