@@ -792,8 +792,12 @@ impl<C: Send + 'static> Watcher<C> {
     /// pending). Modelled on Zig's async_io_uring cancellation by id; Go's gaio has none.
     ///
     /// # Errors
-    /// [`Error::WatcherClosed`] after [`close`](Watcher::close).
+    /// [`Error::Unsupported`] for an id another watcher handed out (checked first, as for
+    /// another watcher's [`Conn`]); [`Error::WatcherClosed`] after [`close`](Watcher::close).
     pub fn cancel(&self, id: OpId) -> Result<bool> {
+        if id.watcher != self.id {
+            return Err(Error::Unsupported);
+        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         {
             let gate = self.read_gate();
@@ -881,6 +885,7 @@ impl<C: Send + 'static> Watcher<C> {
             return Err(SubmitError::new(Error::WatcherClosed, ctx, buffer));
         }
         let id = OpId {
+            watcher: self.id,
             seq: self.next_op.fetch_add(1, Ordering::Relaxed),
             conn: conn.id(),
         };
