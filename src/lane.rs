@@ -182,18 +182,14 @@ mod tests {
         let old_max = (1u64 << 29) - 1;
         l.0[Lane::Write as usize].store(old_max as _, Ordering::Release);
         assert_eq!(l.claim(Lane::Write, true), Claim::Queue);
-        assert_eq!(
-            l.pending(Lane::Write) as u64,
-            old_max + 1,
-            "the count overflowed"
-        );
+        assert_eq!(l.pending(Lane::Write), old_max + 1, "the count overflowed");
         // The flags are clear: the next claim queues at once (with `ORDER` set by an overflow
         // it would spin), and the count goes down again as results are published.
         assert_eq!(l.claim(Lane::Write, true), Claim::Queue);
-        assert_eq!(l.pending(Lane::Write) as u64, old_max + 2);
+        assert_eq!(l.pending(Lane::Write), old_max + 2);
         l.delivered(Lane::Write);
         l.delivered(Lane::Write);
-        assert_eq!(l.pending(Lane::Write) as u64, old_max);
+        assert_eq!(l.pending(Lane::Write), old_max);
     }
 
     #[test]
