@@ -80,7 +80,7 @@ pub use results::Batch;
 pub use swap::SwapSlice;
 pub use watcher::{
     Builder, GcStats, SwapStats, Watcher, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE,
-    MAX_FILE_OFFSET,
+    MAX_FILE_OFFSET, MAX_SWAP_BUFFERS, MAX_SWAP_BUFFER_SIZE, MAX_SWAP_TOTAL,
 };
 
 /// The README's examples, compiled as doctests so that they stay true to the code.
