@@ -261,6 +261,48 @@ backend_tests! {
     }
 }
 
+/// Class 4, randomized: swap sizes and counts drawn around every limit (and anywhere in
+/// `usize`), each built on both backends: no panic, the documented outcome, the same class on
+/// both. 24 cases (`PROPTEST_CASES` overrides).
+#[test]
+fn builder_random_values_both_backends() {
+    use proptest::prelude::*;
+    let size = prop_oneof![
+        0usize..=4,
+        4090usize..=70_000,
+        (i32::MAX as usize - 2)..=(i32::MAX as usize + 2),
+        (u32::MAX as usize - 1)..=(u32::MAX as usize + 1),
+        any::<usize>(),
+    ];
+    let count = prop_oneof![
+        0usize..=4,
+        500usize..=520,
+        32_760usize..=32_780,
+        any::<usize>()
+    ];
+    let mut cfg = proptest::test_runner::Config::default();
+    if std::env::var("PROPTEST_CASES").is_err() {
+        cfg.cases = 24;
+    }
+    cfg.failure_persistence = None;
+    let mut runner = proptest::test_runner::TestRunner::new(cfg);
+    let uring = util::build::<()>(Backend::Uring, Watcher::builder()).is_some();
+    let epoll = util::build::<()>(Backend::Epoll, Watcher::builder()).is_some();
+    runner
+        .run(&(size, count), |(size, count)| {
+            let want = expected(size, count);
+            for (backend, runs) in [(Backend::Epoll, epoll), (Backend::Uring, uring)] {
+                if runs {
+                    let got = std::panic::catch_unwind(|| builder_outcome(backend, size, count))
+                        .unwrap_or_else(|_| "PANIC".into());
+                    prop_assert_eq!(&got, &want, "{} size {} count {}", backend, size, count);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
 /// The outcome the documented limits give.
 fn expected(size: usize, count: usize) -> String {
     let ok = (1..=gaio::MAX_SWAP_BUFFER_SIZE).contains(&size)
