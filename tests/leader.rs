@@ -134,7 +134,10 @@ fn routing_consumer(
         };
         for res in batch {
             // `is_ok`: a failed send's error holds the whole result, too large to pass on.
-            match routes.get(ctx_sub(res.context)).map(|tx| tx.send(res).is_ok()) {
+            match routes
+                .get(ctx_sub(res.context))
+                .map(|tx| tx.send(res).is_ok())
+            {
                 Some(true) => routed += 1,
                 _ => stray += 1,
             }
