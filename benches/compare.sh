@@ -3,6 +3,8 @@
 #   1. cargo bench --bench compare   gaio against mio, tokio, monoio (target/bench-results/compare.json)
 #   2. cargo bench --bench http      if that bench exists (target/bench-results/http.json)
 #   3. cargo bench --bench allocs    if that bench exists (target/bench-results/allocs.json)
+#   3b. cargo bench --bench precision if that bench exists (target/bench-results/precision.json;
+#      about 30 s)
 #   4. cargo bench --bench compare -- --report-only: every target/bench-results/*.json ->
 #      BENCHMARKS.md (tables, issue-5 targets) and docs/benchmarks.svg (the chart).
 # Results files from earlier runs are removed first, so the report never mixes runs; a bench
@@ -15,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 results=target/bench-results
 mkdir -p "$results"
-rm -f "$results"/compare.json "$results"/http.json "$results"/allocs.json
+rm -f "$results"/compare.json "$results"/http.json "$results"/allocs.json "$results"/precision.json
 
 failed=()
 start=$(date +%s)
@@ -24,7 +26,7 @@ has_bench() { [ -e "benches/$1.rs" ] || [ -e "benches/$1/main.rs" ]; }
 echo "== compare"
 cargo bench --bench compare || failed+=(compare)
 
-for b in http allocs; do
+for b in http allocs precision; do
   if has_bench "$b"; then
     echo "== $b"
     cargo bench --bench "$b" || failed+=("$b")

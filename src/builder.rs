@@ -9,6 +9,24 @@ use crate::{Error, Result};
 pub const DEFAULT_SWAP_BUFFER_SIZE: usize = 64 * 1024;
 /// Default number of swap buffers (Go rotates three).
 pub const DEFAULT_SWAP_BUFFERS: usize = 3;
+/// The largest [`Builder::swap_buffer_size`], in bytes: `i32::MAX` (2 GiB − 1). io_uring's
+/// RECV refuses a length above `i32::MAX` (`EINVAL`), and Linux moves at most
+/// 2 GiB − 4 KiB (`MAX_RW_COUNT`) in one read on either backend, so a larger swap buffer could
+/// never be filled.
+pub const MAX_SWAP_BUFFER_SIZE: usize = i32::MAX as usize;
+
+/// The largest [`Builder::swap_buffers`]: 32768, the most entries io_uring's provided buffer
+/// ring takes (a power of two, so io_uring's rounding up never goes beyond it).
+pub const MAX_SWAP_BUFFERS: usize = 32768;
+
+/// The largest [`Builder::swap_buffer_size`] × [`Builder::swap_buffers`], in bytes: 1 TiB. The
+/// swap buffers are allocated (reserved, not touched) when the watcher is built, and an
+/// allocation the system refuses ends the process (Rust's allocator aborts) instead of
+/// returning an error, so the builder refuses totals no machine should be asked to map.
+/// io_uring reserves up to about twice the total (the count rounded up to a power of two, plus
+/// one buffer).
+pub const MAX_SWAP_TOTAL: usize = 1 << 40;
+
 /// Default submission queue entries of the io_uring backend (its completion queue gets four
 /// times as many).
 pub const DEFAULT_RING_ENTRIES: u32 = 2048;
@@ -47,17 +65,23 @@ impl Default for Builder {
 
 impl Builder {
     /// Size in bytes of each swap buffer (default 64 KiB). A read without a buffer receives at
-    /// most this many bytes. Zero is refused by [`build`](Builder::build) with
-    /// [`Error::InvalidArgument`]. Go's `NewWatcherSize(bufsize)`.
+    /// most this many bytes. [`build`](Builder::build) refuses, with
+    /// [`Error::InvalidArgument`], zero, a size above [`MAX_SWAP_BUFFER_SIZE`] (`i32::MAX`,
+    /// the largest length both backends can receive in one call) and a total
+    /// (size × [`swap_buffers`](Builder::swap_buffers)) above [`MAX_SWAP_TOTAL`]. Go's
+    /// `NewWatcherSize(bufsize)`.
     pub fn swap_buffer_size(mut self, bytes: usize) -> Self {
         self.swap_buffer_size = bytes;
         self
     }
 
-    /// Number of swap buffers (default 3; io_uring rounds it up to a power of two). More
-    /// buffers let more swap-read data be held by undropped results before further swap reads
-    /// wait. Zero is refused by
-    /// [`build`](Builder::build).
+    /// Number of swap buffers (default 3). More buffers let more swap-read data be held by
+    /// undropped results before further swap reads wait. [`build`](Builder::build) refuses,
+    /// with [`Error::InvalidArgument`], zero, a count above [`MAX_SWAP_BUFFERS`] (32768, the
+    /// most io_uring's buffer ring takes) and a total above [`MAX_SWAP_TOTAL`], the same on
+    /// both backends. io_uring rounds the count up to a power of two (3 becomes 4; at most
+    /// 32768) and adds one buffer for the submitting thread (see
+    /// [`SwapStats::buffers`](crate::SwapStats::buffers)); epoll uses the count as given.
     pub fn swap_buffers(mut self, count: usize) -> Self {
         self.swap_buffers = count;
         self
@@ -85,27 +109,18 @@ impl Builder {
     /// Starts the watcher's threads.
     ///
     /// # Errors
-    /// - [`Error::InvalidArgument`]: a zero swap size or count, or an unknown `GAIO_BACKEND`;
+    /// - [`Error::InvalidArgument`], naming the value: a
+    ///   [`swap_buffer_size`](Builder::swap_buffer_size) of 0 or above
+    ///   [`MAX_SWAP_BUFFER_SIZE`] (`i32::MAX` bytes), a [`swap_buffers`](Builder::swap_buffers)
+    ///   of 0 or above [`MAX_SWAP_BUFFERS`] (32768), a product of the two above
+    ///   [`MAX_SWAP_TOTAL`] (1 TiB), a [`ring_entries`](Builder::ring_entries) of 0 or above
+    ///   [`MAX_RING_ENTRIES`], the same on both backends; or an unknown `GAIO_BACKEND`;
     /// - [`Error::BackendUnavailable`]: [`Backend::Uring`] was asked for and io_uring cannot run
     ///   here; the text says why (kernel without io_uring, blocked by seccomp or
     ///   `kernel.io_uring_disabled`, memlock, a missing opcode or feature);
     /// - [`Error::Io`]: creating the poller, the wakeup or a thread failed (`EMFILE`, …).
     pub fn build<C: Send + 'static>(self) -> Result<Watcher<C>> {
-        if self.swap_buffer_size == 0 || self.swap_buffer_size > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!(
-                "swap_buffer_size {} (must be 1..=4 GiB)",
-                self.swap_buffer_size
-            )));
-        }
-        if self.swap_buffers == 0 {
-            return Err(Error::InvalidArgument("swap_buffers 0".into()));
-        }
-        if self.ring_entries == 0 || self.ring_entries > MAX_RING_ENTRIES {
-            return Err(Error::InvalidArgument(format!(
-                "ring_entries {} (must be 1..={MAX_RING_ENTRIES})",
-                self.ring_entries
-            )));
-        }
+        self.validate()?;
         let requested = match self.backend {
             Some(b) => b,
             None => Backend::from_env()?,
@@ -120,6 +135,39 @@ impl Builder {
                 other => other,
             },
         }
+    }
+
+    /// Checks the settings against the limits both backends honour, before anything starts,
+    /// so that every value gives a working watcher or `InvalidArgument` (the errors
+    /// [`build`](Builder::build) lists), the same on both backends. The backend setting needs
+    /// no check: every [`Backend`] value is valid (an unavailable one is reported by `build`).
+    fn validate(&self) -> Result<()> {
+        let (size, count) = (self.swap_buffer_size, self.swap_buffers);
+        if size == 0 || size > MAX_SWAP_BUFFER_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "swap_buffer_size {size} (must be 1..={MAX_SWAP_BUFFER_SIZE} bytes)"
+            )));
+        }
+        if count == 0 || count > MAX_SWAP_BUFFERS {
+            return Err(Error::InvalidArgument(format!(
+                "swap_buffers {count} (must be 1..={MAX_SWAP_BUFFERS})"
+            )));
+        }
+        // Both are bounded above, so the product cannot overflow a 64-bit usize.
+        if size * count > MAX_SWAP_TOTAL {
+            return Err(Error::InvalidArgument(format!(
+                "swap_buffer_size {size} x swap_buffers {count} = {} bytes (must be at most \
+                 {MAX_SWAP_TOTAL})",
+                size * count
+            )));
+        }
+        if self.ring_entries == 0 || self.ring_entries > MAX_RING_ENTRIES {
+            return Err(Error::InvalidArgument(format!(
+                "ring_entries {} (must be 1..={MAX_RING_ENTRIES})",
+                self.ring_entries
+            )));
+        }
+        Ok(())
     }
 
     fn start<C: Send + 'static>(&self, backend: Backend) -> Result<Watcher<C>> {

@@ -16,7 +16,25 @@ pub(crate) struct ConnId {
     pub(crate) gen: u32,
 }
 
-const GEN_SHIFT: u32 = usize::BITS / 2;
+/// The readiness token packs a 32-bit index and a 32-bit generation into one `usize`.
+const GEN_SHIFT: u32 = 32;
+
+// A narrower `usize` could not hold both halves: with a 16-bit shift on a 32-bit target, slot
+// 65 536 would spill into the generation and two live connections could share a token. gaio
+// therefore builds for 64-bit targets only; this makes any other a compile error instead of
+// a silent identity bug (DESIGN.md property 3).
+const _: () = assert!(
+    usize::BITS >= u32::BITS + GEN_SHIFT,
+    "gaio needs a 64-bit target: the readiness token packs a 32-bit slot index and a 32-bit \
+     generation into one usize"
+);
+
+/// The last generation a slot is handed out with. A slot released at this generation is
+/// retired (never handed out again) instead of wrapping to 0, so no two registrations of one
+/// watcher ever share an index and generation, however long it runs. `u32::MAX` itself is never
+/// used, so no token has the all-ones high half of the poller's wake (`usize::MAX`) and kick
+/// (`usize::MAX - 1`) tokens.
+const MAX_GEN: u32 = u32::MAX - 1;
 
 impl ConnId {
     /// The readiness token: generation in the high half, index in the low half.
@@ -32,7 +50,12 @@ impl ConnId {
     }
 }
 
-/// Hands out connection slots; a slot comes back with its generation bumped.
+/// Hands out connection slots; a slot comes back with its generation bumped, and is retired
+/// once its generations are used up ([`MAX_GEN`]).
+///
+/// Fresh indices count up from 0. They cannot run out: an index is only fresh when every
+/// earlier one is live or retired, and a slot retires only after 2^32 - 1 registrations, so
+/// 2^32 indices take more registrations (2^64) or live descriptors than any process has.
 #[derive(Default)]
 pub(crate) struct IdAllocator {
     free: Mutex<Vec<ConnId>>,
@@ -48,15 +71,16 @@ impl IdAllocator {
         ConnId { index, gen: 0 }
     }
 
-    /// Returns a slot for reuse under a new generation. Only after the fd is closed.
+    /// Returns a slot for reuse under a new generation. Only after the fd is closed. A slot
+    /// whose generation is exhausted is retired instead: a stale handle of it can then never
+    /// compare equal to a later connection.
     pub(crate) fn release(&self, id: ConnId) {
-        // Generations wrap before the all-ones pattern, so no token equals the poller's
-        // wake token (usize::MAX).
-        let max_gen = ((1u64 << GEN_SHIFT) - 2) as u32;
-        let gen = if id.gen >= max_gen { 0 } else { id.gen + 1 };
+        if id.gen >= MAX_GEN {
+            return;
+        }
         lock(&self.free).push(ConnId {
             index: id.index,
-            gen,
+            gen: id.gen + 1,
         });
     }
 }
@@ -198,6 +222,10 @@ impl fmt::Debug for Conn {
 mod tests {
     use super::*;
 
+    /// The last generation a slot may have (`MAX_GEN`; spelled out so that the tests also
+    /// build against the code before it).
+    const LAST_GEN: u32 = u32::MAX - 1;
+
     #[test]
     fn token_round_trip() {
         let id = ConnId {
@@ -205,6 +233,61 @@ mod tests {
             gen: 77,
         };
         assert_eq!(ConnId::from_token(id.token()), id);
+    }
+
+    #[test]
+    fn token_round_trip_at_the_edges() {
+        for (index, gen) in [
+            (0, 0),
+            (u32::MAX, 0),
+            (0, LAST_GEN),
+            (u32::MAX, LAST_GEN),
+            (65_536, 1),
+        ] {
+            let id = ConnId { index, gen };
+            assert_eq!(ConnId::from_token(id.token()), id);
+            assert!(
+                id.token() < usize::MAX - 1,
+                "{id:?} collides with the wake/kick tokens"
+            );
+        }
+        // Slot 65 536 (where a 16-bit shift spilled into the generation) stays apart from
+        // slot 0 of the next generation.
+        let a = ConnId {
+            index: 65_536,
+            gen: 0,
+        };
+        let b = ConnId { index: 0, gen: 1 };
+        assert_ne!(a.token(), b.token());
+    }
+
+    /// A slot released at its last generation is retired, never handed out again (it used to
+    /// wrap to generation 0, so a handle from 2^32 registrations ago compared equal).
+    #[test]
+    fn exhausted_slot_is_retired_not_wrapped() {
+        let a = IdAllocator::default();
+        let first = a.alloc();
+        assert_eq!((first.index, first.gen), (0, 0));
+        // The slot has been reused up to one before its last generation.
+        a.release(ConnId {
+            index: 0,
+            gen: LAST_GEN - 1,
+        });
+        let last = a.alloc();
+        assert_eq!((last.index, last.gen), (0, LAST_GEN));
+        // Released at its last generation: retired.
+        a.release(last);
+        let next = a.alloc();
+        assert_ne!(next.index, 0, "retired slot handed out again: {next:?}");
+        assert_eq!((next.index, next.gen), (1, 0));
+        // And never comes back, however many slots are released and reused after it.
+        a.release(next);
+        for _ in 0..10 {
+            let id = a.alloc();
+            assert_ne!(id.index, 0);
+            assert_ne!(id.gen, u32::MAX);
+            a.release(id);
+        }
     }
 
     #[test]

@@ -72,8 +72,12 @@ pub enum Error {
     /// not built into this version yet, or is disabled by the kernel).
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
-    /// A configuration value is out of range (for example a zero swap buffer size, or an unknown
-    /// `GAIO_BACKEND` value). The text names the value.
+    /// A configuration value or an argument is out of range: a builder setting beyond its
+    /// limit (a zero swap buffer size, more than
+    /// [`MAX_SWAP_BUFFERS`](crate::MAX_SWAP_BUFFERS) buffers, …), an unknown `GAIO_BACKEND`
+    /// value, or a file offset (or offset + length) above
+    /// [`MAX_FILE_OFFSET`](crate::MAX_FILE_OFFSET), refused before submission. The text names
+    /// the value.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// A thread of the watcher's backend failed (a bug in gaio): every request pending then

@@ -24,12 +24,23 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::sync::AtomicU32;
+use crate::sync::AtomicU64;
 
-const INLINE: u32 = 1 << 31;
-const CLOSED: u32 = 1 << 30;
-const ORDER: u32 = 1 << 29;
-const COUNT: u32 = ORDER - 1;
+const INLINE: u64 = 1 << 63;
+const CLOSED: u64 = 1 << 62;
+const ORDER: u64 = 1 << 61;
+/// The pending count: the low 61 bits of the word.
+const COUNT: u64 = ORDER - 1;
+
+// The count can never reach the flags: every request it counts is a distinct live `Op` (sent
+// to the engine, or in its queues) until its result is published, so there can be no more of
+// them than the address space holds `Op`s. With 61 bits (a 64-bit word), that bound is far
+// below `COUNT`; the 29-bit count of a 32-bit word could in principle have overflowed into
+// `ORDER` with 2^29 requests pending on one connection.
+const _: () = assert!(
+    COUNT as u128
+        >= (usize::MAX as u128 + 1) / std::mem::size_of::<crate::request::Request<()>>() as u128
+);
 
 /// Read or write: the two FIFO directions of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +61,7 @@ pub(crate) enum Claim {
 
 /// Both directions' words of one connection.
 #[derive(Default)]
-pub(crate) struct Lanes([AtomicU32; 2]);
+pub(crate) struct Lanes([AtomicU64; 2]);
 
 impl Lanes {
     /// Claims the direction for an inline attempt if nothing is pending there and `inline` is
@@ -68,6 +79,7 @@ impl Lanes {
                 s = w.load(Ordering::Acquire);
                 continue;
             }
+            debug_assert!(s & COUNT < COUNT, "lane count overflow");
             let (next, claim) = if inline && s == 0 {
                 (INLINE | ORDER, Claim::Inline)
             } else {
@@ -115,7 +127,7 @@ impl Lanes {
 
     /// Requests of `lane` pending at the loop (tests).
     #[cfg(test)]
-    fn pending(&self, lane: Lane) -> u32 {
+    fn pending(&self, lane: Lane) -> u64 {
         self.0[lane as usize].load(Ordering::Acquire) & COUNT
     }
 }
@@ -153,6 +165,25 @@ mod tests {
         assert_eq!(l.claim(Lane::Write, true), Claim::Inline);
         l.done_inline(Lane::Write);
         assert_eq!(l.claim(Lane::Write, false), Claim::Queue);
+    }
+
+    /// The pending count holds more than 2^29 - 1 requests (a 29-bit field, whose next
+    /// increment used to spill into the `ORDER` flag and make every later claim spin forever)
+    /// without touching the flags.
+    #[test]
+    fn count_beyond_29_bits_leaves_the_flags_alone() {
+        let l = Lanes::default();
+        let old_max = (1u64 << 29) - 1;
+        l.0[Lane::Write as usize].store(old_max as _, Ordering::Release);
+        assert_eq!(l.claim(Lane::Write, true), Claim::Queue);
+        assert_eq!(l.pending(Lane::Write), old_max + 1, "the count overflowed");
+        // The flags are clear: the next claim queues at once (with `ORDER` set by an overflow
+        // it would spin), and the count goes down again as results are published.
+        assert_eq!(l.claim(Lane::Write, true), Claim::Queue);
+        assert_eq!(l.pending(Lane::Write), old_max + 2);
+        l.delivered(Lane::Write);
+        l.delivered(Lane::Write);
+        assert_eq!(l.pending(Lane::Write), old_max);
     }
 
     #[test]

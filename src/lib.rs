@@ -80,7 +80,8 @@ mod watcher;
 pub use backend::Backend;
 pub use buf::{dio_alignment, AlignedBuf, DioAlignment, IoBuf};
 pub use builder::{
-    Builder, DEFAULT_RING_ENTRIES, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE, MAX_RING_ENTRIES,
+    Builder, DEFAULT_RING_ENTRIES, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE,
+    MAX_RING_ENTRIES, MAX_SWAP_BUFFERS, MAX_SWAP_BUFFER_SIZE, MAX_SWAP_TOTAL,
 };
 pub use conn::Conn;
 pub use error::{Error, Result, SubmitError};
@@ -88,7 +89,7 @@ pub use op::{Buffer, OpId, OpResult, OpType};
 pub use results::Batch;
 pub use stats::{GcStats, SwapStats};
 pub use swap::SwapSlice;
-pub use watcher::Watcher;
+pub use watcher::{Watcher, MAX_FILE_OFFSET};
 
 /// The README's examples, compiled as doctests so that they stay true to the code.
 #[cfg(doctest)]

@@ -40,17 +40,29 @@ impl OpType {
 }
 
 /// The identity of one accepted submission, returned by every submit call, repeated in its
-/// [`OpResult::id`], and taken by [`Watcher::cancel`](crate::Watcher::cancel). Ids are unique
-/// per [`Watcher`](crate::Watcher) and never reused (a 64-bit counter, plus the connection the
-/// request runs on, which is how `cancel` finds it without a global table).
+/// [`OpResult::id`], and taken by [`Watcher::cancel`](crate::Watcher::cancel).
+///
+/// An id names its [`Watcher`](crate::Watcher) (the same watcher identity a
+/// [`Conn`] carries), a 64-bit counter and the connection the request runs on (which is how
+/// `cancel` finds it without a global table). Ids are unique per process: never reused
+/// within a watcher, and never equal to an id of another watcher; `cancel` refuses another
+/// watcher's id with [`Error::Unsupported`](crate::Error::Unsupported), as the calls taking a
+/// `Conn` refuse another watcher's connection.
+///
+/// `Eq`, `Hash` and `Ord` compare all three parts; ids of one watcher order by submission
+/// (their [`as_u64`](OpId::as_u64)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpId {
+    /// The watcher that accepted the submission (`Conn`s carry the same number).
+    pub(crate) watcher: u64,
     pub(crate) seq: u64,
     pub(crate) conn: ConnId,
 }
 
 impl OpId {
-    /// The counter value: unique per watcher, increasing in submission order.
+    /// The counter value: unique per watcher, increasing in submission order. Two watchers
+    /// hand out the same values, so use the whole `OpId` (not this number) as a key across
+    /// watchers.
     pub fn as_u64(self) -> u64 {
         self.seq
     }

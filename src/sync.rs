@@ -5,13 +5,13 @@
 
 #[cfg(not(all(test, gaio_loom)))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicUsize},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
     Condvar, Mutex, MutexGuard,
 };
 
 #[cfg(all(test, gaio_loom))]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicUsize},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
     Condvar, Mutex, MutexGuard,
 };
 

@@ -26,6 +26,10 @@ use crate::stats::{GcStats, SwapStats};
 use crate::swap::SwapPool;
 use crate::{Error, IoBuf, Result, SubmitError};
 
+/// The largest file offset, and offset + length, that [`Watcher::read_at`] and
+/// [`Watcher::write_at`] accept: `i64::MAX`, the largest `off_t` (bytes).
+pub const MAX_FILE_OFFSET: u64 = i64::MAX as u64;
+
 /// A proactor: takes over descriptors, performs reads and writes on them from its own threads,
 /// and hands back the results in batches from [`wait_io`](Watcher::wait_io). Go's gaio
 /// `Watcher`.
@@ -438,7 +442,10 @@ impl<C: Send + 'static> Watcher<C> {
     /// [`Error::EmptyBuffer`]; [`Error::Unsupported`] if `file` is not a file taken over with
     /// [`watch`](Watcher::watch) (or belongs to another watcher); [`Error::Misaligned`] on an
     /// `O_DIRECT` file when the buffer's address, its length or `offset` is not aligned as the
-    /// file needs; [`Error::ConnClosed`]; [`Error::WatcherClosed`].
+    /// file needs; [`Error::InvalidArgument`] when `offset`, or `offset + buf.len()`, is above
+    /// [`MAX_FILE_OFFSET`] (`i64::MAX`, the largest offset the kernel takes; the sum is taken
+    /// without overflow, so `u64::MAX` is refused too); [`Error::ConnClosed`];
+    /// [`Error::WatcherClosed`]. Context and buffer come back in [`SubmitError`].
     pub fn read_at(
         &self,
         ctx: C,
@@ -516,6 +523,24 @@ impl<C: Send + 'static> Watcher<C> {
             if b.is_empty() {
                 return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
             }
+            // The kernel takes a file offset as `off_t` (i64): a larger `u64` turns negative,
+            // which preadv2/pwritev2 and io_uring READ/WRITE read as "the file position" (-1)
+            // or refuse, and a range ending past i64::MAX is refused too (EINVAL). Refusing
+            // both here, before anything is submitted, also bounds the loops' arithmetic:
+            // every accepted request has `offset + buf.len() <= i64::MAX`, and it never moves
+            // more than `buf.len()` bytes, so `offset + size` (the next step's offset, on
+            // both backends) can neither overflow a `u64` nor leave the `off_t` range.
+            // (`offset <= end`, so this also refuses every offset above i64::MAX.)
+            let fits =
+                matches!(offset.checked_add(b.len() as u64), Some(end) if end <= MAX_FILE_OFFSET);
+            if !fits {
+                let why = format!(
+                    "file offset {offset} + length {} is beyond the largest the kernel takes \
+                     (offset + length <= i64::MAX = {MAX_FILE_OFFSET})",
+                    b.len()
+                );
+                return Err(SubmitError::new(Error::InvalidArgument(why), ctx, buf));
+            }
             if info.direct {
                 let a = info.align;
                 let why = if b.as_ptr() as usize % a.memory != 0 {
@@ -546,8 +571,12 @@ impl<C: Send + 'static> Watcher<C> {
     /// pending). Modelled on Zig's async_io_uring cancellation by id; Go's gaio has none.
     ///
     /// # Errors
-    /// [`Error::WatcherClosed`] after [`close`](Watcher::close).
+    /// [`Error::Unsupported`] for an id another watcher handed out (checked first, as for
+    /// another watcher's [`Conn`]); [`Error::WatcherClosed`] after [`close`](Watcher::close).
     pub fn cancel(&self, id: OpId) -> Result<bool> {
+        if id.watcher != self.id {
+            return Err(Error::Unsupported);
+        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         {
             let gate = self.read_gate();
@@ -635,6 +664,7 @@ impl<C: Send + 'static> Watcher<C> {
             return Err(SubmitError::new(Error::WatcherClosed, ctx, buffer));
         };
         let id = OpId {
+            watcher: self.id,
             seq: self.next_op.fetch_add(1, Ordering::Relaxed),
             conn: conn.id(),
         };

@@ -120,7 +120,11 @@ impl<const R: bool> H<R> {
     ) -> u64 {
         let seq = self.seq;
         self.seq += 1;
-        let id = OpId { seq, conn: s.id() };
+        let id = OpId {
+            watcher: 0,
+            seq,
+            conn: s.id(),
+        };
         let len = buf.as_ref().map(Vec::len);
         let mut req = Request::new(id, kind, &s.conn, seq, buf.map(IoBuf::Vec), deadline);
         req.poll_first = poll_first;
@@ -191,7 +195,11 @@ impl<const R: bool> H<R> {
     }
 
     pub(super) fn cancel(&mut self, s: &Sock, seq: u64) -> bool {
-        self.e.cancel(OpId { seq, conn: s.id() })
+        self.e.cancel(OpId {
+            watcher: 0,
+            seq,
+            conn: s.id(),
+        })
     }
 
     /// Flushes and takes every result, checking each: one per submitted request, none for a

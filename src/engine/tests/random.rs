@@ -104,6 +104,7 @@ fn run_random<const R: bool>(seed: u64, steps: usize, count: bool) {
                 all.sort_unstable();
                 if let Some(&q) = all.get(rng.below(all.len() as u64 + 1) as usize) {
                     let id = OpId {
+                        watcher: 0,
                         seq: q,
                         conn: h.subs[&q].conn,
                     };
