@@ -148,6 +148,40 @@ impl<C> OpResult<C> {
     pub fn is_ok(&self) -> bool {
         self.error.is_none()
     }
+
+    /// The result as a `Result`: `Ok(size)` when the operation completed, `Err(error)` when it
+    /// ended early (`Deadline`, `Eof`, `Canceled`, `ClosedPipe`, an OS error, …). An early end
+    /// can still have moved bytes: [`size`](OpResult::size) and [`data`](OpResult::data) keep
+    /// that partial progress, which `Err` does not carry.
+    ///
+    /// `?` works on it in a function returning `Result<_, &Error>`; to leave a function that
+    /// returns [`io::Result`](std::io::Result), convert the owned error:
+    /// `res.error.take().map_or(Ok(res.size), |e| Err(std::io::Error::from(e)))`.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    ///
+    /// let (mut peer, ours) = std::os::unix::net::UnixStream::pair()?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// peer.write_all(b"hi")?;
+    /// w.read((), &conn, Some(vec![0; 16]))?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("the read");
+    /// assert_eq!(res.result().ok(), Some(2));
+    ///
+    /// drop(peer); // the next read sees the end of the stream
+    /// w.read((), &res.conn, Some(vec![0; 16]))?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("the read");
+    /// assert!(matches!(res.result(), Err(gaio::Error::Eof)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn result(&self) -> Result<usize, &Error> {
+        match &self.error {
+            None => Ok(self.size),
+            Some(e) => Err(e),
+        }
+    }
 }
 
 impl<C> fmt::Debug for OpResult<C> {

@@ -251,11 +251,11 @@ impl EchoServer {
             // Linux copies TCP_NODELAY from the listener to every socket it accepts, so this
             // does what the accept thread's per-connection set_nodelay does.
             socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
-            let lconn = watcher.watch(&listener).map_err(into_io)?;
+            let lconn = watcher.watch(&listener)?;
             // The watcher keeps its own descriptor of the listener; ours is not needed.
             drop(listener);
             for _ in 0..ACCEPTS_IN_FLIGHT {
-                watcher.accept((), &lconn).map_err(|e| into_io(e.error))?;
+                watcher.accept((), &lconn)?;
             }
             let serve = {
                 let (w, stats) = (watcher.clone(), stats.clone());
@@ -362,14 +362,6 @@ impl Drop for EchoServer {
         if self.serve.is_some() {
             let _ = self.stop_threads();
         }
-    }
-}
-
-/// A gaio error as an `io::Error` (the OS error itself when there is one).
-fn into_io(e: Error) -> io::Error {
-    match e {
-        Error::Io(e) => e,
-        e => io::Error::other(e.to_string()),
     }
 }
 
