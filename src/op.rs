@@ -7,13 +7,21 @@ use crate::conn::{Conn, ConnId};
 use crate::swap::SwapSlice;
 use crate::Error;
 
-/// The kind of operation a result belongs to. Go's `OpRead`/`OpWrite`.
+/// The kind of operation a result belongs to. Go's `OpRead`/`OpWrite`, plus the requests Go
+/// does not have.
+///
+/// Each submit call has its own type, so a loop can tell a [`read_full`](crate::Watcher::read_full)
+/// from a [`read`](crate::Watcher::read), and an [`fdatasync`](crate::Watcher::fdatasync) from an
+/// [`fsync`](crate::Watcher::fsync), by the result alone. New request kinds add variants, hence
+/// `#[non_exhaustive]`: a `match` needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OpType {
-    /// A [`read`](crate::Watcher::read), [`read_timeout`](crate::Watcher::read_timeout) or
-    /// [`read_full`](crate::Watcher::read_full).
+    /// A [`read`](crate::Watcher::read) or [`read_timeout`](crate::Watcher::read_timeout):
+    /// complete on any data.
     Read,
+    /// A [`read_full`](crate::Watcher::read_full): complete when the buffer is full.
+    ReadFull,
     /// A [`write`](crate::Watcher::write) or [`write_timeout`](crate::Watcher::write_timeout).
     Write,
     /// An [`accept`](crate::Watcher::accept): the new connection is in
@@ -25,17 +33,20 @@ pub enum OpType {
     ReadAt,
     /// A [`write_at`](crate::Watcher::write_at) on a file.
     WriteAt,
-    /// An [`fsync`](crate::Watcher::fsync) or [`fdatasync`](crate::Watcher::fdatasync).
+    /// An [`fsync`](crate::Watcher::fsync): data and metadata flushed.
     Fsync,
+    /// An [`fdatasync`](crate::Watcher::fdatasync): data flushed (and the metadata needed to
+    /// read it back).
+    Fdatasync,
 }
 
 impl OpType {
     /// The FIFO direction a request of this type is served in (`None`: file requests).
     pub(crate) fn lane(self) -> Option<crate::lane::Lane> {
         match self {
-            OpType::Read | OpType::Accept => Some(crate::lane::Lane::Read),
+            OpType::Read | OpType::ReadFull | OpType::Accept => Some(crate::lane::Lane::Read),
             OpType::Write | OpType::Connect => Some(crate::lane::Lane::Write),
-            OpType::ReadAt | OpType::WriteAt | OpType::Fsync => None,
+            OpType::ReadAt | OpType::WriteAt | OpType::Fsync | OpType::Fdatasync => None,
         }
     }
 }
@@ -117,8 +128,12 @@ impl fmt::Debug for Buffer {
 /// Every submit call that returned `Ok` yields exactly one `OpResult`: completed (`error` is
 /// `None`), failed (`Eof`, an OS error), timed out (`Deadline`), or ended by
 /// [`free`](crate::Watcher::free), drop or [`close`](crate::Watcher::close) (`ClosedPipe`).
+///
+/// `#[non_exhaustive]`: fields will be added (a peer address, …), so destructuring needs `..`.
+/// Only the watcher creates results.
+#[non_exhaustive]
 pub struct OpResult<C> {
-    /// Read or write.
+    /// Which submit call the result is for.
     pub op: OpType,
     /// The id the submit call returned.
     pub id: OpId,
@@ -224,13 +239,15 @@ pub(crate) enum OpKind {
 impl OpKind {
     pub(crate) fn op_type(self) -> OpType {
         match self {
-            OpKind::Read | OpKind::ReadFull => OpType::Read,
+            OpKind::Read => OpType::Read,
+            OpKind::ReadFull => OpType::ReadFull,
             OpKind::Write => OpType::Write,
             OpKind::Accept => OpType::Accept,
             OpKind::Connect => OpType::Connect,
             OpKind::ReadAt => OpType::ReadAt,
             OpKind::WriteAt => OpType::WriteAt,
-            OpKind::Fsync | OpKind::Fdatasync => OpType::Fsync,
+            OpKind::Fsync => OpType::Fsync,
+            OpKind::Fdatasync => OpType::Fdatasync,
         }
     }
 
@@ -333,6 +350,39 @@ impl<C> Op<C> {
             size: self.size,
             error,
             accepted: self.accepted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lane::Lane;
+
+    /// Every request kind reports its own `OpType`, and the results queue's FIFO direction
+    /// (`OpType::lane`) is the direction the request is served in: `read_full` is a read,
+    /// `fdatasync` a file request like `fsync`.
+    #[test]
+    fn op_types_and_lanes() {
+        let all = [
+            (OpKind::Read, OpType::Read, Some(Lane::Read)),
+            (OpKind::ReadFull, OpType::ReadFull, Some(Lane::Read)),
+            (OpKind::Accept, OpType::Accept, Some(Lane::Read)),
+            (OpKind::Write, OpType::Write, Some(Lane::Write)),
+            (OpKind::Connect, OpType::Connect, Some(Lane::Write)),
+            (OpKind::ReadAt, OpType::ReadAt, None),
+            (OpKind::WriteAt, OpType::WriteAt, None),
+            (OpKind::Fsync, OpType::Fsync, None),
+            (OpKind::Fdatasync, OpType::Fdatasync, None),
+        ];
+        for (kind, ty, lane) in all {
+            assert_eq!(kind.op_type(), ty, "{kind:?}");
+            assert_eq!(ty.lane(), lane, "{ty:?}");
+            assert_eq!(kind.lane(), lane, "{kind:?}");
+            assert_eq!(kind.is_file(), lane.is_none(), "{kind:?}");
+            if let Some(lane) = lane {
+                assert_eq!(kind.is_read_side(), lane == Lane::Read, "{kind:?}");
+            }
         }
     }
 }

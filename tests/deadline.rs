@@ -190,6 +190,7 @@ backend_tests! {
         client.write_all(b"0123456789").unwrap();
         util::wait_until(&w, Duration::from_secs(10), "the read_full deadline", |res| {
             let now = Instant::now();
+            assert_eq!(res.op, OpType::ReadFull);
             assert!(util::is_deadline(&res.error), "{res:?}");
             assert!(now >= at, "fired early");
             assert_eq!(res.size, 10);

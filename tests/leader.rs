@@ -221,7 +221,7 @@ backend_tests! {
                             assert!(res.error.is_none(), "{res:?}");
                             assert_eq!(res.size, expect.len(), "{res:?}");
                             if res.context & 0xff == KIND_READ {
-                                assert_eq!(res.op, OpType::Read);
+                                assert_eq!(res.op, OpType::ReadFull);
                                 let got = util::user_buf_ref(&res.buffer);
                                 if let Some(at) = util::first_difference(got, &expect) {
                                     panic!(

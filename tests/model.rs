@@ -249,7 +249,7 @@ struct Run<'a> {
 
 fn outcome_name(res: &OpResult<u64>) -> String {
     let op = match res.op {
-        OpType::Read => "read",
+        OpType::Read | OpType::ReadFull => "read",
         _ => "write",
     };
     match &res.error {
@@ -368,10 +368,10 @@ impl Run<'_> {
         assert_eq!(res.id, p.id, "{b}: context and id disagree");
         assert_eq!(res.conn.key(), p.key, "{b}: result on another connection");
         let c = &mut self.conns[p.conn];
-        let want_op = if p.kind == Kind::Write {
-            OpType::Write
-        } else {
-            OpType::Read
+        let want_op = match p.kind {
+            Kind::Write => OpType::Write,
+            Kind::ReadFull => OpType::ReadFull,
+            Kind::Read => OpType::Read,
         };
         assert_eq!(res.op, want_op, "{b}: {res:?}");
         // The memory comes back.

@@ -327,6 +327,8 @@ struct Pending {
     at: Instant,
     cancel: Option<bool>,
     submitted: u64,
+    /// A sync: an `fdatasync` (else an `fsync`).
+    data_only: bool,
     /// A write: its index in `writes`.
     write: Option<usize>,
     /// A read: what each byte of `[off, off + len]` may read as over its life.
@@ -548,6 +550,13 @@ impl Run<'_> {
             at: Instant::now(),
             cancel: None,
             submitted: now,
+            data_only: matches!(
+                a,
+                Action::Sync {
+                    data_only: true,
+                    ..
+                }
+            ),
             write: None,
             window: None,
             touched: false,
@@ -599,6 +608,7 @@ impl Run<'_> {
         let want_op = match p.kind {
             Kind::Read => OpType::ReadAt,
             Kind::Write => OpType::WriteAt,
+            Kind::Sync if p.data_only => OpType::Fdatasync,
             Kind::Sync => OpType::Fsync,
         };
         assert_eq!(res.op, want_op, "{b}: {res:?}");
