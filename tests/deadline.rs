@@ -6,7 +6,7 @@
 //! Go's `time_test.go` (`TestTimedHeapOrderAndIndex`, `TestTimedHeapSwapUpdatesIndex`) tests the
 //! internals of Go's timer heap (index back-pointers); their analogue here is the unit tests
 //! in `src/deadline.rs` (order, skipped dead entries, compaction), run by the same
-//! `cargo nextest run`.
+//! `cargo test`.
 
 #[macro_use]
 mod util;

@@ -7,9 +7,9 @@
 //! §3.5 (b) and (d), and leak tests.
 //!
 //! The leak tests count `/proc/self/fd` and `/proc/self/task`, so they need a process of their
-//! own: cargo-nextest's default (one process per test). Under plain `cargo test` they print a
-//! skip. They compare snapshots taken within the test, so descriptors the harness holds do
-//! not matter.
+//! own: cargo-nextest's default (one process per test); under plain `cargo test` each re-runs
+//! itself in a child process (`util::own_process`). They compare snapshots taken within the
+//! test, so descriptors the harness holds do not matter.
 
 #[macro_use]
 mod util;

@@ -36,7 +36,7 @@
 //! write's bytes unchanged), `size` never beyond it; each error is one the model allows
 //! (`Deadline` only with a deadline and not before it, `Canceled` only after a `cancel` that
 //! found the request, `ClosedPipe` only after a free, partial progress kept); no descriptor is
-//! left open after the case (nextest only).
+//! left open after the case (in a process of its own, see `util::own_process`).
 //!
 //! 64 cases per backend by default (`PROPTEST_CASES` overrides). Failures are shrunk and
 //! their seeds persisted in `tests/model_files.proptest-regressions`.
@@ -957,7 +957,7 @@ fn open(path: &PathBuf, direct: bool) -> std::io::Result<File> {
 
 /// Runs one case on `backend`.
 fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
-    let count_fds = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
+    let count_fds = util::in_own_process();
     let fds0 = util::open_fds();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1039,6 +1039,10 @@ backend_tests! {
     /// The randomized file model (see the file's documentation).
     fn model_files(backend) {
         if util::watcher_for::<()>(backend).is_none() {
+            return;
+        }
+        // Each case counts the process's descriptors.
+        if !util::own_process("model_files") {
             return;
         }
         let stats = Mutex::new(Stats::default());

@@ -528,6 +528,13 @@ pub fn errno_of(e: &Option<Error>) -> Option<i32> {
 // Process inspection: fds, threads, CPUs, limits
 // ---------------------------------------------------------------------------------------------
 
+/// True when this test has the process to itself: cargo-nextest's process per test, or the
+/// child [`own_process`] starts.
+pub fn in_own_process() -> bool {
+    std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
+        || std::env::var_os("GAIO_OWN_PROCESS").is_some()
+}
+
 /// How long [`own_process`] lets the child run one test before it kills it and fails.
 const OWN_PROCESS_LIMIT: Duration = Duration::from_secs(600);
 
@@ -542,9 +549,7 @@ const OWN_PROCESS_LIMIT: Duration = Duration::from_secs(600);
 /// `test` names the test in messages; the child is told which test to run by the name libtest
 /// gives the test's thread (`epoll::no_leak_after_free`).
 pub fn own_process(test: &str) -> bool {
-    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
-        || std::env::var_os("GAIO_OWN_PROCESS").is_some()
-    {
+    if in_own_process() {
         return true;
     }
     let thread = std::thread::current();
