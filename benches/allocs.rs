@@ -708,9 +708,21 @@ fn site(bt: &Backtrace) -> Site {
 // ------------------------------------------------------------------------------------------
 
 const USAGE: &str = "\
-usage: cargo bench --bench allocs [-- [--quick] [--ops N] [--traces K]
-           [--only write,read,read_full,swap-read,echo,echo-deadline,read_at,write_at,accept-connect]
-           [--out PATH] [--json PATH]]";
+usage: cargo bench --bench allocs [-- OPTIONS]
+
+Heap allocations per operation at steady state on both backends, with the call sites of the
+first allocations traced.
+
+options:
+  --quick                  5000 operations per case (the default with no argument at all)
+  --ops N                  operations per case (100 to 10000000; default 100000)
+  --traces K               allocations traced per case (default 32)
+  --only LIST              comma-separated cases: write, read, read_full, swap-read, echo,
+                           echo-deadline, read_at, write_at, accept-connect (default all)
+  --out PATH               write the report here (default benches/results/allocs.md)
+  --json PATH              write the results file here (default
+                           target/bench-results/allocs.json)
+  -h, --help               print this help";
 
 struct Options {
     quick: bool,
@@ -732,20 +744,19 @@ fn parse_args() -> BenchResult<Options> {
         json: None,
     };
     let mut args = Args::from_env();
-    while let Some(mut flag) = args.next_flag()? {
+    while let Some(flag) = args.next_flag()? {
         match flag.name.as_str() {
             "--quick" => {
-                args.no_value(&flag)?;
                 o.quick = true;
             }
-            "--ops" => o.ops = Some(args.parse_within(&mut flag, 100..=10_000_000)?),
-            "--traces" => o.traces = args.parse(&mut flag)?,
+            "--ops" => o.ops = Some(args.parse_within(&flag, 100..=10_000_000)?),
+            "--traces" => o.traces = args.parse(&flag)?,
             "--only" => {
-                let list = args.value(&mut flag)?;
+                let list = args.value(&flag)?;
                 o.only = cli::pick(&list, "--only", USAGE, &Case::ALL, Case::key)?;
             }
-            "--out" => o.out = Some(args.value(&mut flag)?),
-            "--json" => o.json = Some(args.value(&mut flag)?),
+            "--out" => o.out = Some(args.value(&flag)?),
+            "--json" => o.json = Some(args.value(&flag)?),
             other => cli::other_flag(other, USAGE)?,
         }
     }

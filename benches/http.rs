@@ -69,8 +69,20 @@ use http::server::{HttpServer, Stats};
 use http_tokio::TokioHttpServer;
 
 const USAGE: &str = "\
-usage: cargo bench --bench http [-- [--quick] [--rounds N] [--secs S]
-           [--only c100,c1000,pipeline16] [--out PATH] [--json PATH]]";
+usage: cargo bench --bench http [-- OPTIONS]
+
+The http-server example on epoll and io_uring against the same responder on tokio, driven by
+wrk; every answer checked.
+
+options:
+  --quick                  1 round of 1 s per case; writes no file unless --out or --json
+  --rounds N               rounds per case (1 to 50; default 5)
+  --secs S                 wrk's duration per measurement, whole seconds (1 to 60; default 3)
+  --only LIST              comma-separated cases: c100, c1000, pipeline16 (default all)
+  --out PATH               write the report here (default benches/results/http.md)
+  --json PATH              write the results file here (default
+                           target/bench-results/http.json)
+  -h, --help               print this help";
 
 /// Longest wait for a connection or an answer in our check; also the slack added to wrk's
 /// own duration and, per measurement, to the watchdog's budget (a server process's start and
@@ -185,21 +197,20 @@ fn parse_args() -> BenchResult<Options> {
         json: None,
     };
     let mut args = Args::from_env();
-    while let Some(mut flag) = args.next_flag()? {
+    while let Some(flag) = args.next_flag()? {
         match flag.name.as_str() {
             "--quick" => {
-                args.no_value(&flag)?;
                 o.quick = true;
             }
-            "--rounds" => o.rounds = Some(args.parse_within(&mut flag, 1..=50)?),
+            "--rounds" => o.rounds = Some(args.parse_within(&flag, 1..=50)?),
             // Whole seconds, as wrk takes them.
-            "--secs" => o.secs = Some(args.parse_within(&mut flag, 1..=60)?),
+            "--secs" => o.secs = Some(args.parse_within(&flag, 1..=60)?),
             "--only" => {
-                let list = args.value(&mut flag)?;
+                let list = args.value(&flag)?;
                 o.only = cli::pick(&list, "--only", USAGE, &Case::ALL, Case::key)?;
             }
-            "--out" => o.out = Some(args.value(&mut flag)?),
-            "--json" => o.json = Some(args.value(&mut flag)?),
+            "--out" => o.out = Some(args.value(&flag)?),
+            "--json" => o.json = Some(args.value(&flag)?),
             other => cli::other_flag(other, USAGE)?,
         }
     }

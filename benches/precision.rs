@@ -95,20 +95,17 @@ fn parse_args() -> BenchResult<Options> {
     };
     let mut rounds = None;
     let mut args = Args::from_env();
-    while let Some(mut flag) = args.next_flag()? {
+    while let Some(flag) = args.next_flag()? {
         match flag.name.as_str() {
-            "--quick" => {
-                args.no_value(&flag)?;
-                o.quick = true;
-            }
-            "--rounds" => rounds = Some(args.parse_within(&mut flag, 1..=100)?),
-            "--waits" => o.waits = args.parse_within(&mut flag, 1..=100)?,
+            "--quick" => o.quick = true,
+            "--rounds" => rounds = Some(args.parse_within(&flag, 1..=100)?),
+            "--waits" => o.waits = args.parse_within(&flag, 1..=100)?,
             "--impls" => {
-                let list = args.value(&mut flag)?;
+                let list = args.value(&flag)?;
                 o.impls = cli::pick(&list, "--impls", USAGE, &Imp::ALL, Imp::name)?;
             }
-            "--out" => o.out = Some(args.value(&mut flag)?),
-            "--json" => o.json = Some(args.value(&mut flag)?),
+            "--out" => o.out = Some(args.value(&flag)?),
+            "--json" => o.json = Some(args.value(&flag)?),
             other => cli::other_flag(other, USAGE)?,
         }
     }

@@ -42,8 +42,23 @@ use common::{AcceptMode, Args, EchoServer, ReadMode};
 use gaio::{Backend, Watcher};
 
 const USAGE: &str = "\
-usage: echo-server [--addr HOST:PORT] [--backend epoll|uring|auto] [--read swap|conn]
-                   [--accept-mode thread|watcher] [--buffer-size BYTES] [--verbose]";
+usage: echo-server [OPTIONS]
+
+An echo server on one gaio wait_io loop (Go gaio's examples/echo-server). The first line on
+stdout is `listening on <addr>`; it runs until interrupted.
+
+options:
+  --addr HOST:PORT                where to listen (default 127.0.0.1:0, any free port)
+  --backend epoll|uring|auto      the gaio backend (default: GAIO_BACKEND, else auto)
+  --read swap|conn                read into the swap buffers and copy into a pooled buffer
+                                  for the write (default), or into a buffer per connection
+                                  written back as it is
+  --accept-mode thread|watcher    accept on a std thread (default), or with accept requests
+                                  on the echo loop
+  --buffer-size BYTES             the swap buffer size, or the per-connection buffer size
+                                  (default 65536)
+  -v, --verbose                   log every connection opened and closed to stderr
+  -h, --help                      print this help";
 
 struct Options {
     addr: String,
@@ -64,15 +79,14 @@ fn parse_args() -> Result<Options, String> {
         verbose: false,
     };
     let mut args = Args::from_env();
-    while let Some(mut flag) = args.next_flag()? {
+    while let Some(flag) = args.next_flag()? {
         match flag.name.as_str() {
-            "--addr" => o.addr = args.value(&mut flag)?,
-            "--backend" => o.backend = Some(args.parse(&mut flag)?),
-            "--read" => o.read = args.parse(&mut flag)?,
-            "--accept-mode" => o.accept = args.parse(&mut flag)?,
-            "--buffer-size" => o.buffer_size = args.parse(&mut flag)?,
+            "--addr" => o.addr = args.value(&flag)?,
+            "--backend" => o.backend = Some(args.parse(&flag)?),
+            "--read" => o.read = args.parse(&flag)?,
+            "--accept-mode" => o.accept = args.parse(&flag)?,
+            "--buffer-size" => o.buffer_size = args.parse(&flag)?,
             "--verbose" | "-v" => {
-                args.no_value(&flag)?;
                 o.verbose = true;
             }
             "--help" | "-h" => {

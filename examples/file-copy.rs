@@ -41,8 +41,17 @@ use std::time::{Duration, Instant};
 use gaio::{AlignedBuf, Backend, Buffer, Conn, IoBuf, OpResult, OpType, Watcher};
 
 const USAGE: &str = "\
-usage: file-copy SRC DST [--direct] [--depth N (32)] [--block BYTES (131072)]
-                 [--backend epoll|uring|auto]";
+usage: file-copy SRC DST [OPTIONS]
+
+Copies SRC to DST with many read_at/write_at requests in flight on one gaio wait_io loop,
+then fsync, then checks the copy byte for byte.
+
+options:
+  --direct                        open both files with O_DIRECT (aligned buffers)
+  --depth N                       requests in flight (1 to 4096; default 32)
+  --block BYTES                   bytes per request (1 to 64 MiB; default 131072)
+  --backend epoll|uring|auto      the gaio backend (default: GAIO_BACKEND, else auto)
+  -h, --help                      print this help";
 
 /// Longest wait for any completion before the copy is declared stuck.
 const STALL: Duration = Duration::from_secs(60);
@@ -68,40 +77,34 @@ fn parse_args() -> Result<Options, String> {
         block: 128 * 1024,
         backend: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        match name.as_str() {
-            "--direct" => o.direct = true,
-            "--depth" => {
-                let v = value("--depth")?;
-                o.depth = v.parse().map_err(|e| format!("--depth {v:?}: {e}"))?;
-            }
-            "--block" => {
-                let v = value("--block")?;
-                o.block = v.parse().map_err(|e| format!("--block {v:?}: {e}"))?;
-            }
-            "--backend" => {
-                let v = value("--backend")?;
-                o.backend = Some(v.parse().map_err(|e| format!("--backend {v:?}: {e}"))?);
-            }
-            "--help" | "-h" => {
+    // lexopt: `--flag value` and `--flag=value`, positional SRC and DST anywhere.
+    let mut p = lexopt::Parser::from_env();
+    let err = |e: lexopt::Error| format!("{e}\n{USAGE}");
+    // The value of `flag`, parsed; errors name the flag.
+    fn value<T: std::str::FromStr>(p: &mut lexopt::Parser, flag: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = p
+            .value()
+            .map_err(|_| format!("{flag} needs a value\n{USAGE}"))?
+            .into_string()
+            .map_err(|v| format!("{flag} {v:?}: not UTF-8"))?;
+        v.parse().map_err(|e| format!("{flag} {v:?}: {e}"))
+    }
+    while let Some(arg) = p.next().map_err(err)? {
+        use lexopt::Arg::{Long, Short, Value};
+        match arg {
+            Long("direct") => o.direct = true,
+            Long("depth") => o.depth = value(&mut p, "--depth")?,
+            Long("block") => o.block = value(&mut p, "--block")?,
+            Long("backend") => o.backend = Some(value(&mut p, "--backend")?),
+            Long("help") | Short('h') => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
-            s if s.starts_with('-') && s.len() > 1 => {
-                return Err(format!("unknown option {s}\n{USAGE}"))
-            }
-            _ => positional.push(PathBuf::from(arg)),
+            Value(v) => positional.push(PathBuf::from(v)),
+            other => return Err(err(other.unexpected())),
         }
     }
     let [src, dst]: [PathBuf; 2] = positional

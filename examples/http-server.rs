@@ -37,7 +37,17 @@ use gaio::{Backend, Watcher};
 use http::server::{serve, Limits, Stats};
 
 const USAGE: &str = "\
-usage: http-server [--addr HOST:PORT] [--backend epoll|uring|auto] [--requests N] [--secs S]";
+usage: http-server [OPTIONS]
+
+An HTTP/1.1 keep-alive \"Hello, World!\" responder on one gaio wait_io loop. The first line on
+stdout is `listening on <addr>`; without a limit it runs until interrupted.
+
+options:
+  --addr HOST:PORT                where to listen (default 127.0.0.1:8080)
+  --backend epoll|uring|auto      the gaio backend (default: GAIO_BACKEND, else auto)
+  --requests N                    exit after answering N requests
+  --secs S                        exit after S seconds (a decimal number)
+  -h, --help                      print this help";
 
 struct Options {
     addr: String,
@@ -52,13 +62,13 @@ fn parse_args() -> Result<Options, String> {
         limits: Limits::default(),
     };
     let mut args = Args::from_env();
-    while let Some(mut flag) = args.next_flag()? {
+    while let Some(flag) = args.next_flag()? {
         match flag.name.as_str() {
-            "--addr" => o.addr = args.value(&mut flag)?,
-            "--backend" => o.backend = Some(args.parse(&mut flag)?),
-            "--requests" => o.limits.requests = Some(args.parse(&mut flag)?),
+            "--addr" => o.addr = args.value(&flag)?,
+            "--backend" => o.backend = Some(args.parse(&flag)?),
+            "--requests" => o.limits.requests = Some(args.parse(&flag)?),
             "--secs" => {
-                let s: f64 = args.parse(&mut flag)?;
+                let s: f64 = args.parse(&flag)?;
                 let d = Duration::try_from_secs_f64(s).map_err(|e| format!("--secs {s}: {e}"))?;
                 o.limits.until = Some(Instant::now() + d);
             }

@@ -46,8 +46,23 @@ use common::Args;
 use gaio::{Backend, Conn, Error, OpResult, OpType, Watcher};
 
 const USAGE: &str = "\
-usage: push-server [--addr HOST:PORT] [--interval-ms N] [--backend epoll|uring|auto]
-                   [--write-timeout-ms N] [--max-pending N] [--pad BYTES] [--verbose]";
+usage: push-server [OPTIONS]
+
+Pushes a line to every connected client on a timer (Go gaio's examples/push-server). The
+first line on stdout is `listening on <addr>`; it runs until interrupted.
+
+options:
+  --addr HOST:PORT                where to listen (default 127.0.0.1:0, any free port)
+  --interval-ms N                 time between pushes, in ms (default 100, at least 1)
+  --backend epoll|uring|auto      the gaio backend (default: GAIO_BACKEND, else auto)
+  --write-timeout-ms N            a push not written within N ms ends the connection
+                                  (default 5000)
+  --max-pending N                 a client with N pushes still unwritten is too slow and is
+                                  dropped (default 64, at least 1)
+  --pad BYTES                     pad each line with '.' to at least BYTES, newline included
+                                  (default 0)
+  -v, --verbose                   log connections opened and closed to stderr
+  -h, --help                      print this help";
 
 struct Options {
     addr: String,
@@ -70,16 +85,15 @@ fn parse_args() -> Result<Options, String> {
         verbose: false,
     };
     let mut args = Args::from_env();
-    while let Some(mut flag) = args.next_flag()? {
+    while let Some(flag) = args.next_flag()? {
         match flag.name.as_str() {
-            "--addr" => o.addr = args.value(&mut flag)?,
-            "--interval-ms" => o.interval = Duration::from_millis(args.parse(&mut flag)?),
-            "--backend" => o.backend = Some(args.parse(&mut flag)?),
-            "--write-timeout-ms" => o.write_timeout = Duration::from_millis(args.parse(&mut flag)?),
-            "--max-pending" => o.max_pending = args.parse(&mut flag)?,
-            "--pad" => o.pad = args.parse(&mut flag)?,
+            "--addr" => o.addr = args.value(&flag)?,
+            "--interval-ms" => o.interval = Duration::from_millis(args.parse(&flag)?),
+            "--backend" => o.backend = Some(args.parse(&flag)?),
+            "--write-timeout-ms" => o.write_timeout = Duration::from_millis(args.parse(&flag)?),
+            "--max-pending" => o.max_pending = args.parse(&flag)?,
+            "--pad" => o.pad = args.parse(&flag)?,
             "--verbose" | "-v" => {
-                args.no_value(&flag)?;
                 o.verbose = true;
             }
             "--help" | "-h" => {

@@ -3,7 +3,11 @@
 use crate::{Error, Result};
 
 /// Which kernel interface a [`Watcher`](crate::Watcher) drives.
+///
+/// `#[non_exhaustive]`: other backends may come (kqueue, …), so a `match` needs a `_` arm;
+/// naming a variant is unaffected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Backend {
     /// io_uring where the kernel allows it, epoll otherwise. The default.
     Auto,

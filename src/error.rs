@@ -15,6 +15,34 @@ use std::io;
 ///   request's buffer and context come back inside [`SubmitError`];
 /// - asynchronously, in [`OpResult::error`](crate::OpResult::error), for an accepted request that
 ///   ended in failure (for example [`Error::Deadline`] or [`Error::Eof`]).
+///
+/// # Into `std::io::Error`
+///
+/// `io::Error::from(e)` (and so `?` in a function returning `io::Result`) converts with the
+/// kinds std itself uses.
+/// [`Error::Io`] gives back the OS error it holds, unchanged (its kind and
+/// [`raw_os_error`](io::Error::raw_os_error) stay). Every other variant becomes an
+/// `io::Error` of the kind below that wraps the gaio error itself, so nothing is lost:
+/// [`get_ref`](io::Error::get_ref)`()` and [`into_inner`](io::Error::into_inner)`()`
+/// downcast back to [`Error`], and the message is the gaio error's.
+///
+/// | gaio | [`io::ErrorKind`] | why |
+/// |---|---|---|
+/// | [`Io`](Error::Io)`(e)` | `e.kind()` | `e` itself, moved out |
+/// | [`Deadline`](Error::Deadline) | `TimedOut` | the deadline passed |
+/// | [`Eof`](Error::Eof) | `UnexpectedEof` | the peer closed before the request was done |
+/// | [`ClosedPipe`](Error::ClosedPipe) | `BrokenPipe` | the connection went away under a pending request |
+/// | [`WatcherClosed`](Error::WatcherClosed), [`PollerClosed`](Error::PollerClosed) | `BrokenPipe` | the threads that would serve the call are gone for good |
+/// | [`ConnClosed`](Error::ConnClosed) | `NotConnected` | the handle was freed |
+/// | [`Unsupported`](Error::Unsupported), [`BackendUnavailable`](Error::BackendUnavailable) | `Unsupported` | this descriptor or backend cannot be driven here |
+/// | [`EmptyBuffer`](Error::EmptyBuffer), [`Misaligned`](Error::Misaligned), [`InvalidArgument`](Error::InvalidArgument), [`CpuId`](Error::CpuId) | `InvalidInput` | the caller's argument was refused |
+/// | [`Canceled`](Error::Canceled) | `Other` | see below |
+/// | [`WatcherFailed`](Error::WatcherFailed) | `Other` | a bug in gaio: no kind fits |
+///
+/// `Canceled` is not `Interrupted`: std reads `Interrupted` as "try again" (`read_exact`,
+/// `write_all` and `io::copy` retry it silently), while a cancellation was asked for by the
+/// caller and must not be retried. std has no stable kind for `ECANCELED`, so it is `Other`;
+/// `get_ref()` still tells it apart.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -100,6 +128,67 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The [`io::ErrorKind`] this error has once converted into an [`io::Error`] (the table is
+    /// in the section *Into `std::io::Error`* above); for [`Error::Io`], the kind of the OS
+    /// error inside.
+    ///
+    /// ```
+    /// use std::io::ErrorKind;
+    /// assert_eq!(gaio::Error::Deadline.kind(), ErrorKind::TimedOut);
+    /// assert_eq!(gaio::Error::Eof.kind(), ErrorKind::UnexpectedEof);
+    /// ```
+    pub fn kind(&self) -> io::ErrorKind {
+        use io::ErrorKind as K;
+        match self {
+            Error::Unsupported | Error::BackendUnavailable(_) => K::Unsupported,
+            Error::WatcherClosed | Error::PollerClosed | Error::ClosedPipe => K::BrokenPipe,
+            Error::ConnClosed => K::NotConnected,
+            Error::Deadline => K::TimedOut,
+            Error::EmptyBuffer
+            | Error::CpuId
+            | Error::Misaligned(_)
+            | Error::InvalidArgument(_) => K::InvalidInput,
+            Error::Eof => K::UnexpectedEof,
+            Error::Canceled | Error::WatcherFailed(_) => K::Other,
+            Error::Io(e) => e.kind(),
+        }
+    }
+}
+
+/// A gaio error as a [`std::io::Error`], for callers whose own functions return `io::Result`:
+/// [`Error::Io`] gives back the OS error it holds; every other variant becomes an `io::Error`
+/// of the kind [`Error::kind`] names, wrapping the gaio error (the table and the reasons are in
+/// [`Error`]'s section *Into `std::io::Error`*).
+///
+/// ```
+/// use std::io;
+///
+/// let e = io::Error::from(gaio::Error::Deadline);
+/// assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+/// assert!(matches!(e.get_ref().and_then(|e| e.downcast_ref()), Some(gaio::Error::Deadline)));
+///
+/// let os = gaio::Error::Io(io::Error::from_raw_os_error(libc::ECONNRESET));
+/// let e = io::Error::from(os);
+/// assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+/// assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
+///
+/// // In a function that returns io::Result, `?` converts.
+/// fn serve() -> io::Result<()> {
+///     let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+///     w.close()?;
+///     Ok(())
+/// }
+/// serve()?;
+/// # Ok::<(), io::Error>(())
+/// ```
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        match e {
+            Error::Io(e) => e,
+            e => io::Error::new(e.kind(), e),
+        }
+    }
 }
 
 /// A submission that was refused, with everything it carried handed back.
@@ -156,5 +245,115 @@ impl<C> From<SubmitError<C>> for Error {
     }
 }
 
+/// A refused submission as a [`std::io::Error`]: its [`error`](SubmitError::error) converted
+/// as for [`Error`] (its section *Into `std::io::Error`*); the context and
+/// the buffer are dropped (keep the `SubmitError` to get them back). So `?` on a submit call
+/// works in a function that returns `io::Result`.
+///
+/// ```
+/// use std::io;
+///
+/// fn submit(w: &gaio::Watcher<u32>, conn: &gaio::Conn) -> io::Result<()> {
+///     w.write(7, conn, Vec::new())?; // an empty buffer is refused
+///     Ok(())
+/// }
+///
+/// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+/// let w = gaio::Watcher::new()?;
+/// let conn = w.watch(&a)?;
+/// let e = submit(&w, &conn).unwrap_err();
+/// assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<C> From<SubmitError<C>> for io::Error {
+    fn from(e: SubmitError<C>) -> io::Error {
+        e.error.into()
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use io::ErrorKind as K;
+
+    /// Converts `e` and checks the kind, that the gaio error is inside unchanged, and that the
+    /// message is the gaio error's.
+    fn wrapped(e: Error, kind: K) {
+        let text = e.to_string();
+        let io = io::Error::from(e);
+        assert_eq!(io.kind(), kind, "{text}");
+        assert_eq!(io.to_string(), text);
+        assert_eq!(io.raw_os_error(), None);
+        let inner = io.into_inner().expect("the gaio error is kept inside");
+        let back = inner.downcast::<Error>().expect("and downcasts back");
+        assert_eq!(back.to_string(), text);
+        assert_eq!(back.kind(), kind);
+    }
+
+    #[test]
+    fn every_variant_maps_to_its_kind() {
+        wrapped(Error::Unsupported, K::Unsupported);
+        wrapped(
+            Error::BackendUnavailable("no io_uring".into()),
+            K::Unsupported,
+        );
+        wrapped(Error::WatcherClosed, K::BrokenPipe);
+        wrapped(Error::PollerClosed, K::BrokenPipe);
+        wrapped(Error::ClosedPipe, K::BrokenPipe);
+        wrapped(Error::ConnClosed, K::NotConnected);
+        wrapped(Error::Deadline, K::TimedOut);
+        wrapped(Error::EmptyBuffer, K::InvalidInput);
+        wrapped(Error::CpuId, K::InvalidInput);
+        wrapped(Error::Misaligned("offset 3".into()), K::InvalidInput);
+        wrapped(
+            Error::InvalidArgument("swap buffer size 0".into()),
+            K::InvalidInput,
+        );
+        wrapped(Error::Eof, K::UnexpectedEof);
+        wrapped(Error::Canceled, K::Other);
+    }
+
+    #[test]
+    fn os_errors_come_out_unchanged() {
+        for (errno, kind) in [
+            (libc::ECONNRESET, K::ConnectionReset),
+            (libc::EPIPE, K::BrokenPipe),
+            (libc::ECONNREFUSED, K::ConnectionRefused),
+            (libc::EAGAIN, K::WouldBlock),
+        ] {
+            let e = Error::Io(io::Error::from_raw_os_error(errno));
+            assert_eq!(e.kind(), kind);
+            let io = io::Error::from(e);
+            assert_eq!(io.kind(), kind);
+            assert_eq!(
+                io.raw_os_error(),
+                Some(errno),
+                "the OS error is moved out, not wrapped"
+            );
+        }
+        // A custom io::Error inside Io keeps its payload too.
+        let io = io::Error::from(Error::Io(io::Error::new(K::InvalidData, "bad frame")));
+        assert_eq!(io.kind(), K::InvalidData);
+        assert_eq!(io.to_string(), "bad frame");
+    }
+
+    #[test]
+    fn submit_error_converts_through_its_error() {
+        let e = SubmitError::new(
+            Error::EmptyBuffer,
+            "ctx",
+            Some(crate::IoBuf::Vec(Vec::new())),
+        );
+        let io = io::Error::from(e);
+        assert_eq!(io.kind(), K::InvalidInput);
+        let e = SubmitError::new(
+            Error::Io(io::Error::from_raw_os_error(libc::EBADF)),
+            1u8,
+            None,
+        );
+        assert_eq!(io::Error::from(e).raw_os_error(), Some(libc::EBADF));
+    }
+}

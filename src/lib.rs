@@ -51,6 +51,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
+// docs.rs (nightly, `--cfg docsrs`): items limited to one platform or cargo feature say so in
+// the docs with `#[cfg_attr(docsrs, doc(cfg(...)))]`. Today every public item exists on every
+// Unix; the io_uring backend is chosen at run time (`Backend::Uring` is there everywhere and
+// answers `BackendUnavailable` off Linux).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(unix))]

@@ -6,13 +6,21 @@ use crate::conn::{Conn, ConnId};
 use crate::swap::SwapSlice;
 use crate::Error;
 
-/// The kind of operation a result belongs to. Go's `OpRead`/`OpWrite`.
+/// The kind of operation a result belongs to. Go's `OpRead`/`OpWrite`, plus the requests Go
+/// does not have.
+///
+/// Each submit call has its own type, so a loop can tell a [`read_full`](crate::Watcher::read_full)
+/// from a [`read`](crate::Watcher::read), and an [`fdatasync`](crate::Watcher::fdatasync) from an
+/// [`fsync`](crate::Watcher::fsync), by the result alone. New request kinds add variants, hence
+/// `#[non_exhaustive]`: a `match` needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OpType {
-    /// A [`read`](crate::Watcher::read), [`read_timeout`](crate::Watcher::read_timeout) or
-    /// [`read_full`](crate::Watcher::read_full).
+    /// A [`read`](crate::Watcher::read) or [`read_timeout`](crate::Watcher::read_timeout):
+    /// complete on any data.
     Read,
+    /// A [`read_full`](crate::Watcher::read_full): complete when the buffer is full.
+    ReadFull,
     /// A [`write`](crate::Watcher::write) or [`write_timeout`](crate::Watcher::write_timeout).
     Write,
     /// An [`accept`](crate::Watcher::accept): the new connection is in
@@ -24,17 +32,20 @@ pub enum OpType {
     ReadAt,
     /// A [`write_at`](crate::Watcher::write_at) on a file.
     WriteAt,
-    /// An [`fsync`](crate::Watcher::fsync) or [`fdatasync`](crate::Watcher::fdatasync).
+    /// An [`fsync`](crate::Watcher::fsync): data and metadata flushed.
     Fsync,
+    /// An [`fdatasync`](crate::Watcher::fdatasync): data flushed (and the metadata needed to
+    /// read it back).
+    Fdatasync,
 }
 
 impl OpType {
     /// The FIFO direction a request of this type is served in (`None`: file requests).
     pub(crate) fn lane(self) -> Option<crate::lane::Lane> {
         match self {
-            OpType::Read | OpType::Accept => Some(crate::lane::Lane::Read),
+            OpType::Read | OpType::ReadFull | OpType::Accept => Some(crate::lane::Lane::Read),
             OpType::Write | OpType::Connect => Some(crate::lane::Lane::Write),
-            OpType::ReadAt | OpType::WriteAt | OpType::Fsync => None,
+            OpType::ReadAt | OpType::WriteAt | OpType::Fsync | OpType::Fdatasync => None,
         }
     }
 }
@@ -128,8 +139,12 @@ impl fmt::Debug for Buffer {
 /// Every submit call that returned `Ok` yields exactly one `OpResult`: completed (`error` is
 /// `None`), failed (`Eof`, an OS error), timed out (`Deadline`), or ended by
 /// [`free`](crate::Watcher::free), drop or [`close`](crate::Watcher::close) (`ClosedPipe`).
+///
+/// `#[non_exhaustive]`: fields will be added (a peer address, …), so destructuring needs `..`.
+/// Only the watcher creates results.
+#[non_exhaustive]
 pub struct OpResult<C> {
-    /// Read or write.
+    /// Which submit call the result is for.
     pub op: OpType,
     /// The id the submit call returned.
     pub id: OpId,
@@ -158,6 +173,40 @@ impl<C> OpResult<C> {
     /// True when the operation completed without error.
     pub fn is_ok(&self) -> bool {
         self.error.is_none()
+    }
+
+    /// The result as a `Result`: `Ok(size)` when the operation completed, `Err(error)` when it
+    /// ended early (`Deadline`, `Eof`, `Canceled`, `ClosedPipe`, an OS error, …). An early end
+    /// can still have moved bytes: [`size`](OpResult::size) and [`data`](OpResult::data) keep
+    /// that partial progress, which `Err` does not carry.
+    ///
+    /// `?` works on it in a function returning `Result<_, &Error>`; to leave a function that
+    /// returns [`io::Result`](std::io::Result), convert the owned error:
+    /// `res.error.take().map_or(Ok(res.size), |e| Err(std::io::Error::from(e)))`.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    ///
+    /// let (mut peer, ours) = std::os::unix::net::UnixStream::pair()?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// peer.write_all(b"hi")?;
+    /// w.read((), &conn, Some(vec![0; 16]))?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("the read");
+    /// assert_eq!(res.result().ok(), Some(2));
+    ///
+    /// drop(peer); // the next read sees the end of the stream
+    /// w.read((), &res.conn, Some(vec![0; 16]))?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("the read");
+    /// assert!(matches!(res.result(), Err(gaio::Error::Eof)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn result(&self) -> Result<usize, &Error> {
+        match &self.error {
+            None => Ok(self.size),
+            Some(e) => Err(e),
+        }
     }
 }
 

@@ -2,7 +2,11 @@
 
 /// Counters of connections released because their last handle was dropped without
 /// [`Watcher::free`]. Go's `GetGC() (found, closed)`.
+///
+/// `#[non_exhaustive]`: counters may be added, so it cannot be built outside the crate; read
+/// its fields (or compare with `GcStats::default()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct GcStats {
     /// Connections whose last [`Conn`] handle was dropped without `free`.
     pub found: u64,
@@ -13,7 +17,11 @@ pub struct GcStats {
 
 /// What the swap buffers hold right now, from [`Watcher::swap_stats`]. The same definition on
 /// both backends.
+///
+/// `#[non_exhaustive]`: counters may be added, so it cannot be built outside the crate; read
+/// its fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct SwapStats {
     /// Number of swap buffers. On io_uring: the entries of the provided buffer ring (the
     /// configured count rounded up to a power of two) plus one, the buffer that swap reads

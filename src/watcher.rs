@@ -189,6 +189,25 @@ impl<C: Send + 'static> Watcher<C> {
     /// - [`Error::WatcherClosed`] after [`close`](Watcher::close);
     /// - [`Error::Unsupported`]: a directory.
     /// - [`Error::Io`]: the duplicate or the registration failed (`EBADF`, `EMFILE`, …).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let (_peer, ours) = UnixStream::pair()?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// drop(ours); // the watcher keeps its own duplicate
+    /// assert!(!conn.is_file());
+    ///
+    /// // A regular file is taken over for the file requests; a directory is refused.
+    /// let file = std::fs::File::open(std::env::current_exe()?)?;
+    /// assert!(w.watch(&file)?.is_file());
+    /// let dir = std::fs::File::open("/")?;
+    /// assert!(matches!(w.watch(&dir), Err(gaio::Error::Unsupported)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn watch<F: AsFd + ?Sized>(&self, fd: &F) -> Result<Conn> {
         if self.read_gate().is_none() {
             return Err(Error::WatcherClosed);
@@ -249,6 +268,30 @@ impl<C: Send + 'static> Watcher<C> {
     /// - [`Error::Unsupported`]: `conn` belongs to another watcher;
     /// - [`Error::ConnClosed`]: `conn` was freed;
     /// - [`Error::WatcherClosed`]: after [`close`](Watcher::close).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let (mut peer, ours) = UnixStream::pair()?;
+    /// let w: gaio::Watcher<&str> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// w.read("swap", &conn, None)?; // None: into the swap buffer
+    /// peer.write_all(b"ping")?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!((res.context, res.data()), ("swap", &b"ping"[..]));
+    /// assert!(res.buffer.is_swap());
+    ///
+    /// w.read("own", &conn, Some(vec![0; 64]))?; // into a buffer of ours, handed back
+    /// peer.write_all(b"pong")?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!(res.data(), b"pong");
+    /// assert_eq!(res.buffer.into_vec().map(|v| v.len()), Some(64));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read(&self, ctx: C, conn: &Conn, buf: Option<Vec<u8>>) -> Result<OpId, SubmitError<C>> {
         self.read_inner(ctx, conn, buf, None)
     }
@@ -260,6 +303,24 @@ impl<C: Send + 'static> Watcher<C> {
     ///
     /// # Errors
     /// As [`read`](Watcher::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let (_peer, ours) = UnixStream::pair()?; // the peer sends nothing
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// let deadline = Instant::now() + Duration::from_millis(50);
+    /// w.read_timeout((), &conn, Some(vec![0; 64]), deadline)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(matches!(res.error, Some(gaio::Error::Deadline)));
+    /// assert!(Instant::now() >= deadline);
+    /// assert_eq!(res.size, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_timeout(
         &self,
         ctx: C,
@@ -292,6 +353,25 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::EmptyBuffer`] for a zero-length `buf` (checked first, as in Go), then as
     /// [`read`](Watcher::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let (mut peer, ours) = UnixStream::pair()?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// w.read_full((), &conn, vec![0; 5], Some(Instant::now() + Duration::from_secs(5)))?;
+    /// peer.write_all(b"hel")?; // not enough yet
+    /// peer.write_all(b"lo")?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!(res.op, gaio::OpType::ReadFull);
+    /// assert_eq!((res.size, res.data()), (5, &b"hello"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_full(
         &self,
         ctx: C,
@@ -320,6 +400,27 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::EmptyBuffer`] for a zero-length `buf` (checked first, as in Go), then as
     /// [`read`](Watcher::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let (mut peer, ours) = UnixStream::pair()?;
+    /// peer.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// let w: gaio::Watcher<u32> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// w.write(1, &conn, b"hello".to_vec())?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!((res.op, res.context, res.size), (gaio::OpType::Write, 1, 5));
+    /// let mut got = [0; 5];
+    /// peer.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"hello");
+    /// assert_eq!(res.buffer.into_vec().as_deref(), Some(&b"hello"[..])); // the Vec comes back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write(&self, ctx: C, conn: &Conn, buf: Vec<u8>) -> Result<OpId, SubmitError<C>> {
         self.write_inner(ctx, conn, buf, None)
     }
@@ -329,6 +430,23 @@ impl<C: Send + 'static> Watcher<C> {
     ///
     /// # Errors
     /// As [`write`](Watcher::write).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let (_peer, ours) = UnixStream::pair()?; // the peer never reads
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// let big = vec![7u8; 8 << 20]; // more than the socket buffers hold
+    /// w.write_timeout((), &conn, big, Instant::now() + Duration::from_millis(100))?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(matches!(res.error, Some(gaio::Error::Deadline)));
+    /// assert!(res.size < 8 << 20); // what the socket took before the deadline
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_timeout(
         &self,
         ctx: C,
@@ -368,6 +486,27 @@ impl<C: Send + 'static> Watcher<C> {
     ///
     /// # Errors
     /// As [`read`](Watcher::read) (no buffer is involved).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{TcpListener, TcpStream};
+    /// use std::time::Duration;
+    ///
+    /// let ln = TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = ln.local_addr()?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let listener = w.watch(&ln)?;
+    /// drop(ln);
+    /// w.accept((), &listener)?;
+    /// let _client = TcpStream::connect(addr)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!(res.op, gaio::OpType::Accept);
+    /// assert!(res.error.is_none(), "{:?}", res.error);
+    /// let conn = res.accepted.expect("the new connection");
+    /// w.read((), &conn, None)?; // taken over already: ready for requests
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn accept(&self, ctx: C, listener: &Conn) -> Result<OpId, SubmitError<C>> {
         self.submit(Kind::Accept, ctx, listener, None, None)
     }
@@ -377,6 +516,23 @@ impl<C: Send + 'static> Watcher<C> {
     ///
     /// # Errors
     /// As [`accept`](Watcher::accept).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::TcpListener;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let ln = TcpListener::bind("127.0.0.1:0")?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let listener = w.watch(&ln)?;
+    /// // Nobody connects.
+    /// w.accept_timeout((), &listener, Instant::now() + Duration::from_millis(50))?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(matches!(res.error, Some(gaio::Error::Deadline)));
+    /// assert!(res.accepted.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn accept_timeout(
         &self,
         ctx: C,
@@ -397,6 +553,28 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::WatcherClosed`] after close; [`Error::Io`] if the socket cannot be created
     /// (`EMFILE`, …). The context comes back in [`SubmitError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::TcpListener;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let ln = TcpListener::bind("127.0.0.1:0")?;
+    /// let w: gaio::Watcher<&str> = gaio::Watcher::new()?;
+    /// w.connect("dial", ln.local_addr()?, Some(Instant::now() + Duration::from_secs(5)))?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!((res.op, res.context), (gaio::OpType::Connect, "dial"));
+    /// assert!(res.error.is_none(), "{:?}", res.error);
+    /// // The result's connection is the new socket, taken over: write on it.
+    /// let (mut server_side, _) = ln.accept()?;
+    /// server_side.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// w.write("hi", &res.conn, b"hi".to_vec())?;
+    /// let mut got = [0; 2];
+    /// std::io::Read::read_exact(&mut server_side, &mut got)?;
+    /// assert_eq!(&got, b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect(
         &self,
         ctx: C,
@@ -446,6 +624,26 @@ impl<C: Send + 'static> Watcher<C> {
     /// [`MAX_FILE_OFFSET`] (`i64::MAX`, the largest offset the kernel takes; the sum is taken
     /// without overflow, so `u64::MAX` is refused too); [`Error::ConnClosed`];
     /// [`Error::WatcherClosed`]. Context and buffer come back in [`SubmitError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let path = std::env::temp_dir().join(format!("gaio-doc-read_at-{}", std::process::id()));
+    /// std::fs::write(&path, b"0123456789")?;
+    /// let file = std::fs::File::open(&path)?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let fconn = w.watch(&file)?;
+    /// w.read_at((), &fconn, vec![0; 4], 3, None)?; // 4 bytes at offset 3
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!(res.data(), b"3456");
+    /// w.read_at((), &fconn, vec![0; 8], 6, None)?; // runs into the end: a short read
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!(res.data(), b"6789");
+    /// std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_at(
         &self,
         ctx: C,
@@ -464,6 +662,31 @@ impl<C: Send + 'static> Watcher<C> {
     ///
     /// # Errors
     /// As [`read_at`](Watcher::read_at).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let path = std::env::temp_dir().join(format!("gaio-doc-write_at-{}", std::process::id()));
+    /// let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+    /// let w: gaio::Watcher<u64> = gaio::Watcher::new()?;
+    /// let fconn = w.watch(&file)?;
+    /// w.write_at(4, &fconn, b"world".to_vec(), 6, None)?; // both in flight at once
+    /// w.write_at(0, &fconn, b"hello ".to_vec(), 0, None)?;
+    /// let mut done = 0;
+    /// while done < 2 {
+    ///     let batch = w.wait_io_timeout(Duration::from_secs(5))?;
+    ///     assert!(!batch.is_empty(), "no result within 5 s");
+    ///     for res in batch {
+    ///         assert!(res.error.is_none(), "{:?}", res.error);
+    ///         done += 1;
+    ///     }
+    /// }
+    /// assert_eq!(std::fs::read(&path)?, b"hello world");
+    /// std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_at(
         &self,
         ctx: C,
@@ -484,6 +707,31 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::Unsupported`] if `file` is not a watched file; [`Error::ConnClosed`];
     /// [`Error::WatcherClosed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let path = std::env::temp_dir().join(format!("gaio-doc-fsync-{}", std::process::id()));
+    /// let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
+    /// let w: gaio::Watcher<&str> = gaio::Watcher::new()?;
+    /// let fconn = w.watch(&file)?;
+    /// w.write_at("write", &fconn, b"durable".to_vec(), 0, None)?;
+    /// w.fsync("sync", &fconn, None)?; // starts once the write has completed
+    /// let mut order = Vec::new();
+    /// while order.len() < 2 {
+    ///     let batch = w.wait_io_timeout(Duration::from_secs(5))?;
+    ///     assert!(!batch.is_empty(), "no result within 5 s");
+    ///     for res in batch {
+    ///         assert!(res.error.is_none(), "{:?}", res.error);
+    ///         order.push((res.context, res.op));
+    ///     }
+    /// }
+    /// assert_eq!(order, [("write", gaio::OpType::WriteAt), ("sync", gaio::OpType::Fsync)]);
+    /// std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fsync(
         &self,
         ctx: C,
@@ -498,6 +746,31 @@ impl<C: Send + 'static> Watcher<C> {
     ///
     /// # Errors
     /// As [`fsync`](Watcher::fsync).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let path = std::env::temp_dir().join(format!("gaio-doc-fdatasync-{}", std::process::id()));
+    /// let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
+    /// let w: gaio::Watcher<&str> = gaio::Watcher::new()?;
+    /// let fconn = w.watch(&file)?;
+    /// w.write_at("write", &fconn, b"durable".to_vec(), 0, None)?;
+    /// w.fdatasync("sync", &fconn, None)?; // starts once the write has completed
+    /// let mut order = Vec::new();
+    /// while order.len() < 2 {
+    ///     let batch = w.wait_io_timeout(Duration::from_secs(5))?;
+    ///     assert!(!batch.is_empty(), "no result within 5 s");
+    ///     for res in batch {
+    ///         assert!(res.error.is_none(), "{:?}", res.error);
+    ///         order.push((res.context, res.op));
+    ///     }
+    /// }
+    /// assert_eq!(order, [("write", gaio::OpType::WriteAt), ("sync", gaio::OpType::Fdatasync)]);
+    /// std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fdatasync(
         &self,
         ctx: C,
@@ -573,6 +846,25 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::Unsupported`] for an id another watcher handed out (checked first, as for
     /// another watcher's [`Conn`]); [`Error::WatcherClosed`] after [`close`](Watcher::close).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let (_peer, ours) = UnixStream::pair()?; // the peer sends nothing
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// let id = w.read((), &conn, Some(vec![0; 16]))?; // it waits for data
+    /// assert!(w.cancel(id)?);
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!(res.id, id);
+    /// assert!(matches!(res.error, Some(gaio::Error::Canceled)));
+    /// assert_eq!(res.buffer.into_vec().map(|v| v.len()), Some(16)); // the buffer comes back
+    /// assert!(!w.cancel(id)?); // done: nothing to cancel, no second result
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel(&self, id: OpId) -> Result<bool> {
         if id.watcher != self.id {
             return Err(Error::Unsupported);
@@ -600,6 +892,34 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::Unsupported`] for another watcher's connection; [`Error::ConnClosed`] if it was
     /// already freed or detached; [`Error::WatcherClosed`] after close.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let (mut peer, ours) = UnixStream::pair()?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// drop(ours);
+    /// w.read((), &conn, None)?; // pending: detach ends it
+    /// let fd = w.detach(&conn)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(matches!(res.error, Some(gaio::Error::ClosedPipe)));
+    /// assert!(matches!(w.read((), &conn, None).unwrap_err().error, gaio::Error::ConnClosed));
+    ///
+    /// // The descriptor is ours again, still open.
+    /// let mut back = UnixStream::from(fd);
+    /// back.set_nonblocking(false)?;
+    /// back.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// peer.write_all(b"x")?;
+    /// let mut one = [0; 1];
+    /// back.read_exact(&mut one)?;
+    /// assert_eq!(&one, b"x");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn detach(&self, conn: &Conn) -> Result<OwnedFd> {
         if conn.0.watcher != self.id {
             return Err(Error::Unsupported);
@@ -712,6 +1032,25 @@ impl<C: Send + 'static> Watcher<C> {
     /// # Errors
     /// [`Error::Unsupported`] if `conn` belongs to another watcher; [`Error::WatcherClosed`]
     /// after [`close`](Watcher::close) (which released every connection already).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let (_peer, ours) = UnixStream::pair()?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// w.read((), &conn, None)?; // pending: free ends it
+    /// w.free(&conn)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(matches!(res.error, Some(gaio::Error::ClosedPipe)));
+    /// assert!(conn.is_freed());
+    /// assert!(matches!(w.read((), &conn, None).unwrap_err().error, gaio::Error::ConnClosed));
+    /// w.free(&conn)?; // a second free does nothing
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn free(&self, conn: &Conn) -> Result<()> {
         if conn.0.watcher != self.id {
             return Err(Error::Unsupported);

@@ -234,8 +234,8 @@ backend_tests! {
         drop(ln);
         let r = one_of_each(&w, &conn);
         println!("{backend}: listening socket: {:?}", r.iter().map(describe).collect::<Vec<_>>());
-        for x in &r[..2] {
-            assert_eq!(x.op, OpType::Read);
+        for (x, op) in r[..2].iter().zip([OpType::Read, OpType::ReadFull]) {
+            assert_eq!(x.op, op);
             assert_eq!(util::errno_of(&x.error), Some(libc::ENOTCONN), "{backend}: {x:?}");
         }
         assert_eq!(util::errno_of(&r[2].error), Some(libc::EPIPE), "{backend}: {:?}", r[2]);
@@ -293,7 +293,7 @@ backend_tests! {
         for r in got {
             assert!(r.error.is_none(), "{backend}: {r:?}");
             assert_eq!(r.size, GIB, "{r:?}");
-            let i = (r.op == OpType::Read) as usize;
+            let i = (r.op == OpType::ReadFull) as usize;
             bufs[i] = util::user_buf(r.buffer);
             assert_eq!(bufs[i].len(), GIB);
         }

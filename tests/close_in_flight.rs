@@ -86,13 +86,14 @@ fn submit_mix(
         let (op, r) = match i % 8 {
             0..=3 => (OpType::ReadAt, Some(vec![0u8; len])),
             4..=6 => (OpType::WriteAt, Some(vec![i as u8; len])),
+            _ if i % 16 == 7 => (OpType::Fdatasync, None),
             _ => (OpType::Fsync, None),
         };
         let shape = r.as_ref().map(|v| (v.as_ptr() as usize, v.len()));
         let id = match (op, r) {
             (OpType::ReadAt, Some(v)) => w.read_at(ctx, &fc, v, off, None),
             (OpType::WriteAt, Some(v)) => w.write_at(ctx, &fc, v, off, None),
-            _ if i % 16 == 7 => w.fdatasync(ctx, &fc, None),
+            (OpType::Fdatasync, _) => w.fdatasync(ctx, &fc, None),
             _ => w.fsync(ctx, &fc, None),
         }
         .unwrap_or_else(|e| panic!("file request refused: {:?}", e.error));

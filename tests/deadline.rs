@@ -6,7 +6,7 @@
 //! Go's `time_test.go` (`TestTimedHeapOrderAndIndex`, `TestTimedHeapSwapUpdatesIndex`) tests the
 //! internals of Go's timer heap (index back-pointers); their analogue here is the unit tests
 //! in `src/deadline.rs` (order, skipped dead entries, compaction), run by the same
-//! `cargo nextest run`.
+//! `cargo test`.
 
 #[macro_use]
 mod util;
@@ -190,6 +190,7 @@ backend_tests! {
         client.write_all(b"0123456789").unwrap();
         util::wait_until(&w, Duration::from_secs(10), "the read_full deadline", |res| {
             let now = Instant::now();
+            assert_eq!(res.op, OpType::ReadFull);
             assert!(util::is_deadline(&res.error), "{res:?}");
             assert!(now >= at, "fired early");
             assert_eq!(res.size, 10);

@@ -111,7 +111,7 @@ backend_tests! {
             assert_eq!(res.size, HUGE, "{res:?}");
             match res.op {
                 OpType::Write => sent = Some(util::user_buf(res.buffer)),
-                OpType::Read => got = Some(util::user_buf(res.buffer)),
+                OpType::ReadFull => got = Some(util::user_buf(res.buffer)),
                 other => panic!("unexpected op {other:?}"),
             }
             sent.is_some() && got.is_some()

@@ -139,4 +139,54 @@ backend_tests! {
         }
         assert!(!util::fd_is_open(raw), "watch must not leave a descriptor behind");
     }
+
+    /// `OpResult::result()` is `Ok(size)` for a completed request and `Err(&error)` for one
+    /// that ended early, with the partial progress still in `size`; the owned error converts
+    /// into the `io::Error` kind std would use (a deadline is `TimedOut`, the end of the stream
+    /// `UnexpectedEof`, a refused submission `InvalidInput`).
+    fn result_view_and_io_conversion(backend) {
+        use std::io::{ErrorKind, Write};
+        use std::time::Duration;
+        let Some(w) = util::watcher_for::<&'static str>(backend) else { return };
+        let (mut client, server) = util::tcp_pair();
+        let conn = w.watch(&server).unwrap();
+        drop(server);
+        let limit = Duration::from_secs(10);
+        let take = |what: &'static str| {
+            let mut got = None;
+            let rest = util::wait_until(&w, limit, what, |r| {
+                got = Some(r);
+                true
+            });
+            assert!(rest.is_empty(), "{rest:?}");
+            got.unwrap()
+        };
+
+        client.write_all(b"abc").unwrap();
+        w.read("read", &conn, Some(vec![0; 8])).unwrap();
+        let r = take("the read");
+        assert_eq!(r.result().ok(), Some(3), "{r:?}");
+
+        // A read_full that gets 2 of its 4 bytes before its deadline: Err(Deadline), size 2.
+        client.write_all(b"de").unwrap();
+        w.read_full("half", &conn, vec![0; 4], Some(Instant::now() + Duration::from_millis(200)))
+            .unwrap();
+        let mut r = take("the read_full deadline");
+        assert!(matches!(r.result(), Err(Error::Deadline)), "{r:?}");
+        assert_eq!((r.size, r.data()), (2, &b"de"[..]), "partial progress is kept beside Err");
+        let io = std::io::Error::from(r.error.take().unwrap());
+        assert_eq!(io.kind(), ErrorKind::TimedOut);
+
+        drop(client);
+        w.read("eof", &conn, None).unwrap();
+        let mut r = take("the read at EOF");
+        assert!(matches!(r.result(), Err(Error::Eof)), "{r:?}");
+        let io = std::io::Error::from(r.error.take().unwrap());
+        assert_eq!(io.kind(), ErrorKind::UnexpectedEof);
+
+        // A refused submission converts too (the context and buffer are dropped).
+        let io = std::io::Error::from(w.write("empty", &conn, Vec::new()).unwrap_err());
+        assert_eq!(io.kind(), ErrorKind::InvalidInput);
+        util::expect_quiet(&w, Duration::from_millis(50));
+    }
 }

@@ -573,7 +573,7 @@ backend_tests! {
                             if !seen.lock().unwrap().insert(r.context) {
                                 *failure.lock().unwrap() = Some(format!("twice {:?}", r.context));
                             }
-                            if r.op == OpType::Read {
+                            if r.op == OpType::ReadFull {
                                 let c = r.context.0 % 4;
                                 read_data.lock().unwrap()[c].push(r.data().to_vec());
                             }

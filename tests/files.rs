@@ -194,7 +194,9 @@ backend_tests! {
             let mut writes_done = 0;
             util::wait_until(&w, T10, "writes then fsync", |r| {
                 assert!(r.error.is_none(), "{r:?}");
-                if r.op == OpType::Fsync {
+                if r.op == OpType::Fsync || r.op == OpType::Fdatasync {
+                    let want = if round % 2 == 0 { OpType::Fsync } else { OpType::Fdatasync };
+                    assert_eq!(r.op, want, "round {round}: the sync's own type");
                     assert_eq!(writes_done, n, "round {round}: fsync before its writes");
                     true
                 } else {

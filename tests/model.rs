@@ -27,7 +27,8 @@
 //! - the peer receives exactly the bytes of the writes, in submission order, each cut to the
 //!   `size` its result reports (partial writes ended by a deadline or a free included);
 //! - no descriptor is left open after the case (`/proc/self/fd` compared with the start of the
-//!   case; needs a process of its own, so only under nextest).
+//!   case; in a process of its own: nextest's, or the child the test re-runs itself in under
+//!   `cargo test`).
 //!
 //! 32 cases per backend by default (`PROPTEST_CASES` overrides), each well under 2 s. Failures
 //! are shrunk and their seeds persisted in `tests/model.proptest-regressions`, replayed first on
@@ -249,7 +250,7 @@ struct Run<'a> {
 
 fn outcome_name(res: &OpResult<u64>) -> String {
     let op = match res.op {
-        OpType::Read => "read",
+        OpType::Read | OpType::ReadFull => "read",
         _ => "write",
     };
     match &res.error {
@@ -368,10 +369,10 @@ impl Run<'_> {
         assert_eq!(res.id, p.id, "{b}: context and id disagree");
         assert_eq!(res.conn.key(), p.key, "{b}: result on another connection");
         let c = &mut self.conns[p.conn];
-        let want_op = if p.kind == Kind::Write {
-            OpType::Write
-        } else {
-            OpType::Read
+        let want_op = match p.kind {
+            Kind::Write => OpType::Write,
+            Kind::ReadFull => OpType::ReadFull,
+            Kind::Read => OpType::Read,
         };
         assert_eq!(res.op, want_op, "{b}: {res:?}");
         // The memory comes back.
@@ -733,7 +734,7 @@ impl Run<'_> {
 
 /// Runs one case on `backend`.
 fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
-    let count_fds = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
+    let count_fds = util::in_own_process();
     let fds0 = util::open_fds();
     // The generated swap sizes (1-3 buffers of 512 B to 64 KiB, with slices held to starve
     // reads) on both backends. `GAIO_MODEL_ROOMY=1` gives 64 buffers of 64 KiB instead, which no
@@ -827,6 +828,10 @@ backend_tests! {
     fn model(backend) {
         // Skip at once, rather than per case, when the backend cannot run here.
         if util::watcher_for::<()>(backend).is_none() {
+            return;
+        }
+        // Each case counts the process's descriptors.
+        if !util::own_process("model") {
             return;
         }
         let stats = Mutex::new(Stats::default());

@@ -36,7 +36,7 @@
 //!   writes;
 //! - for every other connection, the bytes its reads delivered are exactly the peer's (a prefix
 //!   if freed early), in submission order, and the peer receives exactly the bytes of the writes;
-//! - no descriptor is left open after the case (nextest only).
+//! - no descriptor is left open after the case (in a process of its own, see `util::own_process`).
 //!
 //! 64 cases per backend by default (`PROPTEST_CASES` overrides). Failures are shrunk and their
 //! seeds persisted in `tests/model_conns.proptest-regressions`.
@@ -1062,7 +1062,7 @@ fn drain(s: &mut TcpStream, buf: &mut [u8], into: &mut Vec<u8>) -> bool {
 }
 
 fn run_case(backend: Backend, targets: &Targets, case: &Case, stats: &Mutex<Stats>) {
-    let count_fds = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
+    let count_fds = util::in_own_process();
     let fds0 = util::open_fds();
     {
         let Some(w) = util::watcher_for::<u64>(backend) else {
@@ -1115,6 +1115,10 @@ backend_tests! {
     /// The randomized connection-lifecycle model (see the file's documentation).
     fn model_conns(backend) {
         if util::watcher_for::<()>(backend).is_none() {
+            return;
+        }
+        // Each case counts the process's descriptors.
+        if !util::own_process("model_conns") {
             return;
         }
         let targets = Targets::new();

@@ -36,7 +36,7 @@
 //! write's bytes unchanged), `size` never beyond it; each error is one the model allows
 //! (`Deadline` only with a deadline and not before it, `Canceled` only after a `cancel` that
 //! found the request, `ClosedPipe` only after a free, partial progress kept); no descriptor is
-//! left open after the case (nextest only).
+//! left open after the case (in a process of its own, see `util::own_process`).
 //!
 //! 64 cases per backend by default (`PROPTEST_CASES` overrides). Failures are shrunk and
 //! their seeds persisted in `tests/model_files.proptest-regressions`.
@@ -327,6 +327,8 @@ struct Pending {
     at: Instant,
     cancel: Option<bool>,
     submitted: u64,
+    /// A sync: an `fdatasync` (else an `fsync`).
+    data_only: bool,
     /// A write: its index in `writes`.
     write: Option<usize>,
     /// A read: what each byte of `[off, off + len]` may read as over its life.
@@ -548,6 +550,13 @@ impl Run<'_> {
             at: Instant::now(),
             cancel: None,
             submitted: now,
+            data_only: matches!(
+                a,
+                Action::Sync {
+                    data_only: true,
+                    ..
+                }
+            ),
             write: None,
             window: None,
             touched: false,
@@ -599,6 +608,7 @@ impl Run<'_> {
         let want_op = match p.kind {
             Kind::Read => OpType::ReadAt,
             Kind::Write => OpType::WriteAt,
+            Kind::Sync if p.data_only => OpType::Fdatasync,
             Kind::Sync => OpType::Fsync,
         };
         assert_eq!(res.op, want_op, "{b}: {res:?}");
@@ -947,7 +957,7 @@ fn open(path: &PathBuf, direct: bool) -> std::io::Result<File> {
 
 /// Runs one case on `backend`.
 fn run_case(backend: Backend, case: &Case, stats: &Mutex<Stats>) {
-    let count_fds = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
+    let count_fds = util::in_own_process();
     let fds0 = util::open_fds();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1029,6 +1039,10 @@ backend_tests! {
     /// The randomized file model (see the file's documentation).
     fn model_files(backend) {
         if util::watcher_for::<()>(backend).is_none() {
+            return;
+        }
+        // Each case counts the process's descriptors.
+        if !util::own_process("model_files") {
             return;
         }
         let stats = Mutex::new(Stats::default());

@@ -76,7 +76,7 @@ backend_tests! {
                         w.accept(r.context, &r.conn).unwrap();
                     }
                 }
-                OpType::Read => {
+                OpType::ReadFull => {
                     let v = u32::from_be_bytes(r.data().try_into().unwrap());
                     assert!(seen.insert(v), "client {v} read twice");
                     read += 1;
@@ -120,7 +120,7 @@ backend_tests! {
         w.read_full("r", &conn, vec![0; 4], None).unwrap();
         util::wait_until(&w, T10, "write and read", |r| {
             assert!(r.error.is_none(), "{r:?}");
-            if r.op == OpType::Read {
+            if r.op == OpType::ReadFull {
                 got = r.data().to_vec();
                 return true;
             }

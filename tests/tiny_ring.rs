@@ -50,7 +50,7 @@ backend_tests! {
                 *seen.entry(r.id.as_u64()).or_default() += 1;
                 assert!(r.error.is_none(), "{:?}: {:?}", r.op, r.error);
                 match r.op {
-                    OpType::Read => {
+                    OpType::ReadFull => {
                         echoed += 1;
                         assert_eq!(r.size, 4096);
                         let data = r.data().to_vec();

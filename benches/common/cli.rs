@@ -1,5 +1,6 @@
-//! The command-line pieces the benches share, on top of the examples' `Args`: lists of names
-//! (`--only a,b`, `--impls a,b`) and the flags that are not a bench's own.
+//! The command-line pieces the benches share, on top of the examples' `Args` (lexopt
+//! underneath): lists of names (`--only a,b`, `--impls a,b`) and the flags that are not a
+//! bench's own.
 
 use super::example::workloads::BenchResult;
 

@@ -12,15 +12,31 @@ use crate::common::run_info;
 use crate::peers::Impl;
 
 pub const USAGE: &str = "\
-usage: cargo bench --bench compare [-- [--quick] [--rounds N] [--secs S] [--only LIST]
-           [--impls LIST] [--client-backend epoll|uring] [--out PATH] [--json PATH]]
+usage: cargo bench --bench compare [-- OPTIONS]
        cargo bench --bench compare -- --report-only [--out PATH] [--chart PATH]
+
+gaio's echo server on both backends against mio, tokio and monoio, with the same verifying
+clients, side by side; then BENCHMARKS.md and its chart.
+
+options:
+  --quick                  1 round, 0.3 s phases
+  --rounds N               rounds (1 to 100; default 3)
+  --secs S                 seconds per phase (0.1 to 60; default 1.5)
+  --only LIST              comma-separated workloads (default all; see below)
+  --impls LIST             comma-separated implementations: gaio-epoll, gaio-uring, mio,
+                           tokio, monoio (default all)
+  --client-backend B       the clients' gaio backend: epoll or uring (default epoll)
+  --report-only            write the report and chart from the results files, run nothing
+  --out PATH               write the report here (default BENCHMARKS.md)
+  --json PATH              write the results file here (default
+                           target/bench-results/compare.json)
+  --chart PATH             write the chart here (default docs/benchmarks.svg)
+  -h, --help               print this help
 
 workloads for --only (comma-separated): stream1, stream8, burst, pingpong, idle,
   echo-128B, echo-1K, echo-4K, echo-64K, echo-128K (Go gaio's BenchmarkEcho*, one
   connection), the same with -par (BenchmarkEcho*Parallel, 128 connections), and the groups
-  echo, echo-par
-implementations for --impls: gaio-epoll, gaio-uring, mio, tokio, monoio";
+  echo, echo-par";
 
 /// Message sizes of Go gaio's `BenchmarkEcho128B` ... `BenchmarkEcho128K`.
 pub const ECHO_SIZES: [usize; 5] = [128, 1024, 4096, 64 * 1024, 128 * 1024];
@@ -136,26 +152,24 @@ pub fn parse_args() -> BenchResult<Options> {
         chart: None,
     };
     let mut args = Args::from_env();
-    while let Some(mut flag) = args.next_flag()? {
+    while let Some(flag) = args.next_flag()? {
         match flag.name.as_str() {
             "--quick" => {
-                args.no_value(&flag)?;
                 o.quick = true;
             }
             "--report-only" => {
-                args.no_value(&flag)?;
                 o.report_only = true;
             }
             "--rounds" => {
-                let n: usize = args.parse_within(&mut flag, 1..=100)?;
+                let n: usize = args.parse_within(&flag, 1..=100)?;
                 o.rounds = Some(n);
             }
             "--secs" => {
-                let s: f64 = args.parse_within(&mut flag, 0.1..=60.0)?;
+                let s: f64 = args.parse_within(&flag, 0.1..=60.0)?;
                 o.secs = Some(s);
             }
             "--only" => {
-                let list = args.value(&mut flag)?;
+                let list = args.value(&flag)?;
                 let all = Workload::all();
                 let chosen = parse_list(&list, "--only", USAGE, |name| match name {
                     "echo" | "echo-par" => Some(
@@ -177,7 +191,7 @@ pub fn parse_args() -> BenchResult<Options> {
                 o.only = all.into_iter().filter(|w| chosen.contains(w)).collect();
             }
             "--impls" => {
-                let list = args.value(&mut flag)?;
+                let list = args.value(&flag)?;
                 let chosen = parse_list(&list, "--impls", USAGE, |name| {
                     Impl::parse(name).map(|i| vec![i])
                 })?;
@@ -187,14 +201,14 @@ pub fn parse_args() -> BenchResult<Options> {
                     .collect();
             }
             "--client-backend" => {
-                o.client_backend = match args.parse(&mut flag)? {
+                o.client_backend = match args.parse(&flag)? {
                     Backend::Auto => return Err("--client-backend: epoll or uring".into()),
                     b => b,
                 }
             }
-            "--out" => o.out = Some(args.value(&mut flag)?),
-            "--json" => o.json = Some(args.value(&mut flag)?),
-            "--chart" => o.chart = Some(args.value(&mut flag)?),
+            "--out" => o.out = Some(args.value(&flag)?),
+            "--json" => o.json = Some(args.value(&flag)?),
+            "--chart" => o.chart = Some(args.value(&flag)?),
             other => cli::other_flag(other, USAGE)?,
         }
     }

@@ -1,6 +1,6 @@
 //! Code shared by the examples: the echo server (its accept thread or `accept` requests, and
 //! its `wait_io` loop),
-//! listener setup, raising `RLIMIT_NOFILE`, and a small hand-written argument parser; and, in
+//! listener setup, raising `RLIMIT_NOFILE`, and flag parsing on top of `lexopt`; and, in
 //! [`workloads`], the verifying echo clients (stream, burst, ping-pong, idle).
 //!
 //! `echo-server.rs`, `push-server.rs` and `echo-bench.rs` include this file with `mod common;`
@@ -251,11 +251,11 @@ impl EchoServer {
             // Linux copies TCP_NODELAY from the listener to every socket it accepts, so this
             // does what the accept thread's per-connection set_nodelay does.
             socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
-            let lconn = watcher.watch(&listener).map_err(into_io)?;
+            let lconn = watcher.watch(&listener)?;
             // The watcher keeps its own descriptor of the listener; ours is not needed.
             drop(listener);
             for _ in 0..ACCEPTS_IN_FLIGHT {
-                watcher.accept((), &lconn).map_err(|e| into_io(e.error))?;
+                watcher.accept((), &lconn)?;
             }
             let serve = {
                 let (w, stats) = (watcher.clone(), stats.clone());
@@ -362,14 +362,6 @@ impl Drop for EchoServer {
         if self.serve.is_some() {
             let _ = self.stop_threads();
         }
-    }
-}
-
-/// A gaio error as an `io::Error` (the OS error itself when there is one).
-fn into_io(e: Error) -> io::Error {
-    match e {
-        Error::Io(e) => e,
-        e => io::Error::other(e.to_string()),
     }
 }
 
@@ -683,61 +675,51 @@ fn recycle(pool: &mut Vec<Vec<u8>>, buf: Buffer) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Argument parsing (by hand, to keep the examples free of dependencies)
+// Argument parsing (lexopt underneath; the flags keep their names in messages)
 // ------------------------------------------------------------------------------------------
 
-/// Walks `--flag value` and `--flag=value` arguments.
+/// The process arguments as flags (`--flag value`, `--flag=value`, `-v`), read by `lexopt`.
+/// A flag that takes no value refuses one (`--quick=yes`) when the next flag is asked for.
 pub struct Args {
-    it: std::vec::IntoIter<String>,
+    p: lexopt::Parser,
 }
 
-/// One flag: its name and, for `--flag=value`, the inline value.
+/// One flag, by the name it was given with: `--addr`, `-v`.
 pub struct Flag {
     pub name: String,
-    inline: Option<String>,
 }
 
 impl Args {
     /// The process arguments, without the program name.
     pub fn from_env() -> Args {
         Args {
-            it: std::env::args().skip(1).collect::<Vec<_>>().into_iter(),
+            p: lexopt::Parser::from_env(),
         }
     }
 
-    /// The next flag, or `None` at the end. A bare word (not starting with `-`) is an error.
+    /// The next flag, or `None` at the end. A bare word (not a flag) is an error.
     pub fn next_flag(&mut self) -> Result<Option<Flag>, String> {
-        let Some(arg) = self.it.next() else {
-            return Ok(None);
+        let name = match self.p.next().map_err(|e| e.to_string())? {
+            None => return Ok(None),
+            Some(lexopt::Arg::Long(l)) => format!("--{l}"),
+            Some(lexopt::Arg::Short(c)) => format!("-{c}"),
+            Some(lexopt::Arg::Value(v)) => return Err(format!("unexpected argument {v:?}")),
         };
-        if !arg.starts_with('-') {
-            return Err(format!("unexpected argument {arg:?}"));
-        }
-        Ok(Some(match arg.split_once('=') {
-            Some((name, value)) => Flag {
-                name: name.to_string(),
-                inline: Some(value.to_string()),
-            },
-            None => Flag {
-                name: arg,
-                inline: None,
-            },
-        }))
+        Ok(Some(Flag { name }))
     }
 
     /// The value of `flag`: inline (`--flag=v`) or the next argument.
-    pub fn value(&mut self, flag: &mut Flag) -> Result<String, String> {
-        match flag.inline.take() {
-            Some(v) => Ok(v),
-            None => self
-                .it
-                .next()
-                .ok_or_else(|| format!("{} needs a value", flag.name)),
-        }
+    pub fn value(&mut self, flag: &Flag) -> Result<String, String> {
+        let v = self
+            .p
+            .value()
+            .map_err(|_| format!("{} needs a value", flag.name))?;
+        v.into_string()
+            .map_err(|v| format!("{} {v:?}: not UTF-8", flag.name))
     }
 
     /// The value of `flag`, parsed.
-    pub fn parse<T: FromStr>(&mut self, flag: &mut Flag) -> Result<T, String>
+    pub fn parse<T: FromStr>(&mut self, flag: &Flag) -> Result<T, String>
     where
         T::Err: std::fmt::Display,
     {
@@ -748,7 +730,7 @@ impl Args {
     /// The value of `flag`, parsed, and refused outside `range`.
     pub fn parse_within<T>(
         &mut self,
-        flag: &mut Flag,
+        flag: &Flag,
         range: std::ops::RangeInclusive<T>,
     ) -> Result<T, String>
     where
@@ -765,13 +747,5 @@ impl Args {
             ));
         }
         Ok(v)
-    }
-
-    /// Fails if a flag that takes no value was given one (`--quick=yes`).
-    pub fn no_value(&self, flag: &Flag) -> Result<(), String> {
-        match &flag.inline {
-            Some(v) => Err(format!("{} takes no value (got {v:?})", flag.name)),
-            None => Ok(()),
-        }
     }
 }

@@ -599,7 +599,7 @@ pub fn burst(
             }
             match res.op {
                 OpType::Write => writes += 1,
-                OpType::Read => {
+                OpType::ReadFull => {
                     let got = res.data();
                     let expected = burst_message(res.context);
                     if got != expected.as_slice() {
@@ -748,7 +748,7 @@ pub fn pingpong(
             }
             match res.op {
                 OpType::Write => c.wbuf = res.buffer.into_vec(),
-                OpType::Read => {
+                OpType::ReadFull => {
                     let now = Instant::now();
                     pp_request(i, c.seq, &mut expected);
                     let got = res.data();

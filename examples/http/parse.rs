@@ -1,21 +1,24 @@
-//! An incremental HTTP/1.1 request parser, just enough for a "Hello, World!" responder: it
+//! An incremental HTTP/1.1 request framer, just enough for a "Hello, World!" responder: it
 //! finds where each request ends (request line, headers, a `Content-Length` body), whether the
-//! connection stays open after it, and rejects what it cannot frame safely.
+//! connection stays open after it, and rejects what it cannot frame safely. The request line
+//! and the header lines are parsed by [`httparse`]; this module does the framing around it.
 //!
 //! Bytes arrive in whatever pieces the socket gives: a request split anywhere (even one byte
 //! per read), or several requests in one read (pipelining). [`Parser::feed`] takes each piece
 //! and reports every request completed by it, in order. A request head that is whole inside
 //! one piece is parsed in place; only a head split across pieces is copied, into a buffer that
-//! never grows past [`MAX_HEAD`]. Bodies are counted and skipped, never stored.
+//! never grows past [`MAX_HEAD`]. The head is handed to `httparse` once its empty line has
+//! arrived (a cheap scan that resumes where it stopped, so a head sent byte by byte is not
+//! parsed again for every byte). Bodies are counted and skipped, never stored.
 //!
-//! What it accepts (RFC 9112): `METHOD SP TARGET SP HTTP/1.x` and `name: value` header lines,
-//! ended by CRLF or a bare LF (§2.2 allows both); empty lines before a request line are
-//! skipped (§2.2). What it refuses: anything else in the request line or a header line
-//! (`400`), obsolete line folding (`400`), an invalid or conflicting `Content-Length` (`400`),
-//! a head longer than [`MAX_HEAD`] bytes (`431`), any `Transfer-Encoding` (`501`: the
-//! responder does not decode chunked bodies, and guessing the framing is how requests get
-//! smuggled), an HTTP version other than 1.0 and 1.1 (`505`). Each refusal ends the
-//! connection after its response, as framing is lost.
+//! What it accepts (RFC 9112, as `httparse` reads it): `METHOD SP TARGET SP HTTP/1.x` and
+//! `name: value` header lines, ended by CRLF or a bare LF; empty lines before a request line
+//! are skipped. What it refuses: anything else in the request line or a header line (`400`),
+//! obsolete line folding (`400`), an invalid or conflicting `Content-Length` (`400`), a head
+//! longer than [`MAX_HEAD`] bytes or with more than [`MAX_HEADERS`] header lines (`431`), any
+//! `Transfer-Encoding` (`501`: the responder does not decode chunked bodies, and guessing the
+//! framing is how requests get smuggled), an HTTP version other than 1.0 and 1.1 (`505`). Each
+//! refusal ends the connection after its response, as framing is lost.
 
 use std::fmt;
 
@@ -232,71 +235,36 @@ fn head_end(buf: &[u8], from: usize) -> End {
     End::NotYet(buf.len())
 }
 
-/// Parses a complete head (request line, header lines, the empty line).
-fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
-    let mut lines = Lines { rest: head };
-    let line = lines
-        .next_line()?
-        .ok_or(ParseError::Malformed("empty request"))?;
+/// Most header lines a request may carry; more is refused like an oversize head (`431`).
+pub const MAX_HEADERS: usize = 64;
 
-    // METHOD SP TARGET SP HTTP/x.y
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ParseError::Malformed(
-            "request line is not METHOD TARGET VERSION",
-        ));
-    };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(ParseError::Malformed("bad method"));
+/// Parses a complete head (request line, header lines, the empty line) with `httparse`, then
+/// reads what the responder needs from it: the version, `HEAD`, `Content-Length`,
+/// `Transfer-Encoding` and `Connection`.
+fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // `head_end` found the empty line, so a well-formed head is complete here.
+        Ok(httparse::Status::Partial) => return Err(ParseError::Malformed("incomplete head")),
+        Err(e) => return Err(refusal(e, head)),
     }
-    if target.is_empty() || !target.iter().all(|&b| b > b' ' && b != 0x7f) {
-        return Err(ParseError::Malformed("bad request target"));
-    }
-    let http10 = match version {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            return Err(ParseError::Version)
-        }
-        _ => return Err(ParseError::Malformed("bad HTTP version")),
-    };
+    let http10 = req.version == Some(0);
 
     let mut content_length: Option<u64> = None;
     let (mut close, mut keep_alive) = (false, false);
-    while let Some(line) = lines.next_line()? {
-        if line.is_empty() {
-            break;
-        }
-        if matches!(line[0], b' ' | b'\t') {
-            return Err(ParseError::Malformed("obsolete line folding"));
-        }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(ParseError::Malformed("header line without a colon"))?;
-        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(ParseError::Malformed("bad header name"));
-        }
-        if !value
-            .iter()
-            .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
-        {
-            return Err(ParseError::Malformed("control character in a header value"));
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
+    for h in req.headers.iter() {
+        let (name, value) = (h.name, trim_ows(h.value));
+        if name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(value)?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(ParseError::Malformed("conflicting Content-Length"));
             }
             content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(ParseError::TransferEncoding);
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(|&b| b == b',').map(trim_ows) {
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
@@ -304,33 +272,45 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
         }
     }
     Ok(Request {
-        head_only: method == b"HEAD",
+        head_only: req.method == Some("HEAD"),
         http10,
         keep_alive: !close && (!http10 || keep_alive),
         body_len: content_length.unwrap_or(0),
     })
 }
 
-/// Lines of a head, without their CRLF or LF; a CR anywhere else is refused.
-struct Lines<'a> {
-    rest: &'a [u8],
+/// The refusal for an `httparse` error. `httparse` accepts only HTTP/1.0 and 1.1 and reports
+/// any other version token as `Version`: a well-formed `HTTP/x.y` of another version is a
+/// `505`, anything else in that place a `400`.
+fn refusal(e: httparse::Error, head: &[u8]) -> ParseError {
+    match e {
+        httparse::Error::TooManyHeaders => ParseError::HeadTooLarge,
+        httparse::Error::Version if is_other_version(head) => ParseError::Version,
+        httparse::Error::Version => ParseError::Malformed("bad HTTP version"),
+        httparse::Error::Token => ParseError::Malformed("bad method or request target"),
+        httparse::Error::HeaderName => ParseError::Malformed("bad header line"),
+        httparse::Error::HeaderValue => ParseError::Malformed("bad header value"),
+        httparse::Error::NewLine => ParseError::Malformed("bad line end"),
+        _ => ParseError::Malformed("not an HTTP/1.x request"),
+    }
 }
 
-impl<'a> Lines<'a> {
-    fn next_line(&mut self) -> Result<Option<&'a [u8]>, ParseError> {
-        let Some(nl) = self.rest.iter().position(|&b| b == b'\n') else {
-            return Ok(None);
-        };
-        let mut line = &self.rest[..nl];
-        self.rest = &self.rest[nl + 1..];
-        if let [body @ .., b'\r'] = line {
-            line = body;
-        }
-        if line.contains(&b'\r') {
-            return Err(ParseError::Malformed("bare CR"));
-        }
-        Ok(Some(line))
-    }
+/// True when the request line (after any empty lines before it) is `METHOD SP TARGET SP
+/// HTTP/d.d`: a version token of the right shape.
+fn is_other_version(head: &[u8]) -> bool {
+    let start = head
+        .iter()
+        .position(|&b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(0);
+    let line = &head[start..];
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(m), Some(t), Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]), None)
+            if !m.is_empty() && !t.is_empty() && major.is_ascii_digit() && minor.is_ascii_digit()
+    )
 }
 
 /// A `Content-Length` value: decimal digits only (no sign, no list), fitting in a u64.
@@ -343,11 +323,6 @@ fn parse_length(v: &[u8]) -> Result<u64, ParseError> {
             .and_then(|n| n.checked_add(u64::from(d - b'0')))
             .ok_or(ParseError::Malformed("Content-Length too large"))
     })
-}
-
-/// RFC 9110 `tchar`: the characters of a method or a header name.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Strips optional whitespace (spaces and tabs) from both ends.
@@ -605,6 +580,22 @@ mod tests {
         assert_eq!(run(&[&exact]).0.len(), 1);
         let pieces: Vec<&[u8]> = exact.chunks(7).collect();
         assert_eq!(run(&pieces).0.len(), 1);
+    }
+
+    #[test]
+    fn too_many_header_lines() {
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(run(&[&many]).1, Err(ParseError::HeadTooLarge));
+        let mut fine = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            fine.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        fine.extend_from_slice(b"\r\n");
+        assert_eq!(run(&[&fine]).0.len(), 1);
     }
 
     #[test]

@@ -373,7 +373,7 @@ impl HttpServer {
     pub fn start(listener: TcpListener, watcher: Watcher<Ctx>) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
         let watcher = Arc::new(watcher);
-        let lconn = watch_listener(&watcher, listener).map_err(into_io)?;
+        let lconn = watch_listener(&watcher, listener)?;
         let stats = Arc::new(Stats::default());
         let thread = {
             let (w, stats) = (watcher.clone(), stats.clone());
@@ -426,13 +426,5 @@ impl Drop for HttpServer {
         if self.thread.is_some() {
             let _ = self.stop();
         }
-    }
-}
-
-/// A gaio error as an `io::Error`.
-fn into_io(e: Error) -> io::Error {
-    match e {
-        Error::Io(e) => e,
-        e => io::Error::other(e.to_string()),
     }
 }

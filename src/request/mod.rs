@@ -57,13 +57,15 @@ pub(crate) enum Kind {
 impl Kind {
     pub(crate) fn op_type(self) -> OpType {
         match self {
-            Kind::Read | Kind::ReadFull => OpType::Read,
+            Kind::Read => OpType::Read,
+            Kind::ReadFull => OpType::ReadFull,
             Kind::Write => OpType::Write,
             Kind::Accept => OpType::Accept,
             Kind::Connect => OpType::Connect,
             Kind::ReadAt => OpType::ReadAt,
             Kind::WriteAt => OpType::WriteAt,
-            Kind::Fsync | Kind::Fdatasync => OpType::Fsync,
+            Kind::Fsync => OpType::Fsync,
+            Kind::Fdatasync => OpType::Fdatasync,
         }
     }
 
@@ -338,3 +340,31 @@ pub(crate) fn sqe<C>(
 /// `IORING_RECVSEND_POLL_FIRST`: arm poll before trying, after an EAGAIN.
 #[cfg(target_os = "linux")]
 pub(crate) const RECVSEND_POLL_FIRST: u16 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request kind reports its own `OpType`, and the results queue's FIFO direction
+    /// (`OpType::lane`) is the direction the request is served in: `read_full` is a read,
+    /// `fdatasync` a file request like `fsync`.
+    #[test]
+    fn op_types_and_lanes() {
+        let all = [
+            (Kind::Read, OpType::Read, Some(Lane::Read)),
+            (Kind::ReadFull, OpType::ReadFull, Some(Lane::Read)),
+            (Kind::Accept, OpType::Accept, Some(Lane::Read)),
+            (Kind::Write, OpType::Write, Some(Lane::Write)),
+            (Kind::Connect, OpType::Connect, Some(Lane::Write)),
+            (Kind::ReadAt, OpType::ReadAt, None),
+            (Kind::WriteAt, OpType::WriteAt, None),
+            (Kind::Fsync, OpType::Fsync, None),
+            (Kind::Fdatasync, OpType::Fdatasync, None),
+        ];
+        for (kind, ty, lane) in all {
+            assert_eq!(kind.op_type(), ty, "{kind:?}");
+            assert_eq!(ty.lane(), lane, "{ty:?}");
+            assert_eq!(kind.lane(), lane, "{kind:?}");
+        }
+    }
+}

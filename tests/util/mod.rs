@@ -528,15 +528,77 @@ pub fn errno_of(e: &Option<Error>) -> Option<i32> {
 // Process inspection: fds, threads, CPUs, limits
 // ---------------------------------------------------------------------------------------------
 
-/// True when this test runs in a process of its own (cargo-nextest's default), which the
-/// fd/thread counting and affinity tests need; otherwise prints why it skips.
+/// True when this test has the process to itself: cargo-nextest's process per test, or the
+/// child [`own_process`] starts.
+pub fn in_own_process() -> bool {
+    std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
+        || std::env::var_os("GAIO_OWN_PROCESS").is_some()
+}
+
+/// How long [`own_process`] lets the child run one test before it kills it and fails.
+const OWN_PROCESS_LIMIT: Duration = Duration::from_secs(600);
+
+/// True when this test runs in a process of its own, which the fd/thread counting and
+/// affinity tests need: under cargo-nextest (a process per test), or in the child this
+/// function starts. Otherwise (plain `cargo test`, many tests in one process) it re-runs this
+/// one test alone in a child process of the same test binary (`<test> --exact
+/// --include-ignored --test-threads=1`, with `GAIO_OWN_PROCESS=1`), waits for it (at most
+/// [`OWN_PROCESS_LIMIT`], then kills it), prints its output, panics unless it ran the test
+/// and passed, and returns `false`: the caller then returns, its body having run in the child.
+///
+/// `test` names the test in messages; the child is told which test to run by the name libtest
+/// gives the test's thread (`epoll::no_leak_after_free`).
 pub fn own_process(test: &str) -> bool {
-    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test") {
+    if in_own_process() {
         return true;
     }
-    eprintln!(
-        "skipped: {test} counts this process's fds and threads and needs a process of its \
-         own; run it with `cargo nextest run`"
+    let thread = std::thread::current();
+    let name = match thread.name() {
+        Some(n) if n != "main" => n.to_string(),
+        _ => panic!(
+            "{test} needs a process of its own and cannot tell its libtest name to re-run \
+             itself in one (run with `cargo nextest run`, or as libtest does, on a named thread)"
+        ),
+    };
+    let child = std::process::Command::new(std::env::current_exe().expect("current_exe"))
+        .args([
+            &name,
+            "--exact",
+            "--include-ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("GAIO_OWN_PROCESS", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{test}: cannot start its own process: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(OWN_PROCESS_LIMIT) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("{test}: waiting for its own process: {e}")),
+        Err(_) => {
+            // SAFETY: kill(2) on the child we started and have not reaped (the waiting
+            // thread reaps it once it dies).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{test}: its own process ran longer than {OWN_PROCESS_LIMIT:?}; killed");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{test} failed in its own process ({})",
+        out.status
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{test}: its own process did not run it (filter {name:?})"
     );
     false
 }
