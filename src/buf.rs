@@ -148,14 +148,7 @@ impl DerefMut for IoBuf {
     }
 }
 
-/// Direct-I/O alignment of a file, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DioAlignment {
-    /// Required alignment of the buffer's start address.
-    pub memory: usize,
-    /// Required alignment of the file offset and of the length.
-    pub offset: usize,
-}
+pub use crate::sys::fd::DioAlignment;
 
 /// The alignment `file` needs for `O_DIRECT` reads and writes, from
 /// `statx(STATX_DIOALIGN)` (512 on this project's machine), or 512 bytes where the kernel does

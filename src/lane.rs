@@ -32,15 +32,14 @@ const ORDER: u64 = 1 << 61;
 /// The pending count: the low 61 bits of the word.
 const COUNT: u64 = ORDER - 1;
 
-// The count can never reach the flags: every request it counts is a distinct live `Op` (sent
-// to the engine, or in its queues) until its result is published, so there can be no more of
-// them than the address space holds `Op`s. With 61 bits (a 64-bit word), that bound is far
-// below `COUNT`; the 29-bit count of a 32-bit word could in principle have overflowed into
+// The count can never reach the flags: every request it counts is a distinct live request
+// (sent to the engine, or in its queues) until its result is published, so there can be no
+// more of them than the address space holds requests, each of at least
+// `request::MIN_REQUEST_BYTES` (asserted there). With 61 bits (a 64-bit word), that bound is
+// far below `COUNT`; the 29-bit count of a 32-bit word could in principle have overflowed into
 // `ORDER` with 2^29 requests pending on one connection.
-const _: () = assert!(
-    COUNT as u128
-        >= (usize::MAX as u128 + 1) / std::mem::size_of::<crate::request::Request<()>>() as u128
-);
+pub(crate) const MAX_PENDING: u128 = COUNT as u128;
+const _: () = assert!(MAX_PENDING >= (usize::MAX as u128 + 1) / 64);
 
 /// Read or write: the two FIFO directions of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,7 @@
-//! What a watcher reports about itself: `GcStats` (Go's `GetGC`) and `SwapStats`.
+//! What a watcher reports about itself: `GcStats` (Go's `GetGC`) and `SwapStats`, and the
+//! counters behind them.
+
+use std::sync::atomic::AtomicU64;
 
 /// Counters of connections released because their last handle was dropped without
 /// [`Watcher::free`]. Go's `GetGC() (found, closed)`.
@@ -36,4 +39,11 @@ pub struct SwapStats {
     pub buffers_in_use: usize,
     /// Live [`SwapSlice`](crate::SwapSlice)s.
     pub slices_live: usize,
+}
+
+/// Counters behind `Watcher::gc`.
+#[derive(Default)]
+pub(crate) struct GcCounters {
+    pub(crate) found: AtomicU64,
+    pub(crate) closed: AtomicU64,
 }

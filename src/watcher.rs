@@ -15,14 +15,14 @@ use crate::affinity::ThreadSlot;
 use crate::backend::Backend;
 use crate::builder::Builder;
 use crate::conn::{lock, Conn, IdAllocator};
-use crate::driver::{GcCounters, Handle, LoopLink, LoopTx, Parts};
+use crate::driver::{Handle, LoopLink, LoopTx, Parts};
 use crate::engine::fast_path::attempt_inline;
 use crate::engine::LoopMsg;
 use crate::lane::Claim;
 use crate::op::OpId;
 use crate::request::{Kind, Request};
 use crate::results::{Batch, ResultQueue};
-use crate::stats::{GcStats, SwapStats};
+use crate::stats::{GcCounters, GcStats, SwapStats};
 use crate::swap::SwapPool;
 use crate::{Error, IoBuf, Result, SubmitError};
 
@@ -1201,11 +1201,11 @@ impl<C: Send + 'static> Watcher<C> {
     #[doc(hidden)]
     pub fn inject_failure(&self, thread: &str) -> Result<()> {
         use crate::driver::failure::Thread;
-        let t = Thread::named(thread)
-            .filter(|t| (*t == Thread::Ring) == (self.backend == Backend::Uring))
-            .ok_or_else(|| Error::InvalidArgument(format!("no thread {thread} here")))?;
         let gate = self.read_gate();
         let driver = gate.as_ref().ok_or(Error::WatcherClosed)?;
+        let t = Thread::named(thread)
+            .filter(|t| driver.has_thread(*t))
+            .ok_or_else(|| Error::InvalidArgument(format!("no thread {thread} here")))?;
         self.failpoints.arm(t);
         driver.wake_all(&self.tx);
         Ok(())

@@ -3,13 +3,14 @@
 //! drop and slices their release through. It holds only senders and weak references, so it
 //! never keeps a loop alive.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use crossbeam_channel::{SendError, Sender};
 
 use crate::conn::{ConnId, ConnOwner};
 use crate::engine::LoopMsg;
+use crate::stats::GcCounters;
 use crate::swap::SwapOwner;
 
 /// Wakes a loop that sleeps in the kernel (io_uring) instead of on its channel.
@@ -54,13 +55,6 @@ impl<C> LoopTx<C> {
     pub(crate) fn channel(&self) -> Sender<LoopMsg<C>> {
         self.tx.clone()
     }
-}
-
-/// Counters behind `Watcher::gc`.
-#[derive(Default)]
-pub(crate) struct GcCounters {
-    pub(crate) found: AtomicU64,
-    pub(crate) closed: AtomicU64,
 }
 
 /// How handles and slices reach the loop; holds only a sender (and a weak reference to the

@@ -10,7 +10,7 @@ mod start;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
-pub(crate) use link::{GcCounters, KernelWake, LoopLink, LoopTx, SwapRetry};
+pub(crate) use link::{KernelWake, LoopLink, LoopTx, SwapRetry};
 pub(crate) use start::{start, Core, Parts, Settings};
 
 use std::os::fd::{OwnedFd, RawFd};
@@ -126,6 +126,16 @@ impl<C: Send + 'static> Handle<C> {
             Handle::Epoll(e) => e.finish(),
             #[cfg(target_os = "linux")]
             Handle::Uring(w) => w.close(),
+        }
+    }
+
+    /// Whether this backend runs thread `t` (the test hook).
+    pub(crate) fn has_thread(&self, t: failure::Thread) -> bool {
+        use failure::Thread;
+        match self {
+            Handle::Epoll(_) => matches!(t, Thread::Loop | Thread::Poller | Thread::File),
+            #[cfg(target_os = "linux")]
+            Handle::Uring(_) => t == Thread::Ring,
         }
     }
 

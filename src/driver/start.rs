@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use super::epoll;
 use super::failure::Failpoints;
-use super::link::{GcCounters, KernelWake, LoopLink, LoopTx};
+use super::link::{KernelWake, LoopLink, LoopTx};
 #[cfg(target_os = "linux")]
 use super::uring;
 use super::Handle;
@@ -16,6 +16,7 @@ use crate::backend::Backend;
 use crate::conn::{ConnOwner, IdAllocator};
 use crate::engine::LoopMsg;
 use crate::results::ResultQueue;
+use crate::stats::GcCounters;
 use crate::swap::SwapPool;
 use crate::Error;
 

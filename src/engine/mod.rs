@@ -104,7 +104,7 @@ pub(crate) struct Engine<C, D> {
     out: Vec<OpResult<C>>,
     results: Arc<ResultQueue<C>>,
     ids: Arc<IdAllocator>,
-    gc: Arc<crate::driver::GcCounters>,
+    gc: Arc<crate::stats::GcCounters>,
     maker: ConnMaker,
     /// Requests in the driver's hands.
     in_flight: usize,
@@ -122,7 +122,7 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
         driver: D,
         results: Arc<ResultQueue<C>>,
         ids: Arc<IdAllocator>,
-        gc: Arc<crate::driver::GcCounters>,
+        gc: Arc<crate::stats::GcCounters>,
         maker: ConnMaker,
     ) -> Self {
         Engine {

@@ -31,6 +31,13 @@ use crate::Error;
 /// continues a partial transfer).
 pub(crate) const MAX_STEP: usize = i32::MAX as usize;
 
+/// The least a request takes in memory; the lanes' pending count relies on it
+/// (`crate::lane::MAX_PENDING`).
+const MIN_REQUEST_BYTES: usize = 64;
+const _: () = assert!(std::mem::size_of::<Request<()>>() >= MIN_REQUEST_BYTES);
+const _: () =
+    assert!(crate::lane::MAX_PENDING >= (usize::MAX as u128 + 1) / MIN_REQUEST_BYTES as u128);
+
 /// What the watcher does for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {

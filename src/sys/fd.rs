@@ -19,7 +19,7 @@ pub(crate) struct FdKind {
 pub(crate) struct FileInfo {
     /// Opened with `O_DIRECT`: buffers, lengths and offsets must be aligned.
     pub(crate) direct: bool,
-    pub(crate) align: crate::DioAlignment,
+    pub(crate) align: DioAlignment,
 }
 
 /// Checks that `fd` can be driven by the watcher, and sets its blocking mode: non-blocking for
@@ -250,6 +250,16 @@ pub(crate) fn connect_finished(fd: RawFd) -> Io2<()> {
     }
 }
 
+/// Direct-I/O alignment of a file, in bytes, as [`dio_alignment`](crate::dio_alignment)
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DioAlignment {
+    /// Required alignment of the buffer's start address.
+    pub memory: usize,
+    /// Required alignment of the file offset and of the length.
+    pub offset: usize,
+}
+
 /// Fallback when the kernel does not report `STATX_DIOALIGN` (before 6.1, or a filesystem that
 /// does not fill it): the logical block size every block device supports.
 const FALLBACK_ALIGN: usize = 512;
@@ -260,7 +270,7 @@ const STATX_DIOALIGN: u32 = 0x2000;
 /// not report it.
 ///
 /// An error if `statx` fails on the descriptor.
-pub(crate) fn dio_alignment(file: BorrowedFd<'_>) -> Result<crate::DioAlignment> {
+pub(crate) fn dio_alignment(file: BorrowedFd<'_>) -> Result<DioAlignment> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: an all-zero statx is a valid value for the kernel to overwrite.
@@ -277,14 +287,14 @@ pub(crate) fn dio_alignment(file: BorrowedFd<'_>) -> Result<crate::DioAlignment>
             )
         })?;
         if st.stx_mask & STATX_DIOALIGN != 0 && st.stx_dio_mem_align != 0 {
-            return Ok(crate::DioAlignment {
+            return Ok(DioAlignment {
                 memory: st.stx_dio_mem_align as usize,
                 offset: st.stx_dio_offset_align.max(1) as usize,
             });
         }
     }
     let _ = file;
-    Ok(crate::DioAlignment {
+    Ok(DioAlignment {
         memory: FALLBACK_ALIGN,
         offset: FALLBACK_ALIGN,
     })

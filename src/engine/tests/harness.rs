@@ -67,7 +67,7 @@ impl<const R: bool> H<R> {
             Fake::new(),
             results.clone(),
             ids.clone(),
-            Arc::new(crate::driver::GcCounters::default()),
+            Arc::new(crate::stats::GcCounters::default()),
             ConnMaker {
                 watcher_id: WATCHER,
                 owner: owner.clone(),
