@@ -5,7 +5,7 @@
 //! Each kind of request has one file holding every backend's code for it: the non-blocking
 //! syscall attempt (the epoll driver and the submit-side fast path of both backends), the SQE
 //! (the io_uring driver), and the progress rule both share: `read.rs`, `write.rs`,
-//! `accept.rs`, `connect.rs`, `file.rs`. The engine (`crate::engine`) calls only the
+//! `accept.rs`, `connect.rs`, `shutdown.rs`, `file.rs`. The engine (`crate::engine`) calls only the
 //! dispatchers here ([`progress`], [`attempt`], and `sqe` on Linux); it never matches on a kind
 //! itself.
 
@@ -13,6 +13,7 @@ pub(crate) mod accept;
 pub(crate) mod connect;
 pub(crate) mod file;
 pub(crate) mod read;
+pub(crate) mod shutdown;
 pub(crate) mod write;
 
 use std::os::fd::{OwnedFd, RawFd};
@@ -44,6 +45,9 @@ pub(crate) enum Kind {
     Accept,
     /// Connect the request's own socket to `addr` (served in the write direction).
     Connect,
+    /// Shut down one or both directions of a socket (served in the write direction, after
+    /// the writes queued before it).
+    Shutdown,
     /// Read a file at `offset` until the buffer is full or the file ends.
     ReadAt,
     /// Write all of the buffer to a file at `offset`.
@@ -62,6 +66,7 @@ impl Kind {
             Kind::Write => OpType::Write,
             Kind::Accept => OpType::Accept,
             Kind::Connect => OpType::Connect,
+            Kind::Shutdown => OpType::Shutdown,
             Kind::ReadAt => OpType::ReadAt,
             Kind::WriteAt => OpType::WriteAt,
             Kind::Fsync => OpType::Fsync,
@@ -110,6 +115,8 @@ pub(crate) struct Request<C> {
     /// The peer address of a `Connect` (boxed: the kernel may read it while the request's
     /// slot moves).
     pub(crate) addr: Option<Box<socket2::SockAddr>>,
+    /// The direction a `Shutdown` shuts down (`None` for every other kind).
+    pub(crate) how: Option<std::net::Shutdown>,
     /// A `Connect` that has called `connect(2)` once and now waits for it to finish.
     pub(crate) connecting: bool,
     /// The last attempt met EAGAIN (on the submitting thread, or in the driver): the next one
@@ -117,6 +124,9 @@ pub(crate) struct Request<C> {
     pub(crate) poll_first: bool,
     /// The connection an `Accept` produced.
     pub(crate) accepted: Option<Conn>,
+    /// Where an `Accept` has the kernel write the peer's address (boxed: it must stay put
+    /// until the CQE; allocated only for accepts).
+    pub(crate) peer: Option<accept::Peer>,
     /// File offset of a `ReadAt`/`WriteAt` (the request moves `size` bytes from it). The
     /// submit side refuses offsets whose end does not fit in `off_t`.
     pub(crate) offset: u64,
@@ -150,9 +160,11 @@ impl<C> Request<C> {
             deadline,
             size: 0,
             addr: None,
+            how: None,
             connecting: false,
             poll_first: false,
             accepted: None,
+            peer: (kind == Kind::Accept).then(accept::peer_storage),
             offset: 0,
             in_flight: false,
             stamp: 0,
@@ -186,6 +198,11 @@ impl<C> Request<C> {
             (None, Some(s)) => Buffer::Swap(s),
             (None, None) => Buffer::None,
         };
+        // The peer's address, for an accept that produced a connection.
+        let addr = match (&self.accepted, self.peer) {
+            (Some(_), Some(peer)) => accept::peer_addr(peer),
+            _ => None,
+        };
         OpResult {
             op: self.kind.op_type(),
             id: self.id,
@@ -195,6 +212,7 @@ impl<C> Request<C> {
             size: self.size,
             error,
             accepted: self.accepted,
+            addr,
         }
     }
 }
@@ -240,7 +258,9 @@ impl Outcome {
                 // SAFETY: a successful ACCEPT returns a new descriptor that nothing else owns.
                 Outcome::Accepted(unsafe { OwnedFd::from_raw_fd(res) })
             }
-            Kind::Connect | Kind::Fsync | Kind::Fdatasync => Outcome::Finished,
+            Kind::Connect | Kind::Shutdown | Kind::Fsync | Kind::Fdatasync => {
+                Outcome::Finished
+            }
             _ => Outcome::Moved(res as usize, swap),
         }
     }
@@ -289,6 +309,7 @@ pub(crate) fn progress<C>(req: &mut Request<C>, outcome: Outcome) -> Step {
             Kind::Write => write::progress(req, outcome, ending),
             Kind::Accept => accept::progress(outcome),
             Kind::Connect => connect::progress(),
+            Kind::Shutdown => shutdown::progress(),
             Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => {
                 file::progress(req, outcome, ending)
             }
@@ -308,8 +329,9 @@ pub(crate) fn attempt<C>(
     match req.kind {
         Kind::Read | Kind::ReadFull => read::attempt(fd, is_socket, req, swap),
         Kind::Write => write::attempt(fd, is_socket, req),
-        Kind::Accept => accept::attempt(fd),
+        Kind::Accept => accept::attempt(fd, req),
         Kind::Connect => connect::attempt(fd, req),
+        Kind::Shutdown => shutdown::attempt(fd, req),
         Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => {
             Outcome::Failed(std::io::Error::from_raw_os_error(libc::EINVAL))
         }
@@ -331,8 +353,9 @@ pub(crate) fn sqe<C>(
     Some(match req.kind {
         Kind::Read | Kind::ReadFull => read::sqe(fd, is_socket, req, group, swap_len),
         Kind::Write => write::sqe(fd, is_socket, req),
-        Kind::Accept => accept::sqe(fd),
+        Kind::Accept => accept::sqe(fd, req),
         Kind::Connect => connect::sqe(fd, req)?,
+        Kind::Shutdown => shutdown::sqe(fd, req),
         Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => file::sqe(fd, req),
     })
 }
@@ -356,6 +379,7 @@ mod tests {
             (Kind::Accept, OpType::Accept, Some(Lane::Read)),
             (Kind::Write, OpType::Write, Some(Lane::Write)),
             (Kind::Connect, OpType::Connect, Some(Lane::Write)),
+            (Kind::Shutdown, OpType::Shutdown, Some(Lane::Write)),
             (Kind::ReadAt, OpType::ReadAt, None),
             (Kind::WriteAt, OpType::WriteAt, None),
             (Kind::Fsync, OpType::Fsync, None),

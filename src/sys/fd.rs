@@ -167,24 +167,26 @@ pub(crate) enum Io2<T> {
 
 /// Accepts one connection from listening socket `fd`: close-on-exec and non-blocking, as
 /// every descriptor the readiness backend drives. EINTR and ECONNABORTED (the peer gave up
-/// while queued) are retried.
-pub(crate) fn accept(fd: RawFd) -> Io2<std::os::fd::OwnedFd> {
+/// while queued) are retried. The peer's address goes to `peer` (storage and its length,
+/// which is set to the address's length on success).
+pub(crate) fn accept(
+    fd: RawFd,
+    peer: &mut (socket2::SockAddrStorage, libc::socklen_t),
+) -> Io2<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     loop {
+        let (storage, len) = (&mut peer.0, &mut peer.1);
         let rc = syscall(|| {
+            *len = storage.size_of();
+            let addr = (storage as *mut socket2::SockAddrStorage).cast::<libc::sockaddr>();
             #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-            // SAFETY: null address pointers are allowed (the peer address is not wanted).
-            let rc = unsafe {
-                libc::accept4(
-                    fd,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                )
-            };
+            // SAFETY: `addr` points at a `sockaddr_storage` (which holds every address family)
+            // of `*len` bytes, and `len` at its length; both are exclusively borrowed for the
+            // call.
+            let rc = unsafe { libc::accept4(fd, addr, len, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) };
             #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
             // SAFETY: as above; flags are set right after.
-            let rc = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
+            let rc = unsafe { libc::accept(fd, addr, len) };
             rc
         });
         let new = match rc {
