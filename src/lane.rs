@@ -241,7 +241,10 @@ mod tests {
         });
         // `close` cannot return while the hold lasts.
         for _ in 0..1000 {
-            assert!(!closed.load(Ordering::SeqCst), "close returned during a hold");
+            assert!(
+                !closed.load(Ordering::SeqCst),
+                "close returned during a hold"
+            );
             std::thread::yield_now();
         }
         l.unhold(Lane::Read);

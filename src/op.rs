@@ -47,9 +47,7 @@ impl OpType {
     pub(crate) fn lane(self) -> Option<crate::lane::Lane> {
         match self {
             OpType::Read | OpType::ReadFull | OpType::Accept => Some(crate::lane::Lane::Read),
-            OpType::Write | OpType::Connect | OpType::Shutdown => {
-                Some(crate::lane::Lane::Write)
-            }
+            OpType::Write | OpType::Connect | OpType::Shutdown => Some(crate::lane::Lane::Write),
             OpType::ReadAt | OpType::WriteAt | OpType::Fsync | OpType::Fdatasync => None,
         }
     }

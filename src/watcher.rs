@@ -599,7 +599,7 @@ impl<C: Send + 'static> Watcher<C> {
             &conn,
             None,
             deadline,
-            Some(Box::new(addr.into())),
+            Some(crate::request::AddrBuf::from_addr(addr)),
             0,
             None,
         )
@@ -1127,7 +1127,7 @@ impl<C: Send + 'static> Watcher<C> {
         conn: &Conn,
         buffer: Option<IoBuf>,
         deadline: Option<Instant>,
-        addr: Option<Box<socket2::SockAddr>>,
+        addr: Option<Box<crate::request::AddrBuf>>,
         offset: u64,
         how: Option<std::net::Shutdown>,
     ) -> Result<OpId, SubmitError<C>> {

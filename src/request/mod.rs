@@ -101,6 +101,62 @@ impl Ending {
     }
 }
 
+/// A socket address in the form the kernel takes: `sockaddr_storage` (room for every family)
+/// and its length.
+pub(crate) struct AddrBuf {
+    storage: socket2::SockAddrStorage,
+    len: libc::socklen_t,
+}
+
+impl AddrBuf {
+    /// Room for an address the kernel writes (an accept's peer).
+    pub(crate) fn empty() -> Box<AddrBuf> {
+        let storage = socket2::SockAddrStorage::zeroed();
+        let len = storage.size_of();
+        Box::new(AddrBuf { storage, len })
+    }
+
+    /// `addr`, for the kernel to read (a connect's destination).
+    pub(crate) fn from_addr(addr: std::net::SocketAddr) -> Box<AddrBuf> {
+        let a = socket2::SockAddr::from(addr);
+        let len = a.len();
+        Box::new(AddrBuf {
+            storage: a.as_storage(),
+            len,
+        })
+    }
+
+    /// The address and its length, for a call that reads it.
+    pub(crate) fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        (
+            (&self.storage as *const socket2::SockAddrStorage).cast(),
+            self.len,
+        )
+    }
+
+    /// The storage and its length word, for a call that writes an address (`accept`); the
+    /// length is reset to the storage's size first, as the kernel expects.
+    pub(crate) fn as_mut_ptr(&mut self) -> (*mut libc::sockaddr, *mut libc::socklen_t) {
+        self.len = self.storage.size_of();
+        (
+            (&mut self.storage as *mut socket2::SockAddrStorage).cast(),
+            &mut self.len,
+        )
+    }
+
+    /// The IP address held (`None` for another family, or storage nothing wrote: family 0).
+    pub(crate) fn into_socket_addr(self) -> Option<std::net::SocketAddr> {
+        let AddrBuf { storage, len } = self;
+        // A longer address than the storage is truncated by the kernel, which then reports
+        // the full length: cap it.
+        let len = len.min(storage.size_of());
+        // SAFETY: `storage` is an initialised `sockaddr_storage` (zeroed, then written by the
+        // kernel, or copied from a `SockAddr`), and `len` does not exceed its size.
+        let addr = unsafe { socket2::SockAddr::new(storage, len) };
+        addr.as_socket()
+    }
+}
+
 /// An accepted submission, from the submit call to its result.
 pub(crate) struct Request<C> {
     pub(crate) id: OpId,
@@ -112,9 +168,10 @@ pub(crate) struct Request<C> {
     pub(crate) deadline: Option<Instant>,
     /// Bytes moved so far.
     pub(crate) size: usize,
-    /// The peer address of a `Connect` (boxed: the kernel may read it while the request's
-    /// slot moves).
-    pub(crate) addr: Option<Box<socket2::SockAddr>>,
+    /// A socket address the kernel reads or writes: a `Connect`'s destination, the peer an
+    /// `Accept` reports (boxed: the kernel may use it while the request's slot moves, until
+    /// the CQE; allocated only for these two kinds).
+    pub(crate) addr: Option<Box<AddrBuf>>,
     /// The direction a `Shutdown` shuts down (`None` for every other kind).
     pub(crate) how: Option<std::net::Shutdown>,
     /// A `Connect` that has called `connect(2)` once and now waits for it to finish.
@@ -124,9 +181,6 @@ pub(crate) struct Request<C> {
     pub(crate) poll_first: bool,
     /// The connection an `Accept` produced.
     pub(crate) accepted: Option<Conn>,
-    /// Where an `Accept` has the kernel write the peer's address (boxed: it must stay put
-    /// until the CQE; allocated only for accepts).
-    pub(crate) peer: Option<accept::Peer>,
     /// File offset of a `ReadAt`/`WriteAt` (the request moves `size` bytes from it). The
     /// submit side refuses offsets whose end does not fit in `off_t`.
     pub(crate) offset: u64,
@@ -159,12 +213,11 @@ impl<C> Request<C> {
             buffer,
             deadline,
             size: 0,
-            addr: None,
+            addr: (kind == Kind::Accept).then(AddrBuf::empty),
             how: None,
             connecting: false,
             poll_first: false,
             accepted: None,
-            peer: (kind == Kind::Accept).then(accept::peer_storage),
             offset: 0,
             in_flight: false,
             stamp: 0,
@@ -199,8 +252,8 @@ impl<C> Request<C> {
             (None, None) => Buffer::None,
         };
         // The peer's address, for an accept that produced a connection.
-        let addr = match (&self.accepted, self.peer) {
-            (Some(_), Some(peer)) => accept::peer_addr(peer),
+        let addr = match (self.kind, &self.accepted, self.addr) {
+            (Kind::Accept, Some(_), Some(peer)) => (*peer).into_socket_addr(),
             _ => None,
         };
         OpResult {
@@ -258,9 +311,7 @@ impl Outcome {
                 // SAFETY: a successful ACCEPT returns a new descriptor that nothing else owns.
                 Outcome::Accepted(unsafe { OwnedFd::from_raw_fd(res) })
             }
-            Kind::Connect | Kind::Shutdown | Kind::Fsync | Kind::Fdatasync => {
-                Outcome::Finished
-            }
+            Kind::Connect | Kind::Shutdown | Kind::Fsync | Kind::Fdatasync => Outcome::Finished,
             _ => Outcome::Moved(res as usize, swap),
         }
     }

@@ -183,15 +183,14 @@ pub(crate) fn start<C: Send + 'static>(
         .name("gaio-uring".into())
         .spawn(move || {
             let _guard = guard;
-            let (ring, features) = match setup_ring(core.ring_entries)
-                .and_then(|r| probe(&r).map(|f| (r, f)))
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
+            let (ring, features) =
+                match setup_ring(core.ring_entries).and_then(|r| probe(&r).map(|f| (r, f))) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
             let lp = match ring::RingLoop::new(ring, features, core, wake) {
                 Ok(lp) => lp,
                 Err(e) => {
