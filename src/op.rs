@@ -167,6 +167,21 @@ pub struct OpResult<C> {
     /// For [`OpType::Accept`]: the peer's address (IPv4 or IPv6), as `accept(2)` reported it;
     /// `None` on error, for a peer without an IP address (a Unix socket), and for every other
     /// operation today. A datagram's source address will come back here too.
+    ///
+    /// ```
+    /// use std::net::{TcpListener, TcpStream};
+    /// use std::time::Duration;
+    ///
+    /// let ln = TcpListener::bind("127.0.0.1:0")?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let listener = w.watch(&ln)?;
+    /// w.accept((), &listener)?;
+    /// let client = TcpStream::connect(ln.local_addr()?)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(res.error.is_none(), "{:?}", res.error);
+    /// assert_eq!(res.addr, Some(client.local_addr()?)); // who connected
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub addr: Option<std::net::SocketAddr>,
 }
 

@@ -477,7 +477,7 @@ impl<C: Send + 'static> Watcher<C> {
     /// Accepts one connection on a watched listening socket. The result's
     /// [`accepted`](crate::OpResult::accepted) holds the new connection, already taken over
     /// (close-on-exec, registered) and ready for its first request, so a whole server runs on
-    /// one `wait_io` loop. Accepts on one listener complete in submission order. Result errors:
+    /// one `wait_io` loop; its [`addr`](crate::OpResult::addr) is the peer's address. Accepts on one listener complete in submission order. Result errors:
     /// [`Error::Io`] (`EMFILE`, `EINVAL` if `listener` is not listening, …), [`Error::Deadline`]
     /// with [`accept_timeout`](Watcher::accept_timeout), [`Error::Canceled`],
     /// [`Error::ClosedPipe`].
