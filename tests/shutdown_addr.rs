@@ -195,6 +195,39 @@ backend_tests! {
         assert_eq!(other.peer_addr(&oconn).unwrap(), s2.peer_addr().unwrap());
     }
 
+    /// `peer_addr` racing `free` (and new sockets taking the freed descriptor numbers): each
+    /// answer is the connection's own address or `ConnClosed`, never another socket's.
+    fn peer_addr_races_free(backend) {
+        let Some(w) = util::watcher_for::<()>(backend) else { return };
+        let w = std::sync::Arc::new(w);
+        let ln = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        for _ in 0..50 {
+            let (client, server) = pair_on(&ln);
+            let conn = w.watch(&client).unwrap();
+            drop(client);
+            let want = ln.local_addr().unwrap();
+            let (w2, c2) = (w.clone(), conn.clone());
+            let asker = std::thread::spawn(move || {
+                let mut answers = 0u32;
+                loop {
+                    match w2.peer_addr(&c2) {
+                        Ok(a) => assert_eq!(a, want, "another socket's address"),
+                        Err(Error::ConnClosed) => return answers,
+                        Err(e) => panic!("peer_addr: {e:?}"),
+                    }
+                    answers += 1;
+                    assert!(answers < 10_000_000, "never saw the free");
+                }
+            });
+            w.free(&conn).unwrap();
+            // New descriptors, connected elsewhere, likely take the freed number.
+            let _reuse: Vec<_> = (0..4).map(|_| pair_on(&other)).collect();
+            asker.join().unwrap();
+            drop(server);
+        }
+    }
+
     /// An accept result carries the peer's address: the client's local address, IPv4 and
     /// IPv6; other results carry none.
     fn accept_result_has_peer_addr(backend) {
