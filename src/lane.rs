@@ -125,6 +125,40 @@ impl Lanes {
     }
 
     /// Requests of `lane` pending at the loop (tests).
+    /// Holds `lane`'s syscall part for a call on the descriptor that is not a request
+    /// (`Watcher::peer_addr`, `local_addr`): like an inline claim it keeps
+    /// [`close`](Lanes::close), and so the release that closes the descriptor, waiting until
+    /// [`unhold`](Lanes::unhold), but it takes no place in the lane's order and works with
+    /// requests pending. It waits for a running inline attempt (and its hand-off) to end, and
+    /// claims wait for it. False, holding nothing, once the lanes are closed: the descriptor
+    /// may be gone.
+    pub(crate) fn hold(&self, lane: Lane) -> bool {
+        let w = &self.0[lane as usize];
+        let mut spins = 0u32;
+        let mut s = w.load(Ordering::Acquire);
+        loop {
+            if s & CLOSED != 0 {
+                return false;
+            }
+            // ORDER too: an inline holder's `done_inline` clears INLINE with it.
+            if s & (INLINE | ORDER) != 0 {
+                backoff(&mut spins);
+                s = w.load(Ordering::Acquire);
+                continue;
+            }
+            match w.compare_exchange_weak(s, s | INLINE, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Ends a [`hold`](Lanes::hold) that returned true.
+    pub(crate) fn unhold(&self, lane: Lane) {
+        let before = self.0[lane as usize].fetch_and(!INLINE, Ordering::Release);
+        debug_assert!(before & INLINE != 0, "unhold without a hold");
+    }
+
     #[cfg(test)]
     fn pending(&self, lane: Lane) -> u64 {
         self.0[lane as usize].load(Ordering::Acquire) & COUNT
@@ -190,6 +224,31 @@ mod tests {
         let l = Lanes::default();
         l.close();
         assert_eq!(l.claim(Lane::Read, true), Claim::Queue);
+        assert_eq!(l.pending(Lane::Read), 1);
+    }
+
+    #[test]
+    fn a_hold_keeps_close_waiting_and_fails_after_it() {
+        let l = std::sync::Arc::new(Lanes::default());
+        assert_eq!(l.claim(Lane::Read, false), Claim::Queue); // pending requests: still holds
+        assert!(l.hold(Lane::Read));
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (l2, c2) = (l.clone(), closed.clone());
+        let t = std::thread::spawn(move || {
+            l2.close();
+            c2.store(true, Ordering::SeqCst);
+        });
+        // `close` cannot return while the hold lasts.
+        for _ in 0..1000 {
+            assert!(
+                !closed.load(Ordering::SeqCst),
+                "close returned during a hold"
+            );
+            std::thread::yield_now();
+        }
+        l.unhold(Lane::Read);
+        t.join().unwrap();
+        assert!(!l.hold(Lane::Read), "a hold after close");
         assert_eq!(l.pending(Lane::Read), 1);
     }
 

@@ -28,6 +28,9 @@ pub enum OpType {
     Accept,
     /// A [`connect`](crate::Watcher::connect): [`OpResult::conn`] is the new connection.
     Connect,
+    /// A [`shutdown`](crate::Watcher::shutdown): one or both directions of a socket shut
+    /// down, after the writes submitted before it.
+    Shutdown,
     /// A [`read_at`](crate::Watcher::read_at) on a file.
     ReadAt,
     /// A [`write_at`](crate::Watcher::write_at) on a file.
@@ -44,7 +47,7 @@ impl OpType {
     pub(crate) fn lane(self) -> Option<crate::lane::Lane> {
         match self {
             OpType::Read | OpType::ReadFull | OpType::Accept => Some(crate::lane::Lane::Read),
-            OpType::Write | OpType::Connect => Some(crate::lane::Lane::Write),
+            OpType::Write | OpType::Connect | OpType::Shutdown => Some(crate::lane::Lane::Write),
             OpType::ReadAt | OpType::WriteAt | OpType::Fsync | OpType::Fdatasync => None,
         }
     }
@@ -140,7 +143,7 @@ impl fmt::Debug for Buffer {
 /// `None`), failed (`Eof`, an OS error), timed out (`Deadline`), or ended by
 /// [`free`](crate::Watcher::free), drop or [`close`](crate::Watcher::close) (`ClosedPipe`).
 ///
-/// `#[non_exhaustive]`: fields will be added (a peer address, …), so destructuring needs `..`.
+/// `#[non_exhaustive]`: fields will be added, so destructuring needs `..`.
 /// Only the watcher creates results.
 #[non_exhaustive]
 pub struct OpResult<C> {
@@ -161,6 +164,25 @@ pub struct OpResult<C> {
     /// For [`OpType::Accept`]: the accepted connection, already taken over by the watcher and
     /// ready for its first request. `None` for every other operation and on error.
     pub accepted: Option<Conn>,
+    /// For [`OpType::Accept`]: the peer's address (IPv4 or IPv6), as `accept(2)` reported it;
+    /// `None` on error, for a peer without an IP address (a Unix socket), and for every other
+    /// operation today. A datagram's source address will come back here too.
+    ///
+    /// ```
+    /// use std::net::{TcpListener, TcpStream};
+    /// use std::time::Duration;
+    ///
+    /// let ln = TcpListener::bind("127.0.0.1:0")?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let listener = w.watch(&ln)?;
+    /// w.accept((), &listener)?;
+    /// let client = TcpStream::connect(ln.local_addr()?)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(res.error.is_none(), "{:?}", res.error);
+    /// assert_eq!(res.addr, Some(client.local_addr()?)); // who connected
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 impl<C> OpResult<C> {
@@ -220,6 +242,7 @@ impl<C> fmt::Debug for OpResult<C> {
             .field("size", &self.size)
             .field("error", &self.error)
             .field("accepted", &self.accepted)
+            .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
 }

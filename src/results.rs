@@ -337,6 +337,7 @@ mod loom_model {
             size: 0,
             error: None,
             accepted: None,
+            addr: None,
         }
     }
 

@@ -477,7 +477,7 @@ impl<C: Send + 'static> Watcher<C> {
     /// Accepts one connection on a watched listening socket. The result's
     /// [`accepted`](crate::OpResult::accepted) holds the new connection, already taken over
     /// (close-on-exec, registered) and ready for its first request, so a whole server runs on
-    /// one `wait_io` loop. Accepts on one listener complete in submission order. Result errors:
+    /// one `wait_io` loop; its [`addr`](crate::OpResult::addr) is the peer's address. Accepts on one listener complete in submission order. Result errors:
     /// [`Error::Io`] (`EMFILE`, `EINVAL` if `listener` is not listening, …), [`Error::Deadline`]
     /// with [`accept_timeout`](Watcher::accept_timeout), [`Error::Canceled`],
     /// [`Error::ClosedPipe`].
@@ -599,9 +599,69 @@ impl<C: Send + 'static> Watcher<C> {
             &conn,
             None,
             deadline,
-            Some(Box::new(addr.into())),
+            Some(crate::request::AddrBuf::from_addr(addr)),
             0,
+            None,
         )
+    }
+
+    /// Shuts down the `how` direction(s) of a socket (`shutdown(2)`): `Write` sends the peer
+    /// an end of stream (a FIN on TCP) once everything written before has gone out, `Read`
+    /// makes later reads see [`Error::Eof`], `Both` does both. The request runs in the write
+    /// direction's order: it starts only after every [`write`](Watcher::write) submitted
+    /// before it on `conn` has completed, and its result (`op` [`OpType::Shutdown`](crate::OpType::Shutdown), `size`
+    /// 0) comes after theirs. It never blocks the caller; the connection stays watched (free
+    /// it as usual). Result errors: [`Error::Io`] (`ENOTCONN` on a socket that is not
+    /// connected, …), [`Error::Canceled`], [`Error::ClosedPipe`] if the connection is freed
+    /// first.
+    ///
+    /// On io_uring this is a SHUTDOWN (Linux 5.11); on an older kernel the ring thread calls
+    /// `shutdown(2)` itself. Not in Go's gaio (its users call `CloseWrite` on the `net.Conn`).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if `conn` is not a socket (a pipe, a file) or belongs to another
+    /// watcher; [`Error::ConnClosed`] if it was freed; [`Error::WatcherClosed`] after close.
+    /// The context comes back in [`SubmitError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::net::Shutdown;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::time::Duration;
+    ///
+    /// let (mut peer, ours) = UnixStream::pair()?;
+    /// peer.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// let w: gaio::Watcher<&str> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// w.write("write", &conn, b"bye".to_vec())?;
+    /// w.shutdown("shutdown", &conn, Shutdown::Write)?; // after the write
+    /// let mut order = Vec::new();
+    /// while order.len() < 2 {
+    ///     let batch = w.wait_io_timeout(Duration::from_secs(5))?;
+    ///     assert!(!batch.is_empty(), "no result within 5 s");
+    ///     for res in batch {
+    ///         assert!(res.error.is_none(), "{:?}", res.error);
+    ///         order.push((res.context, res.op));
+    ///     }
+    /// }
+    /// assert_eq!(order, [("write", gaio::OpType::Write), ("shutdown", gaio::OpType::Shutdown)]);
+    /// let mut got = Vec::new();
+    /// peer.read_to_end(&mut got)?; // every byte, then the end of the stream
+    /// assert_eq!(got, b"bye");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        how: std::net::Shutdown,
+    ) -> Result<OpId, SubmitError<C>> {
+        if conn.0.watcher != self.id || !conn.0.is_socket {
+            return Err(SubmitError::new(Error::Unsupported, ctx, None));
+        }
+        self.submit_op(Kind::Shutdown, ctx, conn, None, None, None, 0, Some(how))
     }
 
     /// Reads a file at byte `offset` into `buf` (a `Vec<u8>` or an
@@ -830,7 +890,7 @@ impl<C: Send + 'static> Watcher<C> {
                 }
             }
         }
-        self.submit_op(kind, ctx, file, buf, deadline, None, offset)
+        self.submit_op(kind, ctx, file, buf, deadline, None, offset, None)
     }
 
     /// Cancels request `id`: if it is still pending it completes with [`Error::Canceled`],
@@ -947,6 +1007,103 @@ impl<C: Send + 'static> Watcher<C> {
         }
     }
 
+    /// The address of the peer `conn` is connected to (`getpeername(2)`), for TCP and other
+    /// IP sockets: equal to [`TcpStream::peer_addr`](std::net::TcpStream::peer_addr) of the
+    /// same socket. Answered on the calling thread, without a round trip to the watcher's
+    /// threads; safe against a concurrent [`free`](Watcher::free): the descriptor cannot be
+    /// closed (and its number reused) during the call.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for another watcher's connection and for a descriptor without
+    /// an IP address (a Unix socket, a pipe, a file); [`Error::ConnClosed`] if `conn` was
+    /// freed or detached (or the watcher closed); [`Error::WatcherClosed`] after
+    /// [`close`](Watcher::close); [`Error::Io`] from the call (`ENOTCONN` for a socket that is
+    /// not connected).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{TcpListener, TcpStream};
+    ///
+    /// let ln = TcpListener::bind("127.0.0.1:0")?;
+    /// let client = TcpStream::connect(ln.local_addr()?)?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&client)?;
+    /// assert_eq!(w.peer_addr(&conn)?, ln.local_addr()?);
+    /// assert_eq!(w.local_addr(&conn)?, client.local_addr()?);
+    /// w.free(&conn)?;
+    /// assert!(matches!(w.peer_addr(&conn), Err(gaio::Error::ConnClosed)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn peer_addr(&self, conn: &Conn) -> Result<std::net::SocketAddr> {
+        self.sock_addr(conn, true)
+    }
+
+    /// The local address of `conn` (`getsockname(2)`), for TCP and other IP sockets: equal to
+    /// [`TcpStream::local_addr`](std::net::TcpStream::local_addr) of the same socket (for a
+    /// watched listener, the address it listens on). Answered on the calling thread, safe
+    /// against a concurrent free, as [`peer_addr`](Watcher::peer_addr).
+    ///
+    /// # Errors
+    /// As [`peer_addr`](Watcher::peer_addr).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::TcpListener;
+    ///
+    /// let ln = TcpListener::bind("[::1]:0").or_else(|_| TcpListener::bind("127.0.0.1:0"))?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let listener = w.watch(&ln)?;
+    /// assert_eq!(w.local_addr(&listener)?, ln.local_addr()?);
+    ///
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let unix = w.watch(&a)?;
+    /// assert!(matches!(w.local_addr(&unix), Err(gaio::Error::Unsupported)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_addr(&self, conn: &Conn) -> Result<std::net::SocketAddr> {
+        self.sock_addr(conn, false)
+    }
+
+    /// `peer_addr` (`peer`) or `local_addr`. The read lane's hold (`Lanes::hold`) is what
+    /// keeps the descriptor the connection's during the call: the release that closes it
+    /// first closes the lanes, which waits for the hold to end, and a hold is refused once
+    /// they are closed. (A message to the engine would do too, at the price of a thread
+    /// round trip for what is one syscall.)
+    fn sock_addr(&self, conn: &Conn, peer: bool) -> Result<std::net::SocketAddr> {
+        if conn.0.watcher != self.id {
+            return Err(Error::Unsupported);
+        }
+        if self.read_gate().is_none() {
+            return Err(Error::WatcherClosed);
+        }
+        if conn.is_freed() {
+            return Err(Error::ConnClosed);
+        }
+        if !conn.0.is_socket || conn.0.file.is_some() {
+            return Err(Error::Unsupported);
+        }
+        let lane = crate::lane::Lane::Read;
+        if !conn.0.lanes.hold(lane) {
+            return Err(Error::ConnClosed);
+        }
+        // SAFETY: the hold keeps the descriptor open and the connection's until `unhold`
+        // below (its release waits for the hold in `Lanes::close` before closing it), and the
+        // borrow ends before that.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.0.fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let got = if peer {
+            sock.peer_addr()
+        } else {
+            sock.local_addr()
+        };
+        conn.0.lanes.unhold(lane);
+        got.map_err(Error::Io)?
+            .as_socket()
+            .ok_or(Error::Unsupported)
+    }
+
     fn submit(
         &self,
         kind: Kind,
@@ -959,7 +1116,7 @@ impl<C: Send + 'static> Watcher<C> {
             // Stream requests mean nothing on a file: use read_at / write_at.
             return Err(SubmitError::new(Error::Unsupported, ctx, buffer));
         }
-        self.submit_op(kind, ctx, conn, buffer, deadline, None, 0)
+        self.submit_op(kind, ctx, conn, buffer, deadline, None, 0, None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -970,8 +1127,9 @@ impl<C: Send + 'static> Watcher<C> {
         conn: &Conn,
         buffer: Option<IoBuf>,
         deadline: Option<Instant>,
-        addr: Option<Box<socket2::SockAddr>>,
+        addr: Option<Box<crate::request::AddrBuf>>,
         offset: u64,
+        how: Option<std::net::Shutdown>,
     ) -> Result<OpId, SubmitError<C>> {
         if conn.0.watcher != self.id {
             return Err(SubmitError::new(Error::Unsupported, ctx, buffer));
@@ -991,6 +1149,7 @@ impl<C: Send + 'static> Watcher<C> {
         let mut req = Request::new(id, kind, conn, ctx, buffer, deadline);
         req.addr = addr;
         req.offset = offset;
+        req.how = how;
         let Some(lane) = kind.lane() else {
             return self.send(driver, req).map(|()| id);
         };

@@ -30,8 +30,8 @@ pub(crate) fn sqe<C>(
     fd: io_uring::types::Fd,
     req: &mut Request<C>,
 ) -> Option<io_uring::squeue::Entry> {
-    let a = req.addr.as_ref()?;
-    Some(io_uring::opcode::Connect::new(fd, a.as_ptr().cast(), a.len()).build())
+    let (addr, len) = req.addr.as_ref()?.as_ptr();
+    Some(io_uring::opcode::Connect::new(fd, addr, len).build())
 }
 
 pub(crate) fn progress() -> Step {

@@ -5,7 +5,7 @@
 //! Each kind of request has one file holding every backend's code for it: the non-blocking
 //! syscall attempt (the epoll driver and the submit-side fast path of both backends), the SQE
 //! (the io_uring driver), and the progress rule both share: `read.rs`, `write.rs`,
-//! `accept.rs`, `connect.rs`, `file.rs`. The engine (`crate::engine`) calls only the
+//! `accept.rs`, `connect.rs`, `shutdown.rs`, `file.rs`. The engine (`crate::engine`) calls only the
 //! dispatchers here ([`progress`], [`attempt`], and `sqe` on Linux); it never matches on a kind
 //! itself.
 
@@ -13,6 +13,7 @@ pub(crate) mod accept;
 pub(crate) mod connect;
 pub(crate) mod file;
 pub(crate) mod read;
+pub(crate) mod shutdown;
 pub(crate) mod write;
 
 use std::os::fd::{OwnedFd, RawFd};
@@ -51,6 +52,9 @@ pub(crate) enum Kind {
     Accept,
     /// Connect the request's own socket to `addr` (served in the write direction).
     Connect,
+    /// Shut down one or both directions of a socket (served in the write direction, after
+    /// the writes queued before it).
+    Shutdown,
     /// Read a file at `offset` until the buffer is full or the file ends.
     ReadAt,
     /// Write all of the buffer to a file at `offset`.
@@ -69,6 +73,7 @@ impl Kind {
             Kind::Write => OpType::Write,
             Kind::Accept => OpType::Accept,
             Kind::Connect => OpType::Connect,
+            Kind::Shutdown => OpType::Shutdown,
             Kind::ReadAt => OpType::ReadAt,
             Kind::WriteAt => OpType::WriteAt,
             Kind::Fsync => OpType::Fsync,
@@ -103,6 +108,62 @@ impl Ending {
     }
 }
 
+/// A socket address in the form the kernel takes: `sockaddr_storage` (room for every family)
+/// and its length.
+pub(crate) struct AddrBuf {
+    storage: socket2::SockAddrStorage,
+    len: libc::socklen_t,
+}
+
+impl AddrBuf {
+    /// Room for an address the kernel writes (an accept's peer).
+    pub(crate) fn empty() -> Box<AddrBuf> {
+        let storage = socket2::SockAddrStorage::zeroed();
+        let len = storage.size_of();
+        Box::new(AddrBuf { storage, len })
+    }
+
+    /// `addr`, for the kernel to read (a connect's destination).
+    pub(crate) fn from_addr(addr: std::net::SocketAddr) -> Box<AddrBuf> {
+        let a = socket2::SockAddr::from(addr);
+        let len = a.len();
+        Box::new(AddrBuf {
+            storage: a.as_storage(),
+            len,
+        })
+    }
+
+    /// The address and its length, for a call that reads it.
+    pub(crate) fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        (
+            (&self.storage as *const socket2::SockAddrStorage).cast(),
+            self.len,
+        )
+    }
+
+    /// The storage and its length word, for a call that writes an address (`accept`); the
+    /// length is reset to the storage's size first, as the kernel expects.
+    pub(crate) fn as_mut_ptr(&mut self) -> (*mut libc::sockaddr, *mut libc::socklen_t) {
+        self.len = self.storage.size_of();
+        (
+            (&mut self.storage as *mut socket2::SockAddrStorage).cast(),
+            &mut self.len,
+        )
+    }
+
+    /// The IP address held (`None` for another family, or storage nothing wrote: family 0).
+    pub(crate) fn into_socket_addr(self) -> Option<std::net::SocketAddr> {
+        let AddrBuf { storage, len } = self;
+        // A longer address than the storage is truncated by the kernel, which then reports
+        // the full length: cap it.
+        let len = len.min(storage.size_of());
+        // SAFETY: `storage` is an initialised `sockaddr_storage` (zeroed, then written by the
+        // kernel, or copied from a `SockAddr`), and `len` does not exceed its size.
+        let addr = unsafe { socket2::SockAddr::new(storage, len) };
+        addr.as_socket()
+    }
+}
+
 /// An accepted submission, from the submit call to its result.
 pub(crate) struct Request<C> {
     pub(crate) id: OpId,
@@ -114,9 +175,12 @@ pub(crate) struct Request<C> {
     pub(crate) deadline: Option<Instant>,
     /// Bytes moved so far.
     pub(crate) size: usize,
-    /// The peer address of a `Connect` (boxed: the kernel may read it while the request's
-    /// slot moves).
-    pub(crate) addr: Option<Box<socket2::SockAddr>>,
+    /// A socket address the kernel reads or writes: a `Connect`'s destination, the peer an
+    /// `Accept` reports (boxed: the kernel may use it while the request's slot moves, until
+    /// the CQE; allocated only for these two kinds).
+    pub(crate) addr: Option<Box<AddrBuf>>,
+    /// The direction a `Shutdown` shuts down (`None` for every other kind).
+    pub(crate) how: Option<std::net::Shutdown>,
     /// A `Connect` that has called `connect(2)` once and now waits for it to finish.
     pub(crate) connecting: bool,
     /// The last attempt met EAGAIN (on the submitting thread, or in the driver): the next one
@@ -156,7 +220,8 @@ impl<C> Request<C> {
             buffer,
             deadline,
             size: 0,
-            addr: None,
+            addr: (kind == Kind::Accept).then(AddrBuf::empty),
+            how: None,
             connecting: false,
             poll_first: false,
             accepted: None,
@@ -193,6 +258,11 @@ impl<C> Request<C> {
             (None, Some(s)) => Buffer::Swap(s),
             (None, None) => Buffer::None,
         };
+        // The peer's address, for an accept that produced a connection.
+        let addr = match (self.kind, &self.accepted, self.addr) {
+            (Kind::Accept, Some(_), Some(peer)) => (*peer).into_socket_addr(),
+            _ => None,
+        };
         OpResult {
             op: self.kind.op_type(),
             id: self.id,
@@ -202,6 +272,7 @@ impl<C> Request<C> {
             size: self.size,
             error,
             accepted: self.accepted,
+            addr,
         }
     }
 }
@@ -247,7 +318,7 @@ impl Outcome {
                 // SAFETY: a successful ACCEPT returns a new descriptor that nothing else owns.
                 Outcome::Accepted(unsafe { OwnedFd::from_raw_fd(res) })
             }
-            Kind::Connect | Kind::Fsync | Kind::Fdatasync => Outcome::Finished,
+            Kind::Connect | Kind::Shutdown | Kind::Fsync | Kind::Fdatasync => Outcome::Finished,
             _ => Outcome::Moved(res as usize, swap),
         }
     }
@@ -296,6 +367,7 @@ pub(crate) fn progress<C>(req: &mut Request<C>, outcome: Outcome) -> Step {
             Kind::Write => write::progress(req, outcome, ending),
             Kind::Accept => accept::progress(outcome),
             Kind::Connect => connect::progress(),
+            Kind::Shutdown => shutdown::progress(),
             Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => {
                 file::progress(req, outcome, ending)
             }
@@ -315,8 +387,9 @@ pub(crate) fn attempt<C>(
     match req.kind {
         Kind::Read | Kind::ReadFull => read::attempt(fd, is_socket, req, swap),
         Kind::Write => write::attempt(fd, is_socket, req),
-        Kind::Accept => accept::attempt(fd),
+        Kind::Accept => accept::attempt(fd, req),
         Kind::Connect => connect::attempt(fd, req),
+        Kind::Shutdown => shutdown::attempt(fd, req),
         Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => {
             Outcome::Failed(std::io::Error::from_raw_os_error(libc::EINVAL))
         }
@@ -338,8 +411,9 @@ pub(crate) fn sqe<C>(
     Some(match req.kind {
         Kind::Read | Kind::ReadFull => read::sqe(fd, is_socket, req, group, swap_len),
         Kind::Write => write::sqe(fd, is_socket, req),
-        Kind::Accept => accept::sqe(fd),
+        Kind::Accept => accept::sqe(fd, req),
         Kind::Connect => connect::sqe(fd, req)?,
+        Kind::Shutdown => shutdown::sqe(fd, req),
         Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => file::sqe(fd, req),
     })
 }
@@ -363,6 +437,7 @@ mod tests {
             (Kind::Accept, OpType::Accept, Some(Lane::Read)),
             (Kind::Write, OpType::Write, Some(Lane::Write)),
             (Kind::Connect, OpType::Connect, Some(Lane::Write)),
+            (Kind::Shutdown, OpType::Shutdown, Some(Lane::Write)),
             (Kind::ReadAt, OpType::ReadAt, None),
             (Kind::WriteAt, OpType::WriteAt, None),
             (Kind::Fsync, OpType::Fsync, None),

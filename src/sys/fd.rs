@@ -167,24 +167,22 @@ pub(crate) enum Io2<T> {
 
 /// Accepts one connection from listening socket `fd`: close-on-exec and non-blocking, as
 /// every descriptor the readiness backend drives. EINTR and ECONNABORTED (the peer gave up
-/// while queued) are retried.
-pub(crate) fn accept(fd: RawFd) -> Io2<std::os::fd::OwnedFd> {
+/// while queued) are retried. The peer's address goes to `peer` (storage and its length,
+/// which is set to the address's length on success).
+pub(crate) fn accept(fd: RawFd, peer: &mut crate::request::AddrBuf) -> Io2<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     loop {
         let rc = syscall(|| {
+            let (addr, len) = peer.as_mut_ptr();
             #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-            // SAFETY: null address pointers are allowed (the peer address is not wanted).
-            let rc = unsafe {
-                libc::accept4(
-                    fd,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                )
-            };
+            // SAFETY: `addr` points at a `sockaddr_storage` (which holds every address family)
+            // of `*len` bytes, and `len` at its length; `peer` is exclusively borrowed for the
+            // call.
+            let rc =
+                unsafe { libc::accept4(fd, addr, len, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) };
             #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
             // SAFETY: as above; flags are set right after.
-            let rc = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
+            let rc = unsafe { libc::accept(fd, addr, len) };
             rc
         });
         let new = match rc {
@@ -215,11 +213,12 @@ pub(crate) fn accept(fd: RawFd) -> Io2<std::os::fd::OwnedFd> {
 
 /// Starts a non-blocking `connect(2)`: `Ready` if it finished at once, `WouldBlock` while it
 /// is in progress (EINPROGRESS).
-pub(crate) fn connect_start(fd: RawFd, addr: &socket2::SockAddr) -> Io2<()> {
+pub(crate) fn connect_start(fd: RawFd, addr: &crate::request::AddrBuf) -> Io2<()> {
     // One call, no EINTR retry: after EINTR the connection goes on in the background and a
     // second connect(2) would report EALREADY.
-    // SAFETY: `addr` is a valid socket address of `addr.len()` bytes.
-    let rc = unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) };
+    let (addr, len) = addr.as_ptr();
+    // SAFETY: `addr` points at a valid socket address of `len` bytes, borrowed for the call.
+    let rc = unsafe { libc::connect(fd, addr, len) };
     if rc == 0 {
         return Io2::Ready(());
     }

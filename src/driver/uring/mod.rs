@@ -7,7 +7,8 @@
 //! - ring setup: SINGLE_ISSUER|DEFER_TASKRUN (6.1), else COOP_TASKRUN (5.19), else plain; a
 //!   setup that fails in every form (ENOSYS, EPERM, EACCES, ENOMEM, EINVAL) makes the backend
 //!   unavailable, and `Backend::Auto` falls back to epoll;
-//! - opcodes RECV, SEND, READ, WRITE, ASYNC_CANCEL (required);
+//! - opcodes RECV, SEND, READ, WRITE, ASYNC_CANCEL (required), SHUTDOWN (5.11, optional:
+//!   without it a shutdown is a `shutdown(2)` done at once by the ring thread);
 //! - the provided buffer ring (5.19, required) and its incremental consumption (6.12, optional:
 //!   without it each swap read uses a whole buffer).
 
@@ -137,8 +138,15 @@ fn setup_ring(entries: u32) -> Result<IoUring> {
     Err(explain("setup", &e))
 }
 
-/// Checks that every opcode the backend uses is there.
-fn probe(ring: &IoUring) -> Result<()> {
+/// What the probe found beyond the required opcodes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Features {
+    /// The kernel has IORING_OP_SHUTDOWN.
+    pub(crate) shutdown: bool,
+}
+
+/// Checks that every opcode the backend uses is there, and which optional ones are.
+fn probe(ring: &IoUring) -> Result<Features> {
     let mut p = Probe::new();
     ring.submitter()
         .register_probe(&mut p)
@@ -157,7 +165,9 @@ fn probe(ring: &IoUring) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(Features {
+        shutdown: p.is_supported(opcode::Shutdown::CODE),
+    })
 }
 
 /// Starts the ring thread. The ring is built on that thread (SINGLE_ISSUER binds it to its
@@ -173,14 +183,15 @@ pub(crate) fn start<C: Send + 'static>(
         .name("gaio-uring".into())
         .spawn(move || {
             let _guard = guard;
-            let ring = match setup_ring(core.ring_entries).and_then(|r| probe(&r).map(|()| r)) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let lp = match ring::RingLoop::new(ring, core, wake) {
+            let (ring, features) =
+                match setup_ring(core.ring_entries).and_then(|r| probe(&r).map(|f| (r, f))) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+            let lp = match ring::RingLoop::new(ring, features, core, wake) {
                 Ok(lp) => lp,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

@@ -50,6 +50,8 @@ pub(crate) struct Ring {
     /// flags)`. A full queue is drained here while an SQE waits for room, so the engine is never
     /// re-entered from inside a driver call.
     reaped: Vec<(u64, i32, u32)>,
+    /// What the probe found (SHUTDOWN or its synchronous fallback).
+    features: super::Features,
 }
 
 /// Packs a slab key and the low 31 bits of a request id into `user_data`, so a CQE for a
@@ -59,7 +61,7 @@ fn user_data(key: usize, seq: u64) -> u64 {
 }
 
 impl Ring {
-    fn new(ring: IoUring, bufs: BufRing, wake_fd: RawFd) -> Ring {
+    fn new(ring: IoUring, bufs: BufRing, wake_fd: RawFd, features: super::Features) -> Ring {
         Ring {
             ring,
             bufs,
@@ -67,6 +69,7 @@ impl Ring {
             wake_fd,
             wake_armed: false,
             reaped: Vec::with_capacity(1024),
+            features,
         }
     }
 
@@ -156,6 +159,11 @@ impl<C: Send + 'static> Driver<C> for Ring {
     const READINESS: bool = false;
 
     fn start(&mut self, key: usize, fd: RawFd, is_socket: bool, req: &mut Request<C>) -> Start {
+        if req.kind == request::Kind::Shutdown && !self.features.shutdown {
+            // A kernel without IORING_OP_SHUTDOWN: shutdown(2) does not block, so the ring
+            // thread makes it itself.
+            return Start::Done(request::shutdown::attempt(fd, req));
+        }
         let swap_len = self.bufs.buf_size() as u32;
         let Some(sqe) = request::sqe(fd, is_socket, req, BGID, swap_len) else {
             return Start::Done(Outcome::Failed(std::io::Error::from_raw_os_error(
@@ -210,10 +218,15 @@ pub(crate) struct RingLoop<C> {
 }
 
 impl<C: Send + 'static> RingLoop<C> {
-    pub(crate) fn new(ring: IoUring, core: Core<C>, wake: Arc<RingWake>) -> Result<Self> {
+    pub(crate) fn new(
+        ring: IoUring,
+        features: super::Features,
+        core: Core<C>,
+        wake: Arc<RingWake>,
+    ) -> Result<Self> {
         let bufs = BufRing::new(&ring, core.swap_count, core.swap_size, core.swap.clone())
             .map_err(|e| super::explain("provided buffer ring", &e))?;
-        let engine = core.engine(Ring::new(ring, bufs, wake.raw));
+        let engine = core.engine(Ring::new(ring, bufs, wake.raw, features));
         let fail = core.failpoints.clone();
         Ok(RingLoop {
             engine,

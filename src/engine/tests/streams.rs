@@ -27,6 +27,7 @@ both!(
     deadline_tick,
     kernel_cancel_without_ending,
     connect_on_write_lane,
+    shutdown_behind_writes,
 );
 
 fn fifo_per_direction<const R: bool>() {
@@ -440,6 +441,42 @@ fn connect_on_write_lane<const R: bool>() {
     h.complete(c, Outcome::Finished);
     let got = h.expect(&[c, w]);
     assert!(got[0].is_ok() && got[0].accepted.is_none());
+    h.all_done();
+}
+
+/// A shutdown is a write-direction request: it starts only once the writes before it
+/// completed (one of them in several steps), its result comes after theirs, and a failure
+/// (ENOTCONN) is its own `Io` result that does not stop the request behind it.
+fn shutdown_behind_writes<const R: bool>() {
+    let mut h = H::<R>::new();
+    let s = h.sock();
+    let w = h.write(&s, 10, vec![moved(4), flight()]);
+    let sd = h.sub(
+        Kind::Shutdown,
+        &s,
+        None,
+        None,
+        false,
+        vec![Start::Done(Outcome::Finished)],
+    );
+    let enotconn = Start::Done(Outcome::Failed(std::io::Error::from_raw_os_error(
+        libc::ENOTCONN,
+    )));
+    let sd2 = h.sub(Kind::Shutdown, &s, None, None, false, vec![enotconn]);
+    let w2 = h.write(&s, 2, vec![moved(2)]);
+    assert_eq!(h.fake().starts(sd), 0, "the shutdown waits for the write");
+    h.expect(&[]);
+    h.complete(w, Outcome::Moved(6, None));
+    let got = h.expect(&[w, sd, sd2, w2]);
+    assert_eq!(got[0].size, 10);
+    assert_eq!((got[1].op, got[1].size), (crate::OpType::Shutdown, 0));
+    assert!(got[1].is_ok() && got[1].addr.is_none());
+    assert!(
+        matches!(&got[2].error, Some(crate::Error::Io(e)) if e.raw_os_error() == Some(libc::ENOTCONN)),
+        "{:?}",
+        got[2].error
+    );
+    assert!(got[3].is_ok());
     h.all_done();
 }
 
