@@ -399,6 +399,7 @@ mod loom_model {
             // A file request: no lane to count down in `push_all`.
             op: OpType::ReadAt,
             id: OpId {
+                watcher: 0,
                 seq,
                 conn: conn.id(),
             },
@@ -613,6 +614,22 @@ mod loom_model {
             let waited = blocking.join().unwrap();
             assert_eq!(w.taken(), [1], "the result is taken exactly once");
             assert_eq!(waited.is_none(), polled == Some(1));
+        });
+    }
+
+    /// A `Waker::wake` races a consumer on its way into the kernel as the leader (or already
+    /// asleep there, or not yet in `take`): the consumer's `wait_io(None)` returns, empty,
+    /// whatever the interleaving (the sticky flag, or the kick through the kernel wait).
+    #[test]
+    fn loom_wake_ends_a_blocking_wait() {
+        builder().check(|| {
+            let w = World::new();
+            let consumer = {
+                let w = w.clone();
+                thread::spawn(move || w.consume(None, None))
+            };
+            w.queue.notify().unwrap();
+            assert_eq!(consumer.join().unwrap(), Some(0));
         });
     }
 }
