@@ -80,6 +80,7 @@ mod stats;
 mod swap;
 mod sync;
 mod sys;
+mod waker;
 mod watcher;
 
 pub use backend::Backend;
@@ -94,6 +95,7 @@ pub use op::{Buffer, OpId, OpResult, OpType};
 pub use results::Batch;
 pub use stats::{GcStats, SwapStats};
 pub use swap::SwapSlice;
+pub use waker::Waker;
 pub use watcher::{Watcher, MAX_FILE_OFFSET};
 
 /// The README's examples, compiled as doctests so that they stay true to the code.

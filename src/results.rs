@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::op::OpResult;
-use crate::sync::{lock, Condvar, Mutex};
+use crate::sync::{lock, Condvar, Mutex, MutexGuard};
 use crate::{Error, Result};
 
 struct Inner<C> {
@@ -26,6 +26,9 @@ struct Inner<C> {
     leader_asleep: bool,
     /// How to wake a leader; dropped on close (its descriptor with it).
     kick: Option<std::sync::Arc<dyn Kick>>,
+    /// A [`Waker`](crate::Waker) woke us and no `wait_io*` has returned since: the next one
+    /// (or the one blocked now) returns at once, possibly empty. Several wakes collapse.
+    woken: bool,
 }
 
 /// A backend that lets a consumer with nothing to take wait in the kernel itself and serve the
@@ -60,6 +63,7 @@ impl<C> ResultQueue<C> {
                 failure: None,
                 leader_asleep: false,
                 kick: None,
+                woken: false,
             }),
             cv: Condvar::new(),
         }
@@ -108,6 +112,26 @@ impl<C> ResultQueue<C> {
         Self::wake(&mut g, &self.cv);
     }
 
+    /// [`Waker::wake`](crate::Waker::wake): sets the sticky flag and wakes whoever waits (the
+    /// condition variable, and a leader in the kernel through the kick). Refused once closed
+    /// (no descriptor is touched then: the kick was dropped by the close).
+    pub(crate) fn notify(&self) -> Result<()> {
+        let mut g = lock(&self.inner);
+        if g.closed {
+            return Err(Self::closed_error(&g));
+        }
+        g.woken = true;
+        Self::wake(&mut g, &self.cv);
+        Ok(())
+    }
+
+    fn closed_error(g: &Inner<C>) -> Error {
+        match &g.failure {
+            Some(why) => Error::WatcherFailed(why.clone()),
+            None => Error::WatcherClosed,
+        }
+    }
+
     /// No more results will come: wake every waiter.
     pub(crate) fn close(&self) {
         let mut g = lock(&self.inner);
@@ -139,8 +163,8 @@ impl<C> ResultQueue<C> {
     }
 
     /// Takes everything queued, waiting up to `timeout` (forever if `None`) for at least one
-    /// result. An empty deque means the timeout passed. Once closed and drained:
-    /// `WatcherClosed`.
+    /// result. An empty deque means the timeout passed or a [`Waker`](crate::Waker) woke the
+    /// caller. Once closed and drained: `WatcherClosed` (`WatcherFailed` after a failure).
     ///
     /// With `lead`, a caller that finds nothing waits in the kernel itself if no other caller
     /// does (the leader), and the others wait on the condition variable; a leader leaving with
@@ -150,6 +174,37 @@ impl<C> ResultQueue<C> {
         timeout: Option<Duration>,
         lead: Option<&dyn Lead>,
     ) -> Result<VecDeque<OpResult<C>>> {
+        let mut g = self.wait_ready(timeout, lead)?;
+        if g.ready.is_empty() {
+            return Ok(std::mem::take(&mut g.spare));
+        }
+        let spare = std::mem::take(&mut g.spare);
+        Ok(std::mem::replace(&mut g.ready, spare))
+    }
+
+    /// As [`take`](Self::take), but appends the results to `out` (under the lock, so the
+    /// queue keeps its deque and nothing is allocated once `out` has room) and returns how
+    /// many it appended.
+    pub(crate) fn take_into(
+        &self,
+        out: &mut Vec<OpResult<C>>,
+        timeout: Option<Duration>,
+        lead: Option<&dyn Lead>,
+    ) -> Result<usize> {
+        let mut g = self.wait_ready(timeout, lead)?;
+        let n = g.ready.len();
+        out.extend(g.ready.drain(..));
+        Ok(n)
+    }
+
+    /// The wait of [`take`](Self::take): returns the lock once results are ready, or with
+    /// none once the timeout passed or a wake-up came (the wake-up is consumed by any return,
+    /// with or without results).
+    fn wait_ready(
+        &self,
+        timeout: Option<Duration>,
+        lead: Option<&dyn Lead>,
+    ) -> Result<MutexGuard<'_, Inner<C>>> {
         // A timeout too long to add to `now` is no limit at all.
         let until = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut g = lock(&self.inner);
@@ -172,14 +227,19 @@ impl<C> ResultQueue<C> {
                     // Someone must keep serving readiness while this caller works.
                     self.cv.notify_one();
                 }
-                let spare = std::mem::take(&mut g.spare);
-                return Ok(std::mem::replace(&mut g.ready, spare));
+                g.woken = false;
+                return Ok(g);
             }
             if g.closed {
-                return Err(match &g.failure {
-                    Some(why) => Error::WatcherFailed(why.clone()),
-                    None => Error::WatcherClosed,
-                });
+                return Err(Self::closed_error(&g));
+            }
+            if g.woken {
+                g.woken = false;
+                if lead.is_some() && g.waiters > 0 {
+                    // A follower must not be left waiting with nobody leading.
+                    self.cv.notify_one();
+                }
+                return Ok(g);
             }
             let left = match until {
                 None => None,
@@ -190,7 +250,7 @@ impl<C> ResultQueue<C> {
                             // A follower must not be left waiting with nobody leading.
                             self.cv.notify_one();
                         }
-                        return Ok(std::mem::take(&mut g.spare));
+                        return Ok(g);
                     }
                     Some(t - now)
                 }
@@ -225,6 +285,17 @@ impl<C> ResultQueue<C> {
         if g.spare.capacity() < d.capacity() {
             g.spare = d;
         }
+    }
+}
+
+/// What a [`Waker`](crate::Waker) holds of the queue, without its result type.
+pub(crate) trait Notify: Send + Sync {
+    fn notify(&self) -> Result<()>;
+}
+
+impl<C: Send> Notify for ResultQueue<C> {
+    fn notify(&self) -> Result<()> {
+        ResultQueue::notify(self)
     }
 }
 
@@ -328,6 +399,7 @@ mod loom_model {
             // A file request: no lane to count down in `push_all`.
             op: OpType::ReadAt,
             id: OpId {
+                watcher: 0,
                 seq,
                 conn: conn.id(),
             },
@@ -543,6 +615,22 @@ mod loom_model {
             let waited = blocking.join().unwrap();
             assert_eq!(w.taken(), [1], "the result is taken exactly once");
             assert_eq!(waited.is_none(), polled == Some(1));
+        });
+    }
+
+    /// A `Waker::wake` races a consumer on its way into the kernel as the leader (or already
+    /// asleep there, or not yet in `take`): the consumer's `wait_io(None)` returns, empty,
+    /// whatever the interleaving (the sticky flag, or the kick through the kernel wait).
+    #[test]
+    fn loom_wake_ends_a_blocking_wait() {
+        builder().check(|| {
+            let w = World::new();
+            let consumer = {
+                let w = w.clone();
+                thread::spawn(move || w.consume(None, None))
+            };
+            w.queue.notify().unwrap();
+            assert_eq!(consumer.join().unwrap(), Some(0));
         });
     }
 }

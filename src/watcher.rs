@@ -1235,17 +1235,21 @@ impl<C: Send + 'static> Watcher<C> {
     /// waiting so that what is ready joins the batch. After
     /// [`close`](Watcher::close), the results still queued (the `ClosedPipe` results of the
     /// requests close ended) are returned first; once none is left it returns
-    /// [`Error::WatcherClosed`] (Go picks at random between the two).
+    /// [`Error::WatcherClosed`] (Go picks at random between the two). A
+    /// [`Waker`](crate::Waker) makes it return early, with the results ready then or an empty
+    /// batch. To collect into a vector of your own (no borrow of the watcher left), see
+    /// [`wait_io_into`](Watcher::wait_io_into).
     ///
     /// # Errors
-    /// [`Error::WatcherClosed`] once closed and drained.
+    /// [`Error::WatcherClosed`] once closed and drained; [`Error::WatcherFailed`] instead if a
+    /// backend thread failed.
     pub fn wait_io(&self) -> Result<Batch<'_, C>> {
         let items = self.results.take(None, self.lead.as_deref())?;
         Ok(Batch::new(items, &self.results))
     }
 
     /// [`wait_io`](Watcher::wait_io) that gives up after `timeout` and then returns an empty
-    /// batch. Useful for loops that must also do other work, and for tests that must fail
+    /// batch (as it does when a [`Waker`](crate::Waker) wakes it). Useful for loops that must also do other work, and for tests that must fail
     /// rather than hang.
     ///
     /// # Errors
@@ -1253,6 +1257,96 @@ impl<C: Send + 'static> Watcher<C> {
     pub fn wait_io_timeout(&self, timeout: Duration) -> Result<Batch<'_, C>> {
         let items = self.results.take(Some(timeout), self.lead.as_deref())?;
         Ok(Batch::new(items, &self.results))
+    }
+
+    /// [`wait_io`](Watcher::wait_io) into a vector the caller owns: waits for at least one
+    /// result (for up to `timeout`; `None` waits without limit, `Some(Duration::ZERO)` only
+    /// polls), appends every result ready to `out` (after what it holds already, in completion
+    /// order) and returns how many it appended. The convention of mio's `Poll::poll(&mut
+    /// Events, Option<Duration>)` and polling's `Poller::wait`.
+    ///
+    /// Returns `Ok(0)` when the timeout passed with nothing ready, or when a
+    /// [`Waker`](crate::Waker) woke the call. No borrow of the watcher outlives the call, so
+    /// the results can be handled by a method that needs `&mut self` while the watcher is a
+    /// field of `self` (a [`Batch`] would hold `&self.watcher` across the loop: E0502). Steady
+    /// state allocates nothing: the results move from the queue's deque, which the queue keeps,
+    /// into `out`, which grows only while it has less room than a batch; clear it (or
+    /// [`drain`](Vec::drain) it) between calls to reuse its storage.
+    ///
+    /// Same semantics as [`wait_io`](Watcher::wait_io) otherwise: several threads may call it
+    /// at once and each result goes to exactly one of them; on epoll one caller at a time
+    /// serves readiness in `epoll_wait`; after [`close`](Watcher::close) the queued results
+    /// come first.
+    ///
+    /// # Errors
+    /// [`Error::WatcherClosed`] once closed and drained (`out` is left as it was);
+    /// [`Error::WatcherFailed`] instead if a backend thread failed.
+    ///
+    /// ```
+    /// use gaio::{OpResult, Watcher};
+    /// use std::time::Duration;
+    ///
+    /// struct Server {
+    ///     w: Watcher<u32>,
+    ///     events: Vec<OpResult<u32>>,
+    ///     handled: usize,
+    /// }
+    ///
+    /// impl Server {
+    ///     fn handle(&mut self, _r: OpResult<u32>) {
+    ///         self.handled += 1;
+    ///     }
+    ///
+    ///     fn turn(&mut self) -> gaio::Result<()> {
+    ///         // `self.w` is borrowed only for the call: `handle` may take `&mut self`.
+    ///         self.w.wait_io_into(&mut self.events, Some(Duration::from_secs(5)))?;
+    ///         let mut events = std::mem::take(&mut self.events);
+    ///         for r in events.drain(..) {
+    ///             self.handle(r);
+    ///         }
+    ///         self.events = events; // keep its storage for the next turn
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut s = Server { w: Watcher::new()?, events: Vec::new(), handled: 0 };
+    /// let conn = s.w.watch(&a)?;
+    /// std::io::Write::write_all(&mut b, b"hi")?;
+    /// s.w.read(7, &conn, None)?;
+    /// while s.handled == 0 {
+    ///     s.turn()?;
+    /// }
+    /// // Nothing is ready now: a poll returns 0 and leaves the vector as it was.
+    /// let mut out = Vec::new();
+    /// assert_eq!(s.w.wait_io_into(&mut out, Some(Duration::ZERO))?, 0);
+    /// assert!(out.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_io_into(
+        &self,
+        out: &mut Vec<crate::OpResult<C>>,
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
+        self.results.take_into(out, timeout, self.lead.as_deref())
+    }
+
+    /// A [`Waker`](crate::Waker) that makes a blocked `wait_io*` call of this watcher (or
+    /// the next one) return from any thread, possibly with no result. It holds only a weak
+    /// reference to the result queue: it keeps no thread or descriptor alive, and after
+    /// [`close`](Watcher::close) its [`wake`](crate::Waker::wake) returns
+    /// [`Error::WatcherClosed`]. Cheap; make as many as needed (or clone one).
+    ///
+    /// ```
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let waker = w.waker();
+    /// std::thread::spawn(move || waker.wake()).join().unwrap()?;
+    /// assert_eq!(w.wait_io()?.len(), 0); // returns at once: the wake-up was sticky
+    /// # Ok::<(), gaio::Error>(())
+    /// ```
+    pub fn waker(&self) -> crate::Waker {
+        let queue: Arc<dyn crate::results::Notify> = self.results.clone();
+        crate::Waker::new(Arc::downgrade(&queue))
     }
 
     /// Shuts the watcher down: every pending request completes with [`Error::ClosedPipe`]
