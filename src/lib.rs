@@ -63,6 +63,10 @@ compile_error!(
     "gaio supports Unix-like systems only (epoll on Linux, kqueue through mio elsewhere)"
 );
 
+// First: its macros (`log_debug!`, …) are in scope in every module declared after it.
+#[macro_use]
+mod logging;
+
 mod affinity;
 mod backend;
 mod buf;

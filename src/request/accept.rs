@@ -18,7 +18,7 @@ pub(crate) fn attempt(fd: RawFd) -> Outcome {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) fn sqe(fd: io_uring::types::Fd) -> io_uring::squeue::Entry {
     io_uring::opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
         .flags(libc::SOCK_CLOEXEC)
