@@ -38,7 +38,7 @@ impl Backend {
     /// assert!(Backend::Epoll.compiled_in() && Backend::Auto.compiled_in());
     /// if !Backend::Uring.compiled_in() {
     ///     // Built without the `io-uring` feature (or not on Linux): asking for it is refused.
-    ///     let r = gaio::Watcher::<()>::builder().backend(Backend::Uring).build();
+    ///     let r = gaio::Watcher::builder().backend(Backend::Uring).build::<()>();
     ///     assert!(matches!(r, Err(gaio::Error::BackendUnavailable(_))));
     /// }
     /// ```

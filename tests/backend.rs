@@ -60,7 +60,7 @@ fn uring_not_compiled_in_is_refused_by_name() {
     if Backend::Uring.compiled_in() || !cfg!(target_os = "linux") {
         return;
     }
-    match Watcher::<()>::builder().backend(Backend::Uring).build() {
+    match Watcher::builder().backend(Backend::Uring).build::<()>() {
         Err(Error::BackendUnavailable(why)) => assert_eq!(
             why,
             "io_uring support not compiled in (cargo feature io-uring)"
