@@ -13,8 +13,17 @@ use std::time::{Duration, Instant};
 use gaio::{Backend, Builder, Error, OpType};
 use util::*;
 
+/// The tests of this file one at a time: each counts the process's descriptors and gaio
+/// threads before and after, which a watcher of a test running alongside would change.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Injects a failure of `thread` with requests pending, then checks everything above.
 fn fails_closed(backend: Backend, thread: &str) {
+    let _serial = serial();
     let before = open_fds();
     let Some(w) = build::<u32>(backend, Builder::default()) else {
         return;
@@ -138,6 +147,7 @@ fn uring_ring_thread_fails_closed() {
 /// The hook refuses a thread the backend does not have, on both backends.
 #[test]
 fn inject_failure_refuses_unknown_threads() {
+    let _serial = serial();
     for backend in [Backend::Epoll, Backend::Uring] {
         let Some(w) = watcher_for::<()>(backend) else {
             continue;
