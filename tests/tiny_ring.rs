@@ -17,9 +17,18 @@ use util::*;
 const CONNS: usize = 256;
 const ENTRIES: u32 = 8;
 
+/// The tests of this file one at a time: the echo test counts the process's descriptors
+/// before and after, which a test running alongside (64 pairs, 256 connections) would change.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 backend_tests! {
     /// Every connection echoes 4 KiB through the watcher with a ring of 8 entries.
     fn echo_through_a_tiny_ring(backend) {
+        let _serial = serial();
         let before = open_fds();
         let Some(w) = build::<usize>(backend, Builder::default().ring_entries(ENTRIES)) else {
             return;
@@ -78,6 +87,7 @@ backend_tests! {
     /// Thousands of requests with deadlines on idle connections, through a ring of 8 entries:
     /// each ends exactly once, with `Deadline`, and closing afterwards leaves nothing behind.
     fn deadlines_through_a_tiny_ring(backend) {
+        let _serial = serial();
         let Some(w) = build::<usize>(backend, Builder::default().ring_entries(ENTRIES)) else {
             return;
         };
