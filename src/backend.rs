@@ -20,7 +20,35 @@ pub enum Backend {
     Uring,
 }
 
+/// The reason [`Backend::Uring`] is refused when the crate was built without its cargo
+/// feature (`Error::BackendUnavailable`'s text).
+#[cfg(all(target_os = "linux", not(feature = "io-uring")))]
+pub(crate) const NOT_COMPILED_IN: &str =
+    "io_uring support not compiled in (cargo feature io-uring)";
+
 impl Backend {
+    /// Whether this build of the crate contains `self`'s backend: `false` for
+    /// [`Backend::Uring`] when the `io-uring` cargo feature (on by default) is off or the
+    /// target is not Linux, `true` otherwise ([`Backend::Auto`] always, as it falls back to
+    /// epoll). Compiled in does not mean usable: the kernel may still refuse io_uring, which
+    /// [`Builder::build`](crate::Builder::build) reports as [`Error::BackendUnavailable`].
+    ///
+    /// ```
+    /// use gaio::Backend;
+    /// assert!(Backend::Epoll.compiled_in() && Backend::Auto.compiled_in());
+    /// if !Backend::Uring.compiled_in() {
+    ///     // Built without the `io-uring` feature (or not on Linux): asking for it is refused.
+    ///     let r = gaio::Watcher::builder().backend(Backend::Uring).build::<()>();
+    ///     assert!(matches!(r, Err(gaio::Error::BackendUnavailable(_))));
+    /// }
+    /// ```
+    pub const fn compiled_in(self) -> bool {
+        match self {
+            Backend::Uring => cfg!(all(target_os = "linux", feature = "io-uring")),
+            Backend::Auto | Backend::Epoll => true,
+        }
+    }
+
     /// The backend named by the `GAIO_BACKEND` environment variable: `epoll`, `uring` or
     /// `auto` (any case); unset or empty means [`Backend::Auto`].
     ///

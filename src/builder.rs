@@ -125,16 +125,29 @@ impl Builder {
             Some(b) => b,
             None => Backend::from_env()?,
         };
-        match requested {
+        let built = match requested {
             Backend::Epoll => self.start(Backend::Epoll),
             Backend::Uring => self.start(Backend::Uring),
             // io_uring where it can run; any reason it cannot (not built in, blocked by seccomp,
             // disabled by sysctl, memlock, a missing opcode) falls back to epoll.
             Backend::Auto => match self.start(Backend::Uring) {
-                Err(Error::BackendUnavailable(_)) => self.start(Backend::Epoll),
+                Err(Error::BackendUnavailable(why)) => {
+                    log_info!("backend auto: io_uring unavailable ({why}); using epoll");
+                    self.start(Backend::Epoll)
+                }
                 other => other,
             },
+        };
+        match &built {
+            Ok(w) => log_debug!(
+                "watcher started on {} (asked for {requested}; swap buffers {} x {} bytes)",
+                w.backend(),
+                self.swap_buffers,
+                self.swap_buffer_size
+            ),
+            Err(e) => log_debug!("watcher not started (asked for {requested}): {e}"),
         }
+        built
     }
 
     /// Checks the settings against the limits both backends honour, before anything starts,

@@ -50,11 +50,26 @@
 //! assert_eq!(&back, b"hello");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Cargo features
+//!
+//! - `io-uring` (on by default): the io_uring backend ([`Backend::Uring`], Linux only; the
+//!   `io-uring` crate). Without it the crate builds and runs on epoll alone:
+//!   [`Backend::Auto`] picks epoll and [`Backend::Uring`] is refused with
+//!   [`Error::BackendUnavailable`]`("io_uring support not compiled in (cargo feature
+//!   io-uring)")`. [`Backend::compiled_in`] says which backends a build has.
+//! - `log` (off by default): records through the [`log`](https://docs.rs/log) crate, with the
+//!   module as target (`gaio::builder`, `gaio::driver::epoll`, …): the backend a watcher
+//!   starts on (debug) and, when [`Backend::Auto`] falls back to epoll, why io_uring could not
+//!   run (info); each backend thread's start and stop (debug); and what a backend thread
+//!   cannot hand to a request: a thread that fails (error, before [`Error::WatcherFailed`]
+//!   reaches `wait_io`), an io_uring submit or cancel error (warn), the epoll poller's wait
+//!   failing (error). Without the feature none of it is compiled in.
 #![deny(unsafe_op_in_unsafe_fn)]
 // docs.rs (nightly, `--cfg docsrs`): items limited to one platform or cargo feature say so in
 // the docs with `#[cfg_attr(docsrs, doc(cfg(...)))]`. Today every public item exists on every
 // Unix; the io_uring backend is chosen at run time (`Backend::Uring` is there everywhere and
-// answers `BackendUnavailable` off Linux).
+// answers `BackendUnavailable` off Linux or without the `io-uring` feature).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
@@ -62,6 +77,10 @@
 compile_error!(
     "gaio supports Unix-like systems only (epoll on Linux, kqueue through mio elsewhere)"
 );
+
+// First: its macros (`log_debug!`, …) are in scope in every module declared after it.
+#[macro_use]
+mod logging;
 
 mod affinity;
 mod backend;

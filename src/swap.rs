@@ -95,7 +95,8 @@ impl Chunk {
 }
 
 impl Chunk {
-    /// Start of the chunk's memory.
+    /// Start of the chunk's memory (io_uring's buffer ring).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) fn ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }

@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use gaio::{Backend, Error, OpResult, OpType, Watcher};
 
+/// Whether io_uring must run here: built in (the `io-uring` cargo feature) and allowed by the
+/// kernel.
 fn uring_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|s| s.trim() == "0")
-        .unwrap_or(false)
+    Backend::Uring.compiled_in()
+        && std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .map(|s| s.trim() == "0")
+            .unwrap_or(false)
 }
 
 /// Collects exactly `n` results, failing after `limit`.
@@ -48,6 +51,24 @@ fn forced_uring_runs_where_enabled() {
     } else {
         assert!(matches!(r, Err(Error::BackendUnavailable(_))), "{r:?}");
     }
+}
+
+/// Without the `io-uring` cargo feature, forcing io_uring is refused with the documented
+/// reason and `Auto` runs epoll (with the feature: nothing to check here).
+#[test]
+fn uring_not_compiled_in_is_refused_by_name() {
+    if Backend::Uring.compiled_in() || !cfg!(target_os = "linux") {
+        return;
+    }
+    match Watcher::builder().backend(Backend::Uring).build::<()>() {
+        Err(Error::BackendUnavailable(why)) => assert_eq!(
+            why,
+            "io_uring support not compiled in (cargo feature io-uring)"
+        ),
+        other => panic!("forced uring without the feature: {other:?}"),
+    }
+    let auto: Watcher = Watcher::builder().backend(Backend::Auto).build().unwrap();
+    assert_eq!(auto.backend(), Backend::Epoll);
 }
 
 #[test]
@@ -134,6 +155,10 @@ fn seccomp_blocked_uring_falls_back_to_epoll() {
 
         let forced: gaio::Result<Watcher> = Watcher::builder().backend(Backend::Uring).build();
         match forced {
+            // Built without the io-uring feature: refused before any syscall.
+            Err(Error::BackendUnavailable(why)) if !Backend::Uring.compiled_in() => {
+                assert!(why.contains("cargo feature io-uring"), "{why}")
+            }
             Err(Error::BackendUnavailable(why)) => {
                 assert!(
                     why.contains("not permitted"),

@@ -58,12 +58,15 @@ impl Failpoints {
     }
 }
 
-/// Why thread `name` failed, from its panic payload.
+/// Why thread `name` failed, from its panic payload (and a `log` error record of it).
 pub(crate) fn reason(name: &str, payload: &(dyn Any + Send)) -> String {
     let what = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic".into());
-    format!("thread {name} failed: {what}")
+    let why = format!("thread {name} failed: {what}");
+    // The requests pending get `WatcherFailed`; this record is what outlives them.
+    log_error!("{why}; the watcher fails closed");
+    why
 }

@@ -7,10 +7,12 @@ pub(crate) mod epoll;
 pub(crate) mod failure;
 mod link;
 mod start;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) mod uring;
 
-pub(crate) use link::{KernelWake, LoopLink, LoopTx, SwapRetry};
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+pub(crate) use link::KernelWake;
+pub(crate) use link::{LoopLink, LoopTx, SwapRetry};
 pub(crate) use start::{start, Core, Parts, Settings};
 
 use std::os::fd::{OwnedFd, RawFd};
@@ -23,7 +25,7 @@ use crate::request::Request;
 /// The submit side's handle on whichever backend runs.
 pub(crate) enum Handle<C> {
     Epoll(epoll::Epoll<C>),
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
     Uring(Arc<uring::RingWake>),
 }
 
@@ -32,7 +34,7 @@ impl<C: Send + 'static> Handle<C> {
     pub(crate) fn register(&self, fd: RawFd, id: ConnId) -> crate::Result<()> {
         match self {
             Handle::Epoll(e) => e.register(fd, id),
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(_) => {
                 let _ = (fd, id);
                 Ok(())
@@ -43,6 +45,10 @@ impl<C: Send + 'static> Handle<C> {
     /// Hands a taken-over descriptor to the engine (epoll: under its lock, on this thread, so
     /// a request submitted right after finds it; io_uring: through the channel, ahead of any
     /// request on it). Refused only once the watcher is closed.
+    #[cfg_attr(
+        not(all(target_os = "linux", feature = "io-uring")),
+        allow(unused_variables)
+    )]
     pub(crate) fn watch(
         &self,
         tx: &LoopTx<C>,
@@ -56,7 +62,7 @@ impl<C: Send + 'static> Handle<C> {
                 e.watch(id, fd, is_socket, handle);
                 Ok(())
             }
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(_) => tx
                 .send(LoopMsg::Watch {
                     id,
@@ -70,13 +76,17 @@ impl<C: Send + 'static> Handle<C> {
 
     /// Hands a request to the engine (epoll: on this thread, under its lock; io_uring: over
     /// the channel to the ring thread); a refusal gives it back.
+    #[cfg_attr(
+        not(all(target_os = "linux", feature = "io-uring")),
+        allow(unused_variables)
+    )]
     pub(crate) fn submit(&self, tx: &LoopTx<C>, req: Request<C>) -> Result<(), Request<C>> {
         match self {
             Handle::Epoll(e) => {
                 e.submit(req);
                 Ok(())
             }
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(_) => tx.send(LoopMsg::Submit(req)).map_err(|e| match e.0 {
                 LoopMsg::Submit(req) => req,
                 _ => unreachable!("sent a Submit"),
@@ -90,7 +100,7 @@ impl<C: Send + 'static> Handle<C> {
     pub(crate) fn nonblocking(&self) -> bool {
         match self {
             Handle::Epoll(_) => true,
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(_) => false,
         }
     }
@@ -106,7 +116,7 @@ impl<C: Send + 'static> Handle<C> {
         }
         match self {
             Handle::Epoll(_) => true,
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(_) => req.conn.0.is_socket,
         }
     }
@@ -115,7 +125,7 @@ impl<C: Send + 'static> Handle<C> {
     pub(crate) fn lead(&self) -> Option<Arc<dyn crate::results::Lead>> {
         match self {
             Handle::Epoll(e) => e.lead(),
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(_) => None,
         }
     }
@@ -124,7 +134,7 @@ impl<C: Send + 'static> Handle<C> {
     pub(crate) fn finish(&self) {
         match self {
             Handle::Epoll(e) => e.finish(),
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(w) => w.close(),
         }
     }
@@ -134,12 +144,13 @@ impl<C: Send + 'static> Handle<C> {
         use failure::Thread;
         match self {
             Handle::Epoll(_) => matches!(t, Thread::Loop | Thread::Poller | Thread::File),
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(_) => t == Thread::Ring,
         }
     }
 
     /// Wakes every backend thread that waits (the test hook, after arming a failpoint).
+    #[allow(irrefutable_let_patterns)] // epoll alone, without the io-uring feature
     pub(crate) fn wake_all(&self, tx: &LoopTx<C>) {
         let _ = tx.send(LoopMsg::Tick);
         if let Handle::Epoll(e) = self {
@@ -151,7 +162,7 @@ impl<C: Send + 'static> Handle<C> {
     pub(crate) fn shutdown(&self) {
         match self {
             Handle::Epoll(e) => e.shutdown(),
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(w) => w.force(),
         }
     }

@@ -7,8 +7,10 @@ use std::thread::JoinHandle;
 
 use super::epoll;
 use super::failure::Failpoints;
-use super::link::{KernelWake, LoopLink, LoopTx};
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+use super::link::KernelWake;
+use super::link::{LoopLink, LoopTx};
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 use super::uring;
 use super::Handle;
 use crate::affinity::ThreadSlot;
@@ -66,14 +68,14 @@ pub(crate) fn start<C: Send + 'static>(
         ring_entries,
     } = *settings;
     let (chan, rx) = crossbeam_channel::unbounded();
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
     let ring_wake = match backend {
         Backend::Uring => Some(Arc::new(uring::RingWake::new()?)),
         _ => None,
     };
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
     let wake = ring_wake.clone().map(|w| w as Arc<dyn KernelWake>);
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
     let wake = None;
     let tx = LoopTx::new(chan, wake);
     let gc = Arc::new(GcCounters::default());
@@ -129,7 +131,7 @@ pub(crate) fn start<C: Send + 'static>(
         failpoints: failpoints.clone(),
     };
     let (driver, threads) = match backend {
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
         Backend::Uring => {
             let wake = ring_wake.ok_or_else(|| Error::BackendUnavailable("no wake".into()))?;
             let t = uring::start(core, wake.clone())?;
@@ -139,6 +141,12 @@ pub(crate) fn start<C: Send + 'static>(
         Backend::Uring => {
             return Err(Error::BackendUnavailable(
                 "io_uring exists only on Linux".into(),
+            ))
+        }
+        #[cfg(all(target_os = "linux", not(feature = "io-uring")))]
+        Backend::Uring => {
+            return Err(Error::BackendUnavailable(
+                crate::backend::NOT_COMPILED_IN.into(),
             ))
         }
         Backend::Epoll | Backend::Auto => {
@@ -178,11 +186,16 @@ pub(crate) struct Core<C> {
     pub(crate) owner: Arc<dyn ConnOwner>,
     pub(crate) tx: LoopTx<C>,
     pub(crate) rx: crossbeam_channel::Receiver<LoopMsg<C>>,
-    /// Bytes per swap buffer and number of buffers, as configured.
+    /// Bytes per swap buffer and number of buffers, as configured (io_uring's buffer ring;
+    /// epoll's buffers are the submit side's `swap_pool`).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) swap_size: usize,
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) swap_count: usize,
     /// io_uring submission queue entries.
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) ring_entries: u32,
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) swap: Arc<crate::swap::Shared>,
     /// The swap buffers of the submit side's fast path; the epoll driver reads into them too.
     pub(crate) swap_pool: Arc<std::sync::Mutex<crate::swap::SwapPool>>,

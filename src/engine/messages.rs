@@ -17,7 +17,9 @@ use crate::request::{Outcome, Request};
 /// watcher carries it in order: a submission sent after a `Watch` (or before a `Free`) from
 /// any thread is seen after (before) it.
 pub(crate) enum LoopMsg<C> {
-    /// A descriptor was taken over (and, on epoll, registered) under `id`.
+    /// A descriptor was taken over (and, on epoll, registered) under `id`. Sent on io_uring
+    /// only (epoll's submit side hands it over under the engine's lock).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     Watch {
         id: ConnId,
         fd: OwnedFd,
@@ -25,7 +27,8 @@ pub(crate) enum LoopMsg<C> {
         /// The handles' shared part (see `crate::lane`).
         handle: Weak<ConnShared>,
     },
-    /// A request.
+    /// A request (io_uring only, as `Watch`).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     Submit(Request<C>),
     /// `Watcher::free`: end pending requests with `ClosedPipe`, close the descriptor.
     Free(ConnId),

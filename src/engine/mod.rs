@@ -179,7 +179,8 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
         self.closed
     }
 
-    /// The earliest deadline, live or not.
+    /// The earliest deadline, live or not (io_uring's timeout).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.next()
     }

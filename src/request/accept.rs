@@ -21,7 +21,7 @@ pub(crate) fn attempt<C>(fd: RawFd, req: &mut Request<C>) -> Outcome {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &mut Request<C>) -> io_uring::squeue::Entry {
     // The box stays where it is until the request is finished, which is after its CQE (the
     // engine keeps a request in flight until its outcome is back).

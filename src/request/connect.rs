@@ -25,7 +25,7 @@ pub(crate) fn attempt<C>(fd: RawFd, req: &mut Request<C>) -> Outcome {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) fn sqe<C>(
     fd: io_uring::types::Fd,
     req: &mut Request<C>,

@@ -131,7 +131,7 @@ unsafe fn fdatasync(fd: RawFd) -> libc::c_int {
     unsafe { libc::fsync(fd) }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &mut Request<C>) -> io_uring::squeue::Entry {
     use io_uring::{opcode, types};
     let (offset, kind) = (position(req), req.kind);

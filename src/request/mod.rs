@@ -196,6 +196,7 @@ pub(crate) struct Request<C> {
     pub(crate) in_flight: bool,
     /// The driver's swap generation when it started this request (io_uring: an ENOBUFS from
     /// before a later buffer publish is stale).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) stamp: u64,
     /// How a request in flight ends when it comes back, unless it completed first:
     /// deadline, cancel or free.
@@ -291,8 +292,10 @@ pub(crate) enum Outcome {
     /// A swap read found no swap space free (epoll's pool, io_uring's ENOBUFS).
     NoSwap,
     /// Nothing happened (EINTR, a stale ENOBUFS): start it again at once.
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     Retry,
     /// The kernel cancelled it (ECANCELED): our cancel, or the ring's teardown.
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     Canceled,
     /// Any other error.
     Failed(std::io::Error),
@@ -301,7 +304,7 @@ pub(crate) enum Outcome {
 impl Outcome {
     /// Classifies a CQE's result for a request of `kind` (`res`: bytes, a descriptor, or
     /// `-errno`).
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
     pub(crate) fn from_cqe(kind: Kind, res: i32, swap: Option<SwapSlice>) -> Outcome {
         if res < 0 {
             return match -res {
@@ -399,7 +402,7 @@ pub(crate) fn attempt<C>(
 /// The SQE that starts stream request `req` on `fd` (io_uring). A swap read selects a buffer
 /// of at most `swap_len` bytes from buffer group `group`. `None`: nothing to submit (a
 /// connect without an address, which the submit side never makes).
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) fn sqe<C>(
     fd: RawFd,
     is_socket: bool,
@@ -419,7 +422,7 @@ pub(crate) fn sqe<C>(
 }
 
 /// `IORING_RECVSEND_POLL_FIRST`: arm poll before trying, after an EAGAIN.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) const RECVSEND_POLL_FIRST: u16 = 1;
 
 #[cfg(test)]

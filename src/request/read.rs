@@ -47,7 +47,7 @@ pub(crate) fn attempt<C>(
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) fn sqe<C>(
     fd: io_uring::types::Fd,
     is_socket: bool,

@@ -32,7 +32,7 @@ pub(crate) fn attempt<C>(fd: RawFd, req: &Request<C>) -> Outcome {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &Request<C>) -> io_uring::squeue::Entry {
     io_uring::opcode::Shutdown::new(fd, how(req)).build()
 }

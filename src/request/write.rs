@@ -20,7 +20,7 @@ pub(crate) fn attempt<C>(fd: RawFd, is_socket: bool, req: &mut Request<C>) -> Ou
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(crate) fn sqe<C>(
     fd: io_uring::types::Fd,
     is_socket: bool,

@@ -89,6 +89,11 @@ pub fn io_uring_disabled() -> Option<String> {
 /// - the file does not exist (kernels before 6.6): try; `BackendUnavailable` skips, since such
 ///   a kernel can lack io_uring or have it blocked by seccomp.
 ///
+/// A crate built without its `io-uring` cargo feature (`cargo test --no-default-features`)
+/// has no io_uring backend at all ([`Backend::compiled_in`] is false): the io_uring half
+/// skips, provided the refusal names the feature (any other `BackendUnavailable` there
+/// still goes by the rules above).
+///
 /// `GAIO_BACKEND=epoll|uring` restricts the suite to that backend (the other half skips).
 pub fn build<C: Send + 'static>(backend: Backend, builder: Builder) -> Option<Watcher<C>> {
     // GAIO_BACKEND=epoll or =uring runs only that half of the suite (DESIGN.md: tests honour
@@ -115,6 +120,14 @@ pub fn build<C: Send + 'static>(backend: Backend, builder: Builder) -> Option<Wa
         Ok(w) => {
             assert_eq!(w.backend(), backend, "the watcher runs on another backend");
             Some(w)
+        }
+        Err(Error::BackendUnavailable(why))
+            if backend == Backend::Uring
+                && !backend.compiled_in()
+                && why.contains("cargo feature io-uring") =>
+        {
+            eprintln!("skipped: {why}");
+            None
         }
         Err(Error::BackendUnavailable(why)) if backend == Backend::Uring => {
             if disabled.as_deref() == Some("0") {

@@ -81,6 +81,18 @@ impl<C: Send + 'static> FilePool<C> {
 }
 
 fn worker<C>(jobs: Receiver<Job>, done: Sender<LoopMsg<C>>, fail: &Failpoints) {
+    log_debug!(
+        "epoll file thread {} started",
+        std::thread::current().name().unwrap_or("?")
+    );
+    serve(jobs, done, fail);
+    log_debug!(
+        "epoll file thread {} stopped",
+        std::thread::current().name().unwrap_or("?")
+    );
+}
+
+fn serve<C>(jobs: Receiver<Job>, done: Sender<LoopMsg<C>>, fail: &Failpoints) {
     while let Ok(job) = jobs.recv() {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             fail.check(Thread::File);

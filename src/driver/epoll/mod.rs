@@ -154,14 +154,17 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
     let st = state.clone();
     let rx = core.rx;
     let fail = core.failpoints.clone();
+    let watcher = core.watcher_id;
     let loop_thread = std::thread::Builder::new()
         .name("gaio-loop".into())
         .spawn(move || {
             let _guard = guard;
             slot.enter();
+            log_debug!("watcher {watcher}: epoll loop thread started");
             let _ = ready.send(());
             loop_thread::run(&st, &rx, &fail);
             slot.exit();
+            log_debug!("watcher {watcher}: epoll loop thread stopped");
         })?;
 
     let slot = core.poller_slot;
@@ -177,6 +180,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
         .spawn(move || {
             let _guard = guard;
             slot.enter();
+            log_debug!("watcher {watcher}: epoll poller thread started");
             let _ = ready_tx.send(());
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 #[cfg(target_os = "linux")]
@@ -190,6 +194,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
                 lock(&st).fail(failure::reason("gaio-poller", &*p));
             }
             slot.exit();
+            log_debug!("watcher {watcher}: epoll poller thread stopped");
         });
     let poller_thread = match poller_thread {
         Ok(t) => {
@@ -198,6 +203,7 @@ pub(crate) fn start<C: Send + 'static>(core: Core<C>) -> Result<(Epoll<C>, Vec<J
             t
         }
         Err(e) => {
+            log_debug!("watcher {watcher}: epoll poller thread not started: {e}");
             // The loop exits on Close; nothing was registered yet.
             let _ = close_tx.send(LoopMsg::Close);
             let _ = loop_thread.join();

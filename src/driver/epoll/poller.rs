@@ -37,7 +37,10 @@ pub(crate) fn run<C: Send + 'static>(
         match poll.poll(&mut events, None) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
+            Err(e) => {
+                log_error!("epoll poller wait failed, the poller thread ends: {e}");
+                return;
+            }
         }
         fail.check(Thread::Poller);
         // A leader's wake-up taken here is passed on first, even on the way out.

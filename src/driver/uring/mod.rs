@@ -179,6 +179,7 @@ pub(crate) fn start<C: Send + 'static>(
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<()>>(1);
     let slot = core.loop_slot.clone();
     let guard = core.results.close_on_panic();
+    let watcher = core.watcher_id;
     let thread = std::thread::Builder::new()
         .name("gaio-uring".into())
         .spawn(move || {
@@ -199,9 +200,11 @@ pub(crate) fn start<C: Send + 'static>(
                 }
             };
             slot.enter();
+            log_debug!("watcher {watcher}: io_uring ring thread started");
             let _ = ready_tx.send(Ok(()));
             lp.run();
             slot.exit();
+            log_debug!("watcher {watcher}: io_uring ring thread stopped");
         })?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(vec![thread]),

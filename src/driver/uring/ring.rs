@@ -136,7 +136,10 @@ impl Ring {
                         }
                     }
                     // Nothing sensible to do but keep going; the next turn retries.
-                    _ => return,
+                    _ => {
+                        log_warn!("io_uring submit failed (retried next turn): {e}");
+                        return;
+                    }
                 },
             }
         }
@@ -188,7 +191,9 @@ impl<C: Send + 'static> Driver<C> for Ring {
     fn cancel(&mut self, key: usize, req: &Request<C>) {
         let ud = user_data(key, req.id.seq);
         // If even the cancel cannot be queued, the request ends when the kernel completes it.
-        let _ = self.push(opcode::AsyncCancel::new(ud).build().user_data(CANCEL_UD));
+        if let Err(e) = self.push(opcode::AsyncCancel::new(ud).build().user_data(CANCEL_UD)) {
+            log_warn!("io_uring cancel not queued (the request ends when the kernel is done): {e}");
+        }
     }
 
     fn starving(&mut self) -> bool {
