@@ -386,9 +386,14 @@ pub(super) fn fd_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
+/// Held (write) while a test spawns a child process: between fork and exec the child holds a
+/// copy of every descriptor, so a pair the engine closed would still look open.
+pub(super) static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// True once every copy of the other end of `peer`'s pair is closed: a peek reads EOF. Nothing
 /// is ever written to the engine's end, so an open pair peeks EAGAIN.
 pub(super) fn peer_closed(peer: &OwnedFd) -> bool {
+    let _no_fork = SPAWNING.read().unwrap_or_else(|e| e.into_inner());
     let mut b = [0u8; 1];
     // SAFETY: `b` is a writable one-byte buffer; `peer` is open.
     let rc = unsafe {

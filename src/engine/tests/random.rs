@@ -351,15 +351,26 @@ fn descriptors_closed_once() {
         }
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "engine::tests::random::descriptors_closed_once",
-            "--exact",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .expect("run the child");
+    // Between its fork and its exec the child holds a copy of every descriptor of this
+    // process, so no other test may look for a closed pair meanwhile (`fake::SPAWNING`);
+    // `spawn` returns once the exec has happened (close-on-exec has dropped the copies).
+    let child = {
+        let _spawning = super::fake::SPAWNING
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "engine::tests::random::descriptors_closed_once",
+                "--exact",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the child")
+    };
+    let out = child.wait_with_output().expect("wait for the child");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{text}");
