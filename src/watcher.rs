@@ -589,17 +589,117 @@ impl<C: Send + 'static> Watcher<C> {
             Ok(s) => s,
             Err(e) => return Err(SubmitError::new(Error::Io(e), ctx, None)),
         };
-        let conn = match self.adopt(OwnedFd::from(sock)) {
+        self.connect_on(ctx, OwnedFd::from(sock), addr.into(), deadline)
+    }
+
+    /// [`connect`](Watcher::connect) for a socket the caller set up: created with `std` or
+    /// `socket2`, options set (`TCP_NODELAY`, buffer sizes, …), a local address bound. The
+    /// watcher takes the descriptor over (it closes it when the connection is released, as
+    /// for every connection it owns) and connects it to `addr`; the result's
+    /// [`conn`](crate::OpResult::conn) is it, connected when `error` is `None`. Result errors
+    /// as for `connect`, plus [`Error::Io`] `EISCONN` for a socket already connected.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let ln = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    /// sock.set_tcp_nodelay(true)?;
+    /// sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>()?.into())?;
+    /// let local = sock.local_addr()?.as_socket().expect("an IP address");
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// w.connect_socket((), sock, ln.local_addr()?, None)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(res.error.is_none());
+    /// let (_peer, from) = ln.accept()?;
+    /// assert_eq!(from, local); // the connection came from the address the caller bound
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if `socket` is not a socket (a pipe, a file); then as
+    /// [`connect`](Watcher::connect). The context comes back in [`SubmitError`]; the socket is
+    /// closed.
+    pub fn connect_socket(
+        &self,
+        ctx: C,
+        socket: impl Into<OwnedFd>,
+        addr: std::net::SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.connect_on(ctx, socket.into(), addr.into(), deadline)
+    }
+
+    /// Opens a Unix stream socket and connects it to the socket at `path`; the result's
+    /// [`conn`](crate::OpResult::conn) is it, connected when `error` is `None`. Result errors:
+    /// [`Error::Io`] (`ENOENT` when nothing is at `path`, `ECONNREFUSED` when nobody listens
+    /// there, `EAGAIN` when the listener's backlog is full), [`Error::Deadline`],
+    /// [`Error::Canceled`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let path = std::env::temp_dir().join(format!("gaio-doc-unix-{}", std::process::id()));
+    /// let _ = std::fs::remove_file(&path);
+    /// let ln = std::os::unix::net::UnixListener::bind(&path)?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// w.connect_unix((), &path, None)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(res.error.is_none());
+    /// let _peer = ln.accept()?;
+    /// std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a path too long for a Unix socket address (about 107
+    /// bytes); [`Error::Io`] if the socket cannot be created; [`Error::WatcherClosed`] after
+    /// close. The context comes back in [`SubmitError`].
+    pub fn connect_unix(
+        &self,
+        ctx: C,
+        path: impl AsRef<std::path::Path>,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        let addr = match socket2::SockAddr::unix(path.as_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!("Unix socket path {:?}: {e}", path.as_ref());
+                return Err(SubmitError::new(Error::InvalidArgument(why), ctx, None));
+            }
+        };
+        let sock = match socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None) {
+            Ok(s) => s,
+            Err(e) => return Err(SubmitError::new(Error::Io(e), ctx, None)),
+        };
+        self.connect_on(ctx, OwnedFd::from(sock), addr, deadline)
+    }
+
+    /// Takes `fd` over (it must be a socket) and submits its connect to `addr`.
+    fn connect_on(
+        &self,
+        ctx: C,
+        fd: OwnedFd,
+        addr: socket2::SockAddr,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        let conn = match self.adopt(fd) {
             Ok(c) => c,
             Err(e) => return Err(SubmitError::new(e, ctx, None)),
         };
+        if !conn.0.is_socket || conn.is_file() {
+            // Never reached the engine as a connect: release it (the drop of this last
+            // handle closes the descriptor).
+            let _ = self.free(&conn);
+            return Err(SubmitError::new(Error::Unsupported, ctx, None));
+        }
         self.submit_op(
             Kind::Connect,
             ctx,
             &conn,
             None,
             deadline,
-            Some(crate::request::AddrBuf::from_addr(addr)),
+            Some(crate::request::AddrBuf::from_sockaddr(addr)),
             0,
             None,
         )

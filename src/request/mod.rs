@@ -123,9 +123,9 @@ impl AddrBuf {
         Box::new(AddrBuf { storage, len })
     }
 
-    /// `addr`, for the kernel to read (a connect's destination).
-    pub(crate) fn from_addr(addr: std::net::SocketAddr) -> Box<AddrBuf> {
-        let a = socket2::SockAddr::from(addr);
+    /// Socket address `a` (IP or a Unix path), for the kernel to read (a connect's
+    /// destination).
+    pub(crate) fn from_sockaddr(a: socket2::SockAddr) -> Box<AddrBuf> {
         let len = a.len();
         Box::new(AddrBuf {
             storage: a.as_storage(),
