@@ -23,21 +23,6 @@ fn one(w: &gaio::Watcher<u32>, what: &str) -> OpResult<u32> {
     got.unwrap()
 }
 
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is an array of two ints for pipe2 to fill.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe2 succeeded: both are new descriptors that nothing else owns.
-    unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    }
-}
-
 fn temp_path(tag: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("gaio-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_file(&p);

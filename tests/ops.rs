@@ -24,13 +24,7 @@ fn one<C: Send + 'static>(w: &Watcher<C>, what: &str) -> gaio::OpResult<C> {
     got.unwrap()
 }
 
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both are fresh descriptors that nothing else owns.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
+use util::pipe;
 
 /// A port on loopback with nothing listening (bound, then closed).
 fn dead_port() -> SocketAddr {

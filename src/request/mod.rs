@@ -327,6 +327,19 @@ impl Outcome {
     }
 }
 
+/// A non-blocking syscall's return (`crate::sys::fd`) as the outcome of a transfer into or out
+/// of the caller's buffer.
+impl From<crate::sys::fd::Io> for Outcome {
+    fn from(io: crate::sys::fd::Io) -> Outcome {
+        use crate::sys::fd::Io;
+        match io {
+            Io::Done(n) => Outcome::Moved(n, None),
+            Io::WouldBlock => Outcome::WouldBlock,
+            Io::Failed(e) => Outcome::Failed(e),
+        }
+    }
+}
+
 /// What an outcome means for its request: the progress rule, one for both backends.
 pub(crate) enum Step {
     /// Finished: deliver it (with the swap slice its bytes are in, if any).

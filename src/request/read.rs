@@ -25,11 +25,7 @@ pub(crate) fn attempt<C>(
         let rest = req.rest();
         // SAFETY: `rest` is the unfilled tail of the caller's buffer, which the request owns
         // exclusively while it is pending.
-        return match unsafe { fd::read(fd, rest.as_mut_ptr(), rest.len(), is_socket) } {
-            Io::Done(n) => Outcome::Moved(n, None),
-            Io::WouldBlock => Outcome::WouldBlock,
-            Io::Failed(e) => Outcome::Failed(e),
-        };
+        return unsafe { fd::read(fd, rest.as_mut_ptr(), rest.len(), is_socket) }.into();
     }
     // Held from finding the space until the slice is committed: no other thread may read into
     // the same region.

@@ -9,15 +9,11 @@
 use std::os::fd::RawFd;
 
 use super::{Outcome, Request, Step};
-use crate::sys::fd::{self, Io};
+use crate::sys::fd;
 use crate::Error;
 
 pub(crate) fn attempt<C>(fd: RawFd, is_socket: bool, req: &mut Request<C>) -> Outcome {
-    match fd::write(fd, req.rest(), is_socket) {
-        Io::Done(n) => Outcome::Moved(n, None),
-        Io::WouldBlock => Outcome::WouldBlock,
-        Io::Failed(e) => Outcome::Failed(e),
-    }
+    fd::write(fd, req.rest(), is_socket).into()
 }
 
 #[cfg(all(target_os = "linux", feature = "io-uring"))]

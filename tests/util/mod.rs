@@ -541,6 +541,21 @@ pub fn errno_of(e: &Option<Error>) -> Option<i32> {
 // Process inspection: fds, threads, CPUs, limits
 // ---------------------------------------------------------------------------------------------
 
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both are fresh descriptors that nothing else owns.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
 /// True when this test has the process to itself: cargo-nextest's process per test, or the
 /// child [`own_process`] starts.
 pub fn in_own_process() -> bool {
