@@ -203,13 +203,14 @@ pub struct SubmitError<C> {
     pub error: Error,
     /// The context value that was passed in.
     pub context: C,
-    /// The buffer that was passed in, if any ([`IoBuf::into_vec`](crate::IoBuf::into_vec)
-    /// gives a `Vec` back).
-    pub buffer: Option<crate::IoBuf>,
+    /// The buffer that was passed in, if any, as the [`Buffer`](crate::Buffer) variant of
+    /// its type ([`Buffer::into_vec`](crate::Buffer::into_vec) gives a `Vec` back; a shared
+    /// `Arc<[u8]>` comes back as `Buffer::Shared` holding the same allocation).
+    pub buffer: Option<crate::Buffer>,
 }
 
 impl<C> SubmitError<C> {
-    pub(crate) fn new(error: Error, context: C, buffer: Option<crate::IoBuf>) -> Self {
+    pub(crate) fn new(error: Error, context: C, buffer: Option<crate::Buffer>) -> Self {
         SubmitError {
             error,
             context,
@@ -345,7 +346,7 @@ mod tests {
         let e = SubmitError::new(
             Error::EmptyBuffer,
             "ctx",
-            Some(crate::IoBuf::Vec(Vec::new())),
+            Some(crate::Buffer::User(Vec::new())),
         );
         let io = io::Error::from(e);
         assert_eq!(io.kind(), K::InvalidInput);

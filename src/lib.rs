@@ -85,6 +85,7 @@ mod logging;
 mod affinity;
 mod backend;
 mod buf;
+mod buffer;
 mod builder;
 mod conn;
 mod deadline;
@@ -104,13 +105,14 @@ mod watcher;
 
 pub use backend::Backend;
 pub use buf::{dio_alignment, AlignedBuf, DioAlignment, IoBuf};
+pub use buffer::Buffer;
 pub use builder::{
     Builder, DEFAULT_RING_ENTRIES, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE,
     MAX_RING_ENTRIES, MAX_SWAP_BUFFERS, MAX_SWAP_BUFFER_SIZE, MAX_SWAP_TOTAL,
 };
 pub use conn::Conn;
 pub use error::{Error, Result, SubmitError};
-pub use op::{Buffer, OpId, OpResult, OpType};
+pub use op::{OpId, OpResult, OpType};
 pub use results::Batch;
 pub use stats::{GcStats, SwapStats};
 pub use swap::SwapSlice;

@@ -1,9 +1,9 @@
-//! What a submission is, and what comes back for it: `OpType`, `OpId`, `OpResult`, `Buffer`.
+//! What a submission is, and what comes back for it: `OpType`, `OpId`, `OpResult`.
 
 use std::fmt;
 
+use crate::buffer::Buffer;
 use crate::conn::{Conn, ConnId};
-use crate::swap::SwapSlice;
 use crate::Error;
 
 /// The kind of operation a result belongs to. Go's `OpRead`/`OpWrite`, plus the requests Go
@@ -79,60 +79,6 @@ impl OpId {
     /// watchers.
     pub fn as_u64(self) -> u64 {
         self.seq
-    }
-}
-
-/// The memory a result carries back.
-///
-/// Go's `OpResult.Buffer` plus `IsSwapBuffer`, as one enum so that the two cannot disagree.
-#[non_exhaustive]
-pub enum Buffer {
-    /// No memory: a swap-buffer read that ended without data (EOF, an error, a deadline, a free).
-    None,
-    /// The caller's own buffer, returned whole (its length is the length it was submitted with;
-    /// the bytes moved are `[..size]`).
-    User(Vec<u8>),
-    /// The caller's [`AlignedBuf`](crate::AlignedBuf) of a file request, returned whole.
-    Aligned(crate::AlignedBuf),
-    /// A slice of the watcher's swap buffer holding exactly the `size` bytes a
-    /// [`read`](crate::Watcher::read) without a buffer received. It stays valid and unchanged
-    /// for as long as the [`SwapSlice`] lives; dropping it gives the space back.
-    Swap(SwapSlice),
-}
-
-impl Buffer {
-    /// True for [`Buffer::Swap`]. Go's `IsSwapBuffer`.
-    pub fn is_swap(&self) -> bool {
-        matches!(self, Buffer::Swap(_))
-    }
-
-    /// The whole buffer: the caller's full `Vec`, the swap slice, or an empty slice.
-    pub fn as_slice(&self) -> &[u8] {
-        match self {
-            Buffer::None => &[],
-            Buffer::User(v) => v,
-            Buffer::Aligned(b) => b,
-            Buffer::Swap(s) => s,
-        }
-    }
-
-    /// The caller's `Vec` back, if this is [`Buffer::User`].
-    pub fn into_vec(self) -> Option<Vec<u8>> {
-        match self {
-            Buffer::User(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Debug for Buffer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Buffer::None => f.write_str("None"),
-            Buffer::User(v) => write!(f, "User(len {})", v.len()),
-            Buffer::Aligned(b) => write!(f, "Aligned(len {})", b.len()),
-            Buffer::Swap(s) => write!(f, "Swap(len {})", s.len()),
-        }
     }
 }
 

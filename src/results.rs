@@ -382,8 +382,9 @@ impl<C> std::fmt::Debug for Batch<'_, C> {
 #[cfg(all(test, gaio_loom))]
 mod loom_model {
     use super::*;
+    use crate::buffer::Buffer;
     use crate::conn::{Conn, ConnId, ConnOwner};
-    use crate::op::{Buffer, OpId, OpType};
+    use crate::op::{OpId, OpType};
     use crate::sync::{AtomicBool, AtomicUsize};
     use loom::thread;
     use std::sync::atomic::Ordering;

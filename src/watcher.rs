@@ -24,7 +24,7 @@ use crate::request::{Kind, Request};
 use crate::results::{Batch, ResultQueue};
 use crate::stats::{GcCounters, GcStats, SwapStats};
 use crate::swap::SwapPool;
-use crate::{Error, IoBuf, Result, SubmitError};
+use crate::{Buffer, Error, IoBuf, Result, SubmitError};
 
 /// The largest file offset, and offset + length, that [`Watcher::read_at`] and
 /// [`Watcher::write_at`] accept: `i64::MAX`, the largest `off_t` (bytes).
@@ -338,7 +338,7 @@ impl<C: Send + 'static> Watcher<C> {
         buf: Option<Vec<u8>>,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        let buf = buf.map(IoBuf::Vec);
+        let buf = buf.map(Buffer::User);
         if buf.as_ref().is_some_and(|b| b.is_empty()) {
             return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
         }
@@ -383,23 +383,35 @@ impl<C: Send + 'static> Watcher<C> {
             return Err(SubmitError::new(
                 Error::EmptyBuffer,
                 ctx,
-                Some(IoBuf::Vec(buf)),
+                Some(Buffer::User(buf)),
             ));
         }
-        self.submit(Kind::ReadFull, ctx, conn, Some(IoBuf::Vec(buf)), deadline)
+        self.submit(Kind::ReadFull, ctx, conn, Some(Buffer::User(buf)), deadline)
     }
 
     /// Writes all of `buf`: completes only when every byte is written, or with an error that
     /// keeps the count written so far in `size` ([`Error::Io`] such as `EPIPE`/`ECONNRESET`,
-    /// [`Error::ClosedPipe`]). Writes on one connection go out in submission order. On sockets
+    /// [`Error::ClosedPipe`]). Writes on one connection go out in submission order.
+    ///
+    /// `buf` is any owned buffer whose bytes stay put while the kernel reads them, taken as it
+    /// is and never copied: a `Vec<u8>`, a `Box<[u8]>`, an `Arc<[u8]>` (one message shared by
+    /// many writes: `w.write(ctx, &conn, shared.clone())`), a `&'static [u8]`, the
+    /// [`SwapSlice`](crate::SwapSlice) a read returned (an echo writes it straight back, as
+    /// Go's gaio writes its swap buffer back), an [`AlignedBuf`](crate::AlignedBuf), or
+    /// `bytes::Bytes` (cargo feature `bytes`); see [`Buffer`]. The result's `buffer` hands the
+    /// same buffer back as its [`Buffer`] variant (the same allocation, `as_slice()` at the same
+    /// address); a `SwapSlice` keeps its swap space until that result is dropped. A
+    /// [`Buffer::Vectored`] is written as [`write_vectored`](Watcher::write_vectored) writes
+    /// it. On sockets
     /// the write uses `MSG_NOSIGNAL`, so a reset peer gives `EPIPE`, never SIGPIPE.
     ///
     /// A failed write does not stop the writes queued behind it (as in Go); after a write error
     /// the stream's framing is unknown, so free the connection.
     ///
     /// # Errors
-    /// [`Error::EmptyBuffer`] for a zero-length `buf` (checked first, as in Go), then as
-    /// [`read`](Watcher::read).
+    /// [`Error::EmptyBuffer`] for a zero-length `buf` (checked first, as in Go; also
+    /// [`Buffer::None`]); [`Error::InvalidArgument`] for a `Buffer::Vectored` one of whose
+    /// pieces is itself vectored; then as [`read`](Watcher::read).
     ///
     /// # Examples
     ///
@@ -421,8 +433,13 @@ impl<C: Send + 'static> Watcher<C> {
     /// assert_eq!(res.buffer.into_vec().as_deref(), Some(&b"hello"[..])); // the Vec comes back
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn write(&self, ctx: C, conn: &Conn, buf: Vec<u8>) -> Result<OpId, SubmitError<C>> {
-        self.write_inner(ctx, conn, buf, None)
+    pub fn write(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: impl Into<Buffer>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.write_inner(ctx, conn, buf.into(), None)
     }
 
     /// [`write`](Watcher::write) with a deadline: if not every byte is written by `deadline`,
@@ -451,27 +468,81 @@ impl<C: Send + 'static> Watcher<C> {
         &self,
         ctx: C,
         conn: &Conn,
-        buf: Vec<u8>,
+        buf: impl Into<Buffer>,
         deadline: Instant,
     ) -> Result<OpId, SubmitError<C>> {
-        self.write_inner(ctx, conn, buf, Some(deadline))
+        self.write_inner(ctx, conn, buf.into(), Some(deadline))
+    }
+
+    /// Writes `bufs` in order as one request: a gathering write (`sendmsg`/`writev`; SENDMSG
+    /// or WRITEV on io_uring) of every piece, completing when every byte of every piece is
+    /// written, FIFO with the other writes on the connection (no other write's bytes come
+    /// between its pieces). `bufs` is a `Vec` of any one buffer type [`write`](Watcher::write)
+    /// takes (`Vec<Vec<u8>>`, `Vec<Arc<[u8]>>`, `Vec<SwapSlice>`, …), none of them copied;
+    /// empty pieces are skipped. One step sends up to 64 pieces (more take more steps);
+    /// `size` counts bytes across pieces. The result's `buffer` is a [`Buffer::Vectored`]
+    /// holding the pieces in order, each as its own variant.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBuffer`] if `bufs` holds no bytes at all (no pieces, or only empty ones);
+    /// [`Error::InvalidArgument`] if a piece is itself a `Buffer::Vectored`; then as
+    /// [`read`](Watcher::read). The pieces come back in the error as a `Buffer::Vectored`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let (mut peer, ours) = std::os::unix::net::UnixStream::pair()?;
+    /// peer.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// let header: Arc<[u8]> = Arc::from(&b"HEAD "[..]);
+    /// let body: Arc<[u8]> = Arc::from(&b"body"[..]);
+    /// w.write_vectored((), &conn, vec![header.clone(), body.clone()])?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!(res.size, 9);
+    /// let mut got = [0; 9];
+    /// peer.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"HEAD body");
+    /// let pieces = res.buffer.pieces();
+    /// assert_eq!(pieces[0].as_slice().as_ptr(), header.as_ptr()); // the same Arcs back
+    /// assert_eq!(pieces[1].as_slice().as_ptr(), body.as_ptr());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_vectored<B: Into<Buffer>>(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        bufs: Vec<B>,
+    ) -> Result<OpId, SubmitError<C>> {
+        let pieces = bufs.into_iter().map(Into::into).collect();
+        self.write_inner(ctx, conn, Buffer::Vectored(pieces), None)
     }
 
     fn write_inner(
         &self,
         ctx: C,
         conn: &Conn,
-        buf: Vec<u8>,
+        buf: Buffer,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
         if buf.is_empty() {
-            return Err(SubmitError::new(
-                Error::EmptyBuffer,
-                ctx,
-                Some(IoBuf::Vec(buf)),
-            ));
+            return Err(SubmitError::new(Error::EmptyBuffer, ctx, Some(buf)));
         }
-        self.submit(Kind::Write, ctx, conn, Some(IoBuf::Vec(buf)), deadline)
+        if let Buffer::Vectored(pieces) = &buf {
+            if pieces.iter().any(|p| matches!(p, Buffer::Vectored(_))) {
+                let why = "a piece of a vectored write is itself vectored".to_string();
+                return Err(SubmitError::new(
+                    Error::InvalidArgument(why),
+                    ctx,
+                    Some(buf),
+                ));
+            }
+        }
+        self.submit(Kind::Write, ctx, conn, Some(buf), deadline)
     }
 
     /// Accepts one connection on a watched listening socket. The result's
@@ -812,16 +883,21 @@ impl<C: Send + 'static> Watcher<C> {
         offset: u64,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        self.file_op(Kind::ReadAt, ctx, file, Some(buf.into()), offset, deadline)
+        let buf = Buffer::from(buf.into());
+        self.file_op(Kind::ReadAt, ctx, file, Some(buf), offset, deadline)
     }
 
     /// Writes all of `buf` to a file at byte `offset`: completes when every byte is written,
     /// or with an error keeping the count written in `size`. Several `write_at`s run at once;
     /// an [`fsync`](Watcher::fsync) submitted after them waits for them. Go's asyncfs
-    /// `WriteAt`.
+    /// `WriteAt`. `buf` is any contiguous buffer [`write`](Watcher::write) takes (a `Vec`, an
+    /// [`AlignedBuf`](crate::AlignedBuf), an `Arc<[u8]>`, a `&'static [u8]`, …), never copied
+    /// and handed back in the result as its [`Buffer`] variant; an `O_DIRECT` file needs its
+    /// address aligned, whatever its type.
     ///
     /// # Errors
-    /// As [`read_at`](Watcher::read_at).
+    /// As [`read_at`](Watcher::read_at), and [`Error::InvalidArgument`] for a
+    /// [`Buffer::Vectored`] (a file write takes one buffer).
     ///
     /// # Examples
     ///
@@ -851,11 +927,20 @@ impl<C: Send + 'static> Watcher<C> {
         &self,
         ctx: C,
         file: &Conn,
-        buf: impl Into<IoBuf>,
+        buf: impl Into<Buffer>,
         offset: u64,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        self.file_op(Kind::WriteAt, ctx, file, Some(buf.into()), offset, deadline)
+        let buf = buf.into();
+        if matches!(buf, Buffer::Vectored(_)) {
+            let why = "write_at takes one contiguous buffer, not a vectored one".to_string();
+            return Err(SubmitError::new(
+                Error::InvalidArgument(why),
+                ctx,
+                Some(buf),
+            ));
+        }
+        self.file_op(Kind::WriteAt, ctx, file, Some(buf), offset, deadline)
     }
 
     /// Flushes a file's data and metadata to stable storage (`fsync(2)`). It starts only once
@@ -945,7 +1030,7 @@ impl<C: Send + 'static> Watcher<C> {
         kind: Kind,
         ctx: C,
         file: &Conn,
-        buf: Option<IoBuf>,
+        buf: Option<Buffer>,
         offset: u64,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
@@ -976,7 +1061,7 @@ impl<C: Send + 'static> Watcher<C> {
             }
             if info.direct {
                 let a = info.align;
-                let why = if b.as_ptr() as usize % a.memory != 0 {
+                let why = if b.as_slice().as_ptr() as usize % a.memory != 0 {
                     Some(format!("buffer address not a multiple of {}", a.memory))
                 } else if b.len() % a.offset != 0 {
                     Some(format!("length {} not a multiple of {}", b.len(), a.offset))
@@ -1209,7 +1294,7 @@ impl<C: Send + 'static> Watcher<C> {
         kind: Kind,
         ctx: C,
         conn: &Conn,
-        buffer: Option<IoBuf>,
+        buffer: Option<Buffer>,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
         if conn.0.file.is_some() {
@@ -1225,7 +1310,7 @@ impl<C: Send + 'static> Watcher<C> {
         kind: Kind,
         ctx: C,
         conn: &Conn,
-        buffer: Option<IoBuf>,
+        buffer: Option<Buffer>,
         deadline: Option<Instant>,
         addr: Option<Box<crate::request::AddrBuf>>,
         offset: u64,

@@ -29,7 +29,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gaio::{Backend, Error, IoBuf, OpResult, OpType, SubmitError, Watcher};
+use gaio::{Backend, Error, OpResult, OpType, SubmitError, Watcher};
 
 const T10: Duration = Duration::from_secs(10);
 /// `i32::MAX + 1`: the first length io_uring's SEND and RECV refuse.
@@ -84,7 +84,10 @@ fn assert_refused(
         e.error
     );
     assert_eq!(e.context, ctx, "{what}: context");
-    let v = e.buffer.and_then(IoBuf::into_vec).expect("the buffer back");
+    let v = e
+        .buffer
+        .and_then(gaio::Buffer::into_vec)
+        .expect("the buffer back");
     let cap = v.capacity();
     assert_eq!(shape(&v, cap), want, "{what}: not the same buffer");
 }

@@ -23,13 +23,13 @@ backend_tests! {
         let e = w.write("w", &conn, Vec::new()).unwrap_err();
         assert!(matches!(e.error, Error::EmptyBuffer), "{e:?}");
         assert_eq!(e.context, "w");
-        assert_eq!(e.buffer.and_then(gaio::IoBuf::into_vec), Some(Vec::new()));
+        assert_eq!(e.buffer.and_then(gaio::Buffer::into_vec), Some(Vec::new()));
 
         let at = Instant::now() + std::time::Duration::from_secs(1);
         let e = w.write_timeout("wt", &conn, Vec::with_capacity(64), at).unwrap_err();
         assert!(matches!(e.error, Error::EmptyBuffer), "{e:?}");
         assert_eq!(e.context, "wt");
-        assert_eq!(e.buffer.and_then(gaio::IoBuf::into_vec).map(|v| v.capacity()), Some(64), "the very same Vec back");
+        assert_eq!(e.buffer.and_then(gaio::Buffer::into_vec).map(|v| v.capacity()), Some(64), "the very same Vec back");
 
         let e = w.read_full("rf", &conn, Vec::new(), None).unwrap_err();
         assert!(matches!(e.error, Error::EmptyBuffer), "{e:?}");
@@ -50,13 +50,13 @@ backend_tests! {
         let e = w.read(7, &conn, Some(Vec::with_capacity(16))).unwrap_err();
         assert!(matches!(e.error, Error::EmptyBuffer), "{e:?}");
         assert_eq!(e.context, 7);
-        assert_eq!(e.buffer.and_then(gaio::IoBuf::into_vec).map(|v| v.capacity()), Some(16));
+        assert_eq!(e.buffer.and_then(gaio::Buffer::into_vec).map(|v| v.capacity()), Some(16));
 
         let at = Instant::now() + std::time::Duration::from_secs(1);
         let e = w.read_timeout(8, &conn, Some(Vec::new()), at).unwrap_err();
         assert!(matches!(e.error, Error::EmptyBuffer), "{e:?}");
         assert_eq!(e.context, 8);
-        assert_eq!(e.buffer.and_then(gaio::IoBuf::into_vec), Some(Vec::new()));
+        assert_eq!(e.buffer.and_then(gaio::Buffer::into_vec), Some(Vec::new()));
         util::expect_quiet(&w, std::time::Duration::from_millis(100));
     }
 
@@ -87,13 +87,13 @@ backend_tests! {
         drop(server);
         let e = b.read("r", &conn, Some(vec![1; 3])).unwrap_err();
         assert!(matches!(e.error, Error::Unsupported), "{e:?}");
-        assert_eq!((e.context, e.buffer.and_then(gaio::IoBuf::into_vec)), ("r", Some(vec![1; 3])));
+        assert_eq!((e.context, e.buffer.and_then(gaio::Buffer::into_vec)), ("r", Some(vec![1; 3])));
         let e = b.read("swap", &conn, None).unwrap_err();
         assert!(matches!(e.error, Error::Unsupported), "{e:?}");
-        assert_eq!((e.context, e.buffer.and_then(gaio::IoBuf::into_vec)), ("swap", None));
+        assert_eq!((e.context, e.buffer.and_then(gaio::Buffer::into_vec)), ("swap", None));
         let e = b.write("w", &conn, vec![2; 5]).unwrap_err();
         assert!(matches!(e.error, Error::Unsupported), "{e:?}");
-        assert_eq!((e.context, e.buffer.and_then(gaio::IoBuf::into_vec)), ("w", Some(vec![2; 5])));
+        assert_eq!((e.context, e.buffer.and_then(gaio::Buffer::into_vec)), ("w", Some(vec![2; 5])));
         let e = b.read_full("rf", &conn, vec![0; 4], None).unwrap_err();
         assert!(matches!(e.error, Error::Unsupported), "{e:?}");
         assert!(matches!(b.free(&conn), Err(Error::Unsupported)));

@@ -111,7 +111,7 @@ backend_tests! {
         let sc = w.watch(&s).unwrap();
         let e = w.write_at(2, &sc, vec![1; 3], 0, None).unwrap_err();
         assert!(matches!(e.error, Error::Unsupported), "{e:?}");
-        assert_eq!(e.buffer.and_then(gaio::IoBuf::into_vec), Some(vec![1; 3]));
+        assert_eq!(e.buffer.and_then(gaio::Buffer::into_vec), Some(vec![1; 3]));
         assert!(matches!(w.fsync(3, &sc, None).unwrap_err().error, Error::Unsupported));
         util::expect_quiet(&w, Duration::from_millis(50));
         let _ = std::fs::remove_file(&path);

@@ -139,10 +139,10 @@ backend_tests! {
         w.close().unwrap();
         let e = w.read("r", &conn, Some(vec![1])).unwrap_err();
         assert!(matches!(e.error, Error::WatcherClosed), "{e:?}");
-        assert_eq!((e.context, e.buffer.and_then(gaio::IoBuf::into_vec)), ("r", Some(vec![1])));
+        assert_eq!((e.context, e.buffer.and_then(gaio::Buffer::into_vec)), ("r", Some(vec![1])));
         let e = w.write("w", &conn, vec![2]).unwrap_err();
         assert!(matches!(e.error, Error::WatcherClosed), "{e:?}");
-        assert_eq!((e.context, e.buffer.and_then(gaio::IoBuf::into_vec)), ("w", Some(vec![2])));
+        assert_eq!((e.context, e.buffer.and_then(gaio::Buffer::into_vec)), ("w", Some(vec![2])));
         let e = w.read_full("rf", &conn, vec![3], None).unwrap_err();
         assert!(matches!(e.error, Error::WatcherClosed), "{e:?}");
         assert!(matches!(w.watch(&client), Err(Error::WatcherClosed)));
@@ -186,12 +186,12 @@ backend_tests! {
         assert!(conn.is_freed() && conn.clone().is_freed());
         let e = w.read(1, &conn, Some(vec![9; 4])).unwrap_err();
         assert!(matches!(e.error, Error::ConnClosed), "{e:?}");
-        assert_eq!((e.context, e.buffer.and_then(gaio::IoBuf::into_vec)), (1, Some(vec![9; 4])));
+        assert_eq!((e.context, e.buffer.and_then(gaio::Buffer::into_vec)), (1, Some(vec![9; 4])));
         let e = w.read(2, &conn, None).unwrap_err();
         assert!(matches!(e.error, Error::ConnClosed), "{e:?}");
         let e = w.write(3, &conn, vec![1]).unwrap_err();
         assert!(matches!(e.error, Error::ConnClosed), "{e:?}");
-        assert_eq!(e.buffer.and_then(gaio::IoBuf::into_vec), Some(vec![1]));
+        assert_eq!(e.buffer.and_then(gaio::Buffer::into_vec), Some(vec![1]));
         let e = w.read_timeout(4, &conn, None, Instant::now() + T10).unwrap_err();
         assert!(matches!(e.error, Error::ConnClosed), "{e:?}");
         let e = w.read_full(5, &conn, vec![0; 2], None).unwrap_err();

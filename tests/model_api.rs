@@ -34,7 +34,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gaio::{Backend, Buffer, Conn, Error, IoBuf, OpId, OpResult, SubmitError, Watcher};
+use gaio::{Backend, Buffer, Conn, Error, OpId, OpResult, SubmitError, Watcher};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
@@ -305,7 +305,7 @@ impl World {
             Err(e) => {
                 assert_eq!(e.context, ctx, "a refusal's context");
                 let back = e.buffer.map(|b| match b {
-                    IoBuf::Vec(v) => {
+                    Buffer::User(v) => {
                         let cap = v.capacity();
                         shape_of(&v, cap)
                     }

@@ -507,7 +507,11 @@ impl Run<'_> {
                 assert_eq!(e.context, ctx, "the refused context comes back");
                 assert_eq!(e.buffer.as_ref().map(|b| b.len()), len, "the buffer back");
                 if let Some(b) = bytes {
-                    assert_eq!(e.buffer.as_deref(), Some(&b[..]), "the write's bytes back");
+                    assert_eq!(
+                        e.buffer.as_ref().map(gaio::Buffer::as_slice),
+                        Some(&b[..]),
+                        "the write's bytes back"
+                    );
                 }
                 self.stats.lock().unwrap().refused += 1;
             }

@@ -522,7 +522,7 @@ impl Run<'_> {
                     (Some(back), _) => {
                         assert_eq!(back.len(), len, "{b}: the buffer comes back");
                         if kind == Kind::Write {
-                            assert_eq!(&back[..], &data[..], "{b}: the write's bytes back");
+                            assert_eq!(back.as_slice(), &data[..], "{b}: the write's bytes back");
                         }
                     }
                     (other, _) => panic!("{b}: buffer {other:?} back for {a:?}"),

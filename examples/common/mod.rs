@@ -629,7 +629,7 @@ fn echo_back(w: &Watcher<()>, res: OpResult<()>, pool: &mut Vec<Vec<u8>>, stats:
         return;
     }
     if let Err(e) = w.write((), &conn, out) {
-        if let Some(v) = e.buffer.and_then(gaio::IoBuf::into_vec) {
+        if let Some(v) = e.buffer.and_then(gaio::Buffer::into_vec) {
             recycle(pool, Buffer::User(v));
         }
         if !matches!(e.error, Error::WatcherClosed) {

@@ -76,6 +76,9 @@ impl<C: Send + 'static> Handle<C> {
 
     /// Hands a request to the engine (epoll: on this thread, under its lock; io_uring: over
     /// the channel to the ring thread); a refusal gives it back.
+    // The request comes back whole only when the backend has stopped (about 140 bytes moved
+    // on that path; with the `bytes` feature a `Bytes` buffer takes it past clippy's 128).
+    #[allow(clippy::result_large_err)]
     #[cfg_attr(
         not(all(target_os = "linux", feature = "io-uring")),
         allow(unused_variables)

@@ -33,15 +33,16 @@ pub(crate) fn attempt<C>(fd: RawFd, req: &mut Request<C>) -> Option<Outcome> {
     }
     let offset = position(req);
     let kind = req.kind;
-    let rest = req.rest();
+    let (ptr, len) = tail(req);
     let iov = libc::iovec {
-        iov_base: rest.as_mut_ptr().cast(),
-        iov_len: rest.len(),
+        iov_base: ptr.cast(),
+        iov_len: len,
     };
     #[cfg(target_os = "linux")]
     let rc = crate::sys::syscall(|| {
-        // SAFETY: `iov` describes the unfilled (or unwritten) tail of a buffer the request owns
-        // exclusively while it is pending; `fd` is open (the engine closes it only after every
+        // SAFETY: `iov` describes the unfilled tail of a read's buffer, which the request owns
+        // exclusively while it is pending, or the unwritten tail of a write's, which the kernel
+        // only reads and which lives as long as the request; `fd` is open (the engine closes it only after every
         // request on it has ended).
         unsafe {
             match kind {
@@ -79,22 +80,36 @@ pub(crate) struct Blocking {
 impl Blocking {
     pub(crate) fn of<C>(fd: RawFd, req: &mut Request<C>) -> Blocking {
         let (offset, kind) = (position(req), req.kind);
-        let rest = req.rest();
+        let (ptr, len) = tail(req);
         Blocking {
             fd,
-            ptr: rest.as_mut_ptr(),
-            len: rest.len(),
+            ptr,
+            len,
             offset,
             kind,
         }
     }
 }
 
+/// The rest of a file request's buffer as the kernel takes it: a `read_at` fills its
+/// (mutable) tail; a `write_at` sends its tail, which may be shared memory (an `Arc<[u8]>`, a
+/// `&'static [u8]`): the pointer is `*mut` only because the syscall's and the SQE's types are,
+/// and nothing writes through it.
+fn tail<C>(req: &mut Request<C>) -> (*mut u8, usize) {
+    if req.kind == Kind::ReadAt {
+        let rest = req.rest_mut();
+        (rest.as_mut_ptr(), rest.len())
+    } else {
+        let rest = req.rest();
+        (rest.as_ptr().cast_mut(), rest.len())
+    }
+}
+
 /// The blocking syscall a file thread runs, EINTR retried.
 ///
 /// # Safety
-/// `job.ptr[..job.len]` must be the exclusive, live tail of the request's buffer and `job.fd`
-/// open until this returns.
+/// `job.ptr[..job.len]` must be the live tail of the request's buffer (exclusive for a
+/// `read_at`; a `write_at` only reads it) and `job.fd` open until this returns.
 pub(crate) unsafe fn blocking(job: &Blocking) -> Outcome {
     let rc = crate::sys::syscall(|| {
         // SAFETY: the caller guarantees the buffer and the descriptor (see above).
@@ -135,12 +150,14 @@ unsafe fn fdatasync(fd: RawFd) -> libc::c_int {
 pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &mut Request<C>) -> io_uring::squeue::Entry {
     use io_uring::{opcode, types};
     let (offset, kind) = (position(req), req.kind);
-    let rest = req.rest();
-    // `rest` is at most MAX_STEP (i32::MAX) bytes long.
-    let (ptr, len) = (rest.as_mut_ptr(), rest.len() as u32);
+    let (ptr, len) = tail(req);
+    // The tail is at most MAX_STEP (i32::MAX) bytes long.
+    let len = len as u32;
     match kind {
         Kind::ReadAt => opcode::Read::new(fd, ptr, len).offset(offset).build(),
-        Kind::WriteAt => opcode::Write::new(fd, ptr, len).offset(offset).build(),
+        Kind::WriteAt => opcode::Write::new(fd, ptr.cast_const(), len)
+            .offset(offset)
+            .build(),
         Kind::Fdatasync => opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
             .build(),

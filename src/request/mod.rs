@@ -20,9 +20,10 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::buffer::Buffer;
 use crate::conn::Conn;
 use crate::lane::Lane;
-use crate::op::{Buffer, OpId, OpResult, OpType};
+use crate::op::{OpId, OpResult, OpType};
 use crate::swap::{SwapPool, SwapSlice};
 use crate::Error;
 
@@ -170,8 +171,14 @@ pub(crate) struct Request<C> {
     pub(crate) kind: Kind,
     pub(crate) conn: Conn,
     pub(crate) context: C,
-    /// `None` only for a read into the swap buffer and for requests without data.
-    pub(crate) buffer: Option<crate::IoBuf>,
+    /// `None` only for a read into the swap buffer and for requests without data. A read's
+    /// is a `Vec` or an `AlignedBuf` (the submit calls take no other kind for a read); a
+    /// write's is any [`Buffer`] but `None`.
+    pub(crate) buffer: Option<Buffer>,
+    /// The iovec array and message header of a vectored write on io_uring, which the kernel
+    /// reads until the CQE (boxed: stable while the request moves; only for those writes).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
+    pub(crate) gather: Option<Box<write::Gather>>,
     pub(crate) deadline: Option<Instant>,
     /// Bytes moved so far.
     pub(crate) size: usize,
@@ -210,7 +217,7 @@ impl<C> Request<C> {
         kind: Kind,
         conn: &Conn,
         context: C,
-        buffer: Option<crate::IoBuf>,
+        buffer: Option<Buffer>,
         deadline: Option<Instant>,
     ) -> Self {
         Request {
@@ -219,6 +226,7 @@ impl<C> Request<C> {
             conn: conn.clone(),
             context,
             buffer,
+            gather: None,
             deadline,
             size: 0,
             addr: (kind == Kind::Accept).then(AddrBuf::empty),
@@ -233,29 +241,43 @@ impl<C> Request<C> {
         }
     }
 
-    /// The unmoved tail of the caller's buffer (empty without one), at most [`MAX_STEP`]
-    /// bytes: what the next syscall or SQE transfers.
-    pub(crate) fn rest(&mut self) -> &mut [u8] {
-        match self.buffer.as_mut() {
+    /// The unmoved tail of a read's buffer (empty without one), at most [`MAX_STEP`] bytes:
+    /// what the next syscall or SQE fills.
+    pub(crate) fn rest_mut(&mut self) -> &mut [u8] {
+        let size = self.size;
+        match self.buffer.as_mut().and_then(Buffer::as_mut_slice) {
             Some(b) => {
-                let end = b.len().min(self.size.saturating_add(MAX_STEP));
-                &mut b[self.size.min(end)..end]
+                let end = b.len().min(size.saturating_add(MAX_STEP));
+                &mut b[size.min(end)..end]
             }
             None => &mut [],
         }
     }
 
-    /// Length of the caller's buffer (0 without one).
+    /// The unsent tail of a write's contiguous buffer (empty without one, and for a vectored
+    /// write, whose pieces `write::gather` walks), at most [`MAX_STEP`] bytes: what the next
+    /// syscall or SQE sends.
+    pub(crate) fn rest(&self) -> &[u8] {
+        match self.buffer.as_ref() {
+            Some(b) => {
+                let b = b.as_slice();
+                let end = b.len().min(self.size.saturating_add(MAX_STEP));
+                &b[self.size.min(end)..end]
+            }
+            None => &[],
+        }
+    }
+
+    /// Length of the caller's buffer in bytes (0 without one).
     pub(crate) fn len(&self) -> usize {
-        self.buffer.as_ref().map_or(0, |b| b.len())
+        self.buffer.as_ref().map_or(0, Buffer::len)
     }
 
     /// Turns the request into its result. A swap slice, when there is one, replaces the
     /// (absent) caller buffer.
     pub(crate) fn finish(self, swap: Option<SwapSlice>, error: Option<Error>) -> OpResult<C> {
         let buffer = match (self.buffer, swap) {
-            (Some(crate::IoBuf::Vec(v)), _) => Buffer::User(v),
-            (Some(crate::IoBuf::Aligned(b)), _) => Buffer::Aligned(b),
+            (Some(b), _) => b,
             (None, Some(s)) => Buffer::Swap(s),
             (None, None) => Buffer::None,
         };

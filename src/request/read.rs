@@ -22,7 +22,7 @@ pub(crate) fn attempt<C>(
     swap: &Mutex<SwapPool>,
 ) -> Outcome {
     if req.buffer.is_some() {
-        let rest = req.rest();
+        let rest = req.rest_mut();
         // SAFETY: `rest` is the unfilled tail of the caller's buffer, which the request owns
         // exclusively while it is pending.
         return unsafe { fd::read(fd, rest.as_mut_ptr(), rest.len(), is_socket) }.into();
@@ -72,7 +72,7 @@ pub(crate) fn sqe<C>(
         };
         return e.flags(squeue::Flags::BUFFER_SELECT);
     }
-    let rest = req.rest();
+    let rest = req.rest_mut();
     // `rest` is at most MAX_STEP (i32::MAX) bytes long.
     let (ptr, len) = (rest.as_mut_ptr(), rest.len() as u32);
     if is_socket {

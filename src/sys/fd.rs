@@ -158,6 +158,28 @@ pub(crate) fn write(fd: RawFd, buf: &[u8], is_socket: bool) -> Io {
     }))
 }
 
+/// One gathering write of `iov`'s slices in order, retried on EINTR: `sendmsg(MSG_NOSIGNAL |
+/// MSG_DONTWAIT)` on sockets (no SIGPIPE, never blocks), `writev(2)` on anything else.
+///
+/// # Safety
+/// Every entry of `iov` must describe memory valid for reads for the duration of the call.
+pub(crate) unsafe fn write_vectored(fd: RawFd, iov: &[libc::iovec], is_socket: bool) -> Io {
+    classify(syscall(|| {
+        if is_socket {
+            // SAFETY: all-zero is a valid `msghdr` (no name, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_ptr().cast_mut();
+            msg.msg_iovlen = iov.len() as _;
+            // SAFETY: `msg` points at `iov`, whose entries the caller guarantees readable; the
+            // kernel only reads the iovecs and the memory they describe.
+            unsafe { libc::sendmsg(fd, &msg, NOSIGNAL | libc::MSG_DONTWAIT) }
+        } else {
+            // SAFETY: as above; `iov.len()` is at most `IOV_STEP`, far below `c_int::MAX`.
+            unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) }
+        }
+    }))
+}
+
 /// Outcome of an attempt that yields a value rather than a byte count.
 pub(crate) enum Io2<T> {
     Ready(T),

@@ -25,8 +25,9 @@ pub(crate) struct Job {
 
 // SAFETY: `run.ptr` points into the buffer of a request the engine owns; the engine neither
 // frees nor touches that buffer, nor closes `run.fd`, until this job's `Completed` arrives (the
-// request is in flight until then), so the worker has exclusive use of that memory for the
-// job's lifetime.
+// request is in flight until then). A `read_at`'s buffer is a `Vec` or `AlignedBuf` the
+// request owns alone, so the worker has exclusive use of it; a `write_at`'s may be shared (an
+// `Arc<[u8]>`, a `&'static [u8]`) with other readers, and the worker only reads it.
 unsafe impl Send for Job {}
 
 pub(crate) struct FilePool<C> {

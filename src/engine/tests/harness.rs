@@ -7,14 +7,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::buffer::Buffer;
 use crate::conn::{Conn, ConnId, IdAllocator};
 use crate::engine::{ConnMaker, Engine, LoopMsg, Start};
 use crate::lane::Lane;
-use crate::op::{Buffer, OpId, OpResult};
+use crate::op::{OpId, OpResult};
 use crate::request::{Kind, Outcome, Request};
 use crate::results::ResultQueue;
 use crate::swap::SwapPool;
-use crate::{Error, IoBuf};
+use crate::Error;
 
 use super::fake::*;
 
@@ -126,7 +127,7 @@ impl<const R: bool> H<R> {
             conn: s.id(),
         };
         let len = buf.as_ref().map(Vec::len);
-        let mut req = Request::new(id, kind, &s.conn, seq, buf.map(IoBuf::Vec), deadline);
+        let mut req = Request::new(id, kind, &s.conn, seq, buf.map(Buffer::User), deadline);
         req.poll_first = poll_first;
         self.fake().script.insert(seq, script.into());
         let lane = kind.lane();

@@ -5,10 +5,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::buffer::Buffer;
 use crate::conn::ConnId;
 use crate::engine::LoopMsg;
 use crate::lane::Lane;
-use crate::op::{Buffer, OpId};
+use crate::op::OpId;
 use crate::request::{Kind, Outcome};
 use crate::swap::SwapSlice;
 
