@@ -32,9 +32,9 @@
 //! - `--backend epoll|uring|auto`: the gaio backend (default: `GAIO_BACKEND`, else auto);
 //! - `--accept-mode thread|watcher`: accept on a `std` thread (default), or with `accept`
 //!   requests on the echo loop;
-//! - `--read swap|conn`: read into the watcher's swap buffers, copying into a pooled buffer for
-//!   the write (default; an idle connection holds no memory), or into a 64 KiB buffer owned by
-//!   each connection that is written back without a copy;
+//! - `--read swap|conn`: read into the watcher's swap buffers and write the `SwapSlice` straight
+//!   back, no copy (default; an idle connection holds no memory), or into a 64 KiB buffer owned
+//!   by each connection that is written back as it is;
 //! - `--buffer-size BYTES`: the swap buffer size, or the per-connection buffer size (64 KiB);
 //! - `--watchers N`: N watchers on `SO_REUSEPORT` listeners, pinned one per CPU (default 1:
 //!   one watcher, unpinned, on a plain listener);
@@ -65,9 +65,9 @@ stdout is `listening on <addr>`; it runs until interrupted.
 options:
   --addr HOST:PORT                where to listen (default 127.0.0.1:0, any free port)
   --backend epoll|uring|auto      the gaio backend (default: GAIO_BACKEND, else auto)
-  --read swap|conn                read into the swap buffers and copy into a pooled buffer
-                                  for the write (default), or into a buffer per connection
-                                  written back as it is
+  --read swap|conn                read into the swap buffers and write the slice back, no
+                                  copy (default), or into a buffer per connection written
+                                  back as it is
   --accept-mode thread|watcher    accept on a std thread (default), or with accept requests
                                   on the echo loop
   --buffer-size BYTES             the swap buffer size, or the per-connection buffer size

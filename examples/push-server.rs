@@ -1,7 +1,10 @@
 //! Push server: the port of Go gaio's `examples/push-server`.
 //!
 //! Clients connect and are sent a line on a timer: every `--interval-ms` (100 ms by default)
-//! the server writes `<sequence> <unix time in ms>\n` to every connected client. It reads from
+//! the server writes `<sequence> <unix time in ms>\n` to every connected client. The line is
+//! built once per tick as one `Arc<[u8]>` and every client's write takes a clone of it: the
+//! kernel reads the same bytes for all of them, none is copied (as Go's example writes one
+//! `[]byte` to all; `--copy` gives each client a `Vec` of its own instead, to compare). It reads from
 //! each client only to notice when it goes away (a swap-buffer read, which holds no memory
 //! while it waits; whatever a client sends is discarded). Connections are freed on EOF, on a
 //! write or read error, and when a client falls too far behind. Runs until interrupted.
@@ -25,14 +28,25 @@
 //!   disconnected (default 64), so one stalled reader cannot make the server queue without bound;
 //! - `--pad BYTES`: pad each line with `.` to at least this many bytes (newline included), to
 //!   push bigger messages;
+//! - `--copy`: write a `Vec` copy of the line to each client instead of the shared `Arc<[u8]>`;
+//! - `--push-once-at N`: push a single line once N clients are connected, wait until every
+//!   write completed, print `bench: ...` (the time from the first write submitted to the last
+//!   completed, and the server's peak RSS) and exit (what `--bench` runs);
+//! - `--bench N`: the bench mode. Runs this server twice in child processes (shared `Arc`,
+//!   then `--copy`) with `--push-once-at N --pad BYTES` (`--bench-size`, default 64 KiB),
+//!   connects N clients (one `mio` thread, every byte checked) and reports, for each, the
+//!   server's peak RSS and write time and the clients' receive time, side by side
+//!   (`examples/push/bench.rs`);
 //! - `--verbose`: log connections opened and closed to stderr.
 //!
 //! Layout: an accept thread takes new connections, hands each to the watcher, submits its first
-//! read and passes the `Conn` to the main thread over a channel. The main thread owns the set of
-//! clients and runs one loop: `wait_io_timeout` until the next tick, handle the results, adopt
-//! new clients, and push when the tick is due.
+//! read and passes the `Conn` to the main thread over a channel, waking the main loop with the
+//! watcher's `Waker`. The main thread owns the set of clients and runs one loop:
+//! `wait_io_timeout` until the next tick, handle the results, adopt new clients, and push when
+//! the tick is due.
 
 mod common;
+mod push;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -61,6 +75,13 @@ options:
                                   dropped (default 64, at least 1)
   --pad BYTES                     pad each line with '.' to at least BYTES, newline included
                                   (default 0)
+  --copy                          write a Vec copy of the line to each client instead of one
+                                  shared Arc<[u8]>
+  --push-once-at N                push once when N clients are connected, wait for every
+                                  write, print `bench: ...` on stdout and exit
+  --bench N                       bench mode: run the server twice (shared, --copy) against N
+                                  clients and report peak RSS and time side by side
+  --bench-size BYTES              the message --bench pushes (default 65536)
   -v, --verbose                   log connections opened and closed to stderr
   -h, --help                      print this help";
 
@@ -71,6 +92,10 @@ struct Options {
     write_timeout: Duration,
     max_pending: usize,
     pad: usize,
+    copy: bool,
+    push_once_at: Option<usize>,
+    bench: Option<usize>,
+    bench_size: usize,
     verbose: bool,
 }
 
@@ -82,6 +107,10 @@ fn parse_args() -> Result<Options, String> {
         write_timeout: Duration::from_secs(5),
         max_pending: 64,
         pad: 0,
+        copy: false,
+        push_once_at: None,
+        bench: None,
+        bench_size: 64 << 10,
         verbose: false,
     };
     let mut args = Args::from_env();
@@ -93,6 +122,10 @@ fn parse_args() -> Result<Options, String> {
             "--write-timeout-ms" => o.write_timeout = Duration::from_millis(args.parse(&flag)?),
             "--max-pending" => o.max_pending = args.parse(&flag)?,
             "--pad" => o.pad = args.parse(&flag)?,
+            "--copy" => o.copy = true,
+            "--push-once-at" => o.push_once_at = Some(args.parse(&flag)?),
+            "--bench" => o.bench = Some(args.parse(&flag)?),
+            "--bench-size" => o.bench_size = args.parse(&flag)?,
             "--verbose" | "-v" => {
                 o.verbose = true;
             }
@@ -109,6 +142,12 @@ fn parse_args() -> Result<Options, String> {
     if o.max_pending == 0 {
         return Err("--max-pending must be at least 1".into());
     }
+    if o.push_once_at == Some(0) || o.bench == Some(0) {
+        return Err("--push-once-at and --bench take at least 1 client".into());
+    }
+    if o.bench_size < 64 {
+        return Err("--bench-size must be at least 64 bytes".into());
+    }
     Ok(o)
 }
 
@@ -124,6 +163,8 @@ struct Pusher {
     clients: HashMap<Conn, Client>,
     opts: Options,
     seq: u64,
+    /// `--push-once-at`: when the push started and how many of its writes are still pending.
+    once: Option<(Instant, usize)>,
 }
 
 impl Pusher {
@@ -147,6 +188,9 @@ impl Pusher {
                 if let Some(c) = self.clients.get_mut(&res.conn) {
                     c.pending = c.pending.saturating_sub(1);
                 }
+                if let Some((_, left)) = &mut self.once {
+                    *left = left.saturating_sub(1);
+                }
             }
             _ => {}
         }
@@ -155,7 +199,12 @@ impl Pusher {
     /// Forgets a client and frees its connection (its pending operations then complete with
     /// `ClosedPipe`, which land here again and are ignored).
     fn drop_client(&mut self, conn: &Conn, why: &Error) {
-        let known = self.clients.remove(conn).is_some();
+        let client = self.clients.remove(conn);
+        let known = client.is_some();
+        if let (Some((_, left)), Some(c)) = (&mut self.once, &client) {
+            // Its pushes will not complete: count them as done.
+            *left = left.saturating_sub(c.pending);
+        }
         if matches!(why, Error::ClosedPipe | Error::WatcherClosed) && !known {
             return; // the echo of our own free
         }
@@ -176,6 +225,9 @@ impl Pusher {
             line.resize(self.opts.pad - 1, b'.');
         }
         line.push(b'\n');
+        // One buffer for every client: each write takes a reference, the kernel reads the
+        // same bytes (`--copy`: a Vec per client, for comparison).
+        let shared: Arc<[u8]> = Arc::from(line);
         let deadline = Instant::now() + self.opts.write_timeout;
         // Clients to disconnect: `None` for too slow, else the error that refused the push.
         let mut gone: Vec<(Conn, Option<Error>)> = Vec::new();
@@ -184,9 +236,12 @@ impl Pusher {
                 gone.push((conn.clone(), None));
                 continue;
             }
-            // Each write owns its buffer (Go shares one []byte), so every client gets a copy of
-            // the line: one small allocation per client per tick.
-            match self.w.write_timeout((), conn, line.clone(), deadline) {
+            let buf: gaio::Buffer = if self.opts.copy {
+                shared.to_vec().into()
+            } else {
+                shared.clone().into()
+            };
+            match self.w.write_timeout((), conn, buf, deadline) {
                 Ok(_) => client.pending += 1,
                 Err(e) => gone.push((conn.clone(), Some(e.error))),
             }
@@ -211,6 +266,7 @@ impl Pusher {
 /// Accepts connections, hands each to the watcher, starts its read, and passes it to the main
 /// loop. Ends when the watcher closes or the main loop is gone.
 fn accept_loop(listener: TcpListener, w: &Watcher<()>, tx: mpsc::Sender<Conn>, verbose: bool) {
+    let waker = w.waker();
     for incoming in listener.incoming() {
         let stream = match incoming {
             Ok(s) => s,
@@ -251,10 +307,17 @@ fn accept_loop(listener: TcpListener, w: &Watcher<()>, tx: mpsc::Sender<Conn>, v
         if tx.send(conn).is_err() {
             return;
         }
+        // Let the main loop adopt it now rather than at its next tick.
+        if waker.wake().is_err() {
+            return;
+        }
     }
 }
 
 fn run(opts: Options) -> Result<(), String> {
+    if let Some(n) = opts.bench {
+        return push::bench::run(n, opts.bench_size, opts.backend);
+    }
     let addr = common::resolve(&opts.addr)?;
     let w: Arc<Watcher<()>> = Arc::new(common::server_watcher(Watcher::builder(), opts.backend)?);
     let listener = common::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -287,6 +350,7 @@ fn run(opts: Options) -> Result<(), String> {
         clients: HashMap::new(),
         opts,
         seq: 0,
+        once: None,
     };
     let mut next_tick = Instant::now() + interval;
     loop {
@@ -303,6 +367,22 @@ fn run(opts: Options) -> Result<(), String> {
                 p.clients.insert(conn, Client { pending: 0 });
             }
         }
+        if let Some(n) = p.opts.push_once_at {
+            match p.once {
+                None if p.clients.len() >= n => {
+                    let started = Instant::now();
+                    p.once = Some((started, n));
+                    p.push();
+                    p.once = p
+                        .once
+                        .map(|(t, _)| (t, p.clients.values().map(|c| c.pending).sum()));
+                }
+                Some((started, 0)) => return report_once(&p, started.elapsed()),
+                _ => {}
+            }
+            next_tick = Instant::now() + Duration::from_secs(3600);
+            continue;
+        }
         let now = Instant::now();
         if now >= next_tick {
             p.push();
@@ -313,6 +393,32 @@ fn run(opts: Options) -> Result<(), String> {
             }
         }
     }
+}
+
+/// `--push-once-at`: every write of the one push has completed. Prints the figures `--bench`
+/// reads and ends the process.
+fn report_once(p: &Pusher, elapsed: Duration) -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "bench: clients {} buffer {} write_us {} vm_hwm_kib {} vm_rss_kib {}",
+        p.clients.len(),
+        if p.opts.copy { "copy" } else { "shared" },
+        elapsed.as_micros(),
+        kib("VmHWM:"),
+        kib("VmRSS:"),
+    )
+    .and_then(|()| out.flush())
+    .map_err(|e| format!("stdout: {e}"))?;
+    std::process::exit(0)
 }
 
 fn main() -> ExitCode {

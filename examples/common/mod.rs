@@ -116,8 +116,9 @@ pub fn is_normal_close(err: &Error) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
     /// Reads without a buffer land in the watcher's swap buffers (Go gaio's `Read(ctx, conn,
-    /// nil)`); the bytes are copied into a pooled `Vec` for the write. An idle connection holds
-    /// no buffer at all.
+    /// nil)`), and the `SwapSlice` is written straight back (no copy, as Go writes its swap
+    /// buffer back); its space returns when the write completes. An idle connection holds no
+    /// buffer at all.
     Swap,
     /// Each connection owns one buffer of this many bytes: the read fills it, the very same
     /// `Vec` is written back (no copy) and then reused for the next read. Costs the buffer per
@@ -443,9 +444,6 @@ fn accept_loop(
     }
 }
 
-/// Most spare write buffers the swap-mode echo loop keeps for reuse.
-const POOL_MAX: usize = 256;
-
 /// The echo loop: one thread, one `wait_io` loop, one operation in flight per connection.
 /// With `listener` (the watched listening socket, [`AcceptMode::Watcher`]) it also serves the
 /// `accept` requests on it, keeping [`ACCEPTS_IN_FLIGHT`] outstanding. Returns `Ok` once the
@@ -457,9 +455,6 @@ fn echo_loop(
     verbose: bool,
     listener: Option<Conn>,
 ) -> Result<(), Error> {
-    // Write buffers for swap mode, recycled when their write completes, so that the steady
-    // state allocates nothing.
-    let mut pool: Vec<Vec<u8>> = Vec::new();
     // Accept requests that failed for lack of resources, to submit again at `retry_at`.
     let mut parked = Parked::default();
     loop {
@@ -487,20 +482,15 @@ fn echo_loop(
             }
             if let Some(err) = &res.error {
                 end_conn(w, &res, err, stats, verbose);
-                if mode == ReadMode::Swap {
-                    recycle(&mut pool, res.buffer);
-                }
                 continue;
             }
             match res.op {
-                OpType::Read => echo_back(w, res, &mut pool, stats),
+                OpType::Read => echo_back(w, res, stats),
                 OpType::Write => {
                     stats.bytes.fetch_add(res.size as u64, Ordering::Relaxed);
                     let next = match mode {
-                        ReadMode::Swap => {
-                            recycle(&mut pool, res.buffer);
-                            None
-                        }
+                        // The written swap slice is dropped here: its space goes back.
+                        ReadMode::Swap => None,
                         // Reuse the buffer that was just written as the next read buffer.
                         ReadMode::PerConn(n) => res.buffer.into_vec().map(|mut v| {
                             v.resize(n, 0);
@@ -600,8 +590,10 @@ fn accepted(
     }
 }
 
-/// Writes what a read received back to its sender.
-fn echo_back(w: &Watcher<()>, res: OpResult<()>, pool: &mut Vec<Vec<u8>>, stats: &EchoStats) {
+/// Writes what a read received back to its sender: the very buffer the read filled, no copy
+/// (a swap slice goes back as it is and returns its space when the write's result is dropped,
+/// as Go's gaio writes its swap buffer back).
+fn echo_back(w: &Watcher<()>, res: OpResult<()>, stats: &EchoStats) {
     let OpResult {
         conn, buffer, size, ..
     } = res;
@@ -609,17 +601,12 @@ fn echo_back(w: &Watcher<()>, res: OpResult<()>, pool: &mut Vec<Vec<u8>>, stats:
         // Caller buffer: write the same Vec back, cut to the bytes received.
         Buffer::User(mut v) => {
             v.truncate(size);
-            v
+            Buffer::User(v)
         }
-        // Swap slice: copy out, then drop the slice at once so its space is reused.
-        Buffer::Swap(slice) => {
-            let mut v = pool.pop().unwrap_or_default();
-            v.clear();
-            v.extend_from_slice(&slice[..size.min(slice.len())]);
-            v
-        }
+        // Swap slice: exactly the bytes received.
+        Buffer::Swap(slice) => Buffer::Swap(slice),
         // Nothing received (or a file request's aligned buffer, which an echo never sees).
-        _ => Vec::new(),
+        _ => Buffer::None,
     };
     if out.is_empty() {
         // A read without data and without error should not happen; read again.
@@ -629,9 +616,6 @@ fn echo_back(w: &Watcher<()>, res: OpResult<()>, pool: &mut Vec<Vec<u8>>, stats:
         return;
     }
     if let Err(e) = w.write((), &conn, out) {
-        if let Some(v) = e.buffer.and_then(gaio::Buffer::into_vec) {
-            recycle(pool, Buffer::User(v));
-        }
         if !matches!(e.error, Error::WatcherClosed) {
             free(w, &conn, stats);
         }
@@ -662,15 +646,6 @@ fn end_conn(w: &Watcher<()>, res: &OpResult<()>, err: &Error, stats: &EchoStats,
 fn free(w: &Watcher<()>, conn: &gaio::Conn, stats: &EchoStats) {
     if !conn.is_freed() && w.free(conn).is_ok() {
         stats.closed.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Keeps a finished write buffer for reuse, up to `POOL_MAX` of them.
-fn recycle(pool: &mut Vec<Vec<u8>>, buf: Buffer) {
-    if let Buffer::User(v) = buf {
-        if pool.len() < POOL_MAX && v.capacity() > 0 {
-            pool.push(v);
-        }
     }
 }
 
