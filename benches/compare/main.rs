@@ -48,8 +48,10 @@ mod common;
 mod peers;
 
 mod chart;
+mod client;
 mod go_echo;
 mod measure;
+mod mio_client;
 mod plan;
 mod render;
 mod summary;
@@ -68,11 +70,12 @@ use common::server_proc::SERVER_ENV;
 use common::stats::median;
 use gaio::{Backend, Watcher};
 use measure::{layout, measure, Column, Entry};
-use plan::{Options, Plan, Workload};
+use plan::{Client, Options, Plan, Workload};
 
-/// One workload's measurements.
+/// One workload's measurements with one client.
 struct Table {
     workload: Workload,
+    client: Client,
     entries: Vec<Entry>,
     columns: Vec<Column>,
     /// values[implementation index in `Options::impls`][column][round]
@@ -83,7 +86,10 @@ fn run(o: Options) -> BenchResult<()> {
     let fd_limit =
         common::example::raise_nofile_limit().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
     let plan = Plan::new(&o, fd_limit);
-    spawn_watchdog("compare", plan.budget(&o.only, o.impls.len()));
+    spawn_watchdog(
+        "compare",
+        plan.budget(&o.only, o.impls.len(), o.clients.len()),
+    );
     // Both gaio backends must run here: a side by side with one side missing is a failure.
     for b in [Backend::Epoll, Backend::Uring] {
         Watcher::builder()
@@ -92,36 +98,48 @@ fn run(o: Options) -> BenchResult<()> {
             .map_err(|e| format!("gaio backend {b} cannot run here: {e}"))?;
     }
 
-    let mut tables: Vec<Table> = o
-        .only
-        .iter()
-        .map(|&w| {
-            let (entries, columns) = layout(w, &plan);
+    // A workload with a client choice gets a table per client, the first client's first;
+    // the others (idle, the BenchmarkEcho shapes) have one driver of their own.
+    let mut tables: Vec<Table> = Vec::new();
+    for &w in &o.only {
+        let clients = if w.has_client_choice() {
+            &o.clients[..]
+        } else {
+            &o.clients[..1]
+        };
+        for &client in clients {
+            let (entries, columns) = layout(w, client, &plan);
             let values = o
                 .impls
                 .iter()
                 .map(|_| columns.iter().map(|_| vec![]).collect())
                 .collect();
-            Table {
+            tables.push(Table {
                 workload: w,
+                client,
                 entries,
                 columns,
                 values,
-            }
-        })
-        .collect();
+            });
+        }
+    }
     let start = Instant::now();
     let run_cpu = CpuSnapshot::take();
     let mut other_rounds = Vec::with_capacity(plan.rounds);
     eprintln!(
-        "compare: {} rounds of {} workloads on {}; progress on stderr, report on stdout",
+        "compare: {} rounds of {} workloads on {}, {}; progress on stderr, report on stdout",
         plan.rounds,
         o.only.len(),
         o.impls
             .iter()
             .map(|i| i.name())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        o.clients
+            .iter()
+            .map(|c| format!("{} client", c.name()))
+            .collect::<Vec<_>>()
+            .join(" and ")
     );
     for round in 0..plan.rounds {
         let round_cpu = CpuSnapshot::take();
@@ -131,11 +149,12 @@ fn run(o: Options) -> BenchResult<()> {
                 // Rotate which implementation goes first.
                 let ii = (round + k) % o.impls.len();
                 let imp = o.impls[ii];
-                let got = measure(t.workload, imp, &plan).map_err(|e| {
+                let got = measure(t.workload, t.client, imp, &plan).map_err(|e| {
                     format!(
-                        "round {}, {} on {}: {e}",
+                        "round {}, {} ({}) on {}: {e}",
                         round + 1,
                         t.workload.name(),
+                        t.client.label(t.workload),
                         imp.name()
                     )
                 })?;
@@ -151,12 +170,17 @@ fn run(o: Options) -> BenchResult<()> {
                 for (ci, v) in got.into_iter().enumerate() {
                     t.values[ii][ci].push(v);
                 }
+                let name = if t.workload.has_client_choice() {
+                    format!("{} ({})", t.workload.name(), t.client.name())
+                } else {
+                    t.workload.name()
+                };
                 eprintln!(
-                    "[{:6.1}s] round {}/{} {:<14} {:<10} {}",
+                    "[{:6.1}s] round {}/{} {:<16} {:<10} {}",
                     start.elapsed().as_secs_f64(),
                     round + 1,
                     plan.rounds,
-                    t.workload.name(),
+                    name,
                     imp.name(),
                     shown.join(", ")
                 );
@@ -229,17 +253,38 @@ fn bench_file(
             });
         }
     }
+    let with_choice: Vec<String> = o
+        .only
+        .iter()
+        .filter(|w| w.has_client_choice())
+        .map(|w| w.name())
+        .collect();
     let mut notes = vec![
         format!("plan: {}; run took {took:.0} s", plan.describe()),
         format!(
             "order: each workload on every implementation back to back, the first one rotating \
-             from round to round; medians over the rounds; clients in the bench process: \
-             stream on blocking threads (a writer and a reader per connection), burst, \
-             ping-pong and the BenchmarkEcho shapes on a gaio {} watcher, idle on plain \
-             sockets; every echoed byte verified",
+             from round to round; medians over the rounds; every echoed byte verified"
+        ),
+        format!(
+            "clients, in the bench process, named in each table's title: {} driven by the {} \
+             (`--client`); idle on plain blocking sockets; the Go BenchmarkEcho shapes on a \
+             gaio {} client watcher, as Go's benchmark uses its own library",
+            if with_choice.is_empty() {
+                "no workload".to_string()
+            } else {
+                with_choice.join(", ")
+            },
+            o.clients
+                .iter()
+                .map(|c| format!("{} client", c.name()))
+                .collect::<Vec<_>>()
+                .join(" and the "),
             plan.client_backend
         ),
     ];
+    for c in &o.clients {
+        notes.push(c.describe(plan.client_threads, plan.client_backend));
+    }
     notes.extend(plan.notes.iter().cloned());
     for imp in &o.impls {
         notes.push(format!("{}: {}", imp.name(), imp.describe()));
