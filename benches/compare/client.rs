@@ -47,8 +47,9 @@ impl Client {
             Client::Mio => format!(
                 "mio client: `benches/compare/mio_client/`, {threads} thread(s) (connections \
                  split among them), non-blocking sockets, edge-triggered `mio::Poll`, each \
-                 direction driven to `EAGAIN` on every event, every echoed byte compared with \
-                 what was sent; latencies from an `Instant` before each request's write to \
+                 direction driven to `EAGAIN` on every event (except the read after a \
+                 complete 64 B echo, behind which nothing can be), every echoed byte compared \
+                 with what was sent; latencies from an `Instant` before each request's write to \
                  one after its echo was checked, percentiles from the sorted samples"
             ),
             Client::Gaio => format!(

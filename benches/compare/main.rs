@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bash benches/compare.sh                          # everything: this, http, allocs, BENCHMARKS.md
-//! cargo bench --bench compare                      # 3 rounds, about 4 minutes
+//! cargo bench --bench compare                      # 3 rounds, about 5 minutes
 //! cargo bench --bench compare -- --quick           # smoke check, about 20 s
 //! cargo bench --bench compare -- --only pingpong,idle --impls gaio-epoll,mio --rounds 5
 //! cargo bench --bench compare -- --report-only     # target/bench-results/*.json -> BENCHMARKS.md
@@ -14,18 +14,25 @@
 //! connection), `monoio` (io_uring, one thread). The same verifying clients run in this
 //! process against every one of them:
 //!
-//! - **stream1, stream8**: 1 and 8 connections, 64 KiB writes, MB/s of verified echo
-//!   (`example::workloads::stream`: a writer and a reader thread per connection);
+//! - **stream1, stream8**: 1 and 8 connections, 64 KiB writes, MB/s of verified echo;
 //! - **burst**: 8192 connections x 1 KiB echoed once: seconds, and the server's peak RSS;
-//! - **pingpong**: 1000 connections x 64 B request/response: requests/s, p50, p99;
+//! - **pingpong**: 1000 connections x 64 B request/response: requests/s, p50, p99, p99.9;
+//! - **latency1, latency16**: 1 and 16 connections x 64 B request/response: p50, p99, p99.9
+//!   in µs, requests/s;
 //! - **idle**: 10 000 connections each with a pending read: the server's RSS per connection;
 //! - **echo-SIZE, echo-SIZE-par**: Go gaio's `BenchmarkEcho{128B,1K,4K,64K,128K}` and
 //!   `...Parallel` (1 and 128 connections, one write and one read always outstanding on
 //!   each, pipelined; `go_echo`), MB/s of true bytes echoed and verified.
 //!
-//! Burst, ping-pong and the echo shapes use a gaio client watcher (`--client-backend`, epoll
-//! by default), the same for every server. Also the server's CPU time per unit of work
-//! (`/proc/PID/task/*/schedstat`), which other load disturbs much less than throughput.
+//! Stream, burst, ping-pong and latency are driven by the mio client (`mio_client`: one
+//! thread by default, edge-triggered, every byte checked; `--client-threads N`), or with
+//! `--client gaio` by the examples' clients (`example::workloads`: a gaio watcher, and for
+//! stream a writer and a reader thread per connection), or by both (`--client mio,gaio`);
+//! each table's title names its client ([`client::Client`]). The echo shapes use a gaio
+//! client watcher (`--client-backend`, epoll by default), idle plain sockets. Also the
+//! server's CPU time per unit of work (`/proc/PID/task/*/schedstat`), which other load
+//! disturbs much less than throughput, and the client's CPU and (mio client) the share of its
+//! time it slept waiting for the server.
 //!
 //! Each workload is measured on every implementation back to back; the order of the
 //! implementations rotates from round to round. The report gives every median, the ratio of
@@ -36,8 +43,8 @@
 //! run with a non-zero exit; a watchdog ends it with exit code 3 if it overruns.
 //!
 //! `--report-only` measures nothing: it reads every `target/bench-results/*.json` (this
-//! bench's, `http`'s, `allocs`'s) and writes `BENCHMARKS.md` (`--out`) with the issue-5
-//! targets and `docs/benchmarks.svg` (`--chart`).
+//! bench's, `http`'s, `allocs`'s) and writes `BENCHMARKS.md` (`--out`) with the targets of
+//! issues 5 and 15 and `docs/benchmarks.svg` (`--chart`).
 //!
 //! Run with no argument at all (as `cargo test --benches` or `--all-targets` runs it), it is
 //! a `--quick` smoke test that writes nothing.

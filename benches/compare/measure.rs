@@ -39,6 +39,10 @@ const CPU_PER_REQ: &str = "server CPU, µs per request";
 /// the client's threads (for the gaio client, its watcher's threads too). Near 100 with one
 /// mio client thread would mean the client is the cap.
 const CLIENT_CPU: &str = "client CPU, % of a core";
+/// The share of the mio client threads' wall time they slept in `poll` (not on a CPU, not
+/// waiting for one), from `/proc/thread-self/schedstat`: time the client waited for the
+/// server. Near 0 would mean the client is the cap. Not measured for the gaio client.
+const CLIENT_ASLEEP: &str = "mio client asleep, %";
 
 pub fn layout(w: Workload, client: Client, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {
     let e = |name: String, metric: &str, better| Entry {
@@ -69,7 +73,12 @@ pub fn layout(w: Workload, client: Client, plan: &Plan) -> (Vec<Entry>, Vec<Colu
                     "MB/s",
                     Better::Higher,
                 )],
-                vec![main(0), extra(0, CPU_PER_MB), extra(0, CLIENT_CPU)],
+                vec![
+                    main(0),
+                    extra(0, CPU_PER_MB),
+                    extra(0, CLIENT_CPU),
+                    extra(0, CLIENT_ASLEEP),
+                ],
             )
         }
         Workload::Burst => (
@@ -94,6 +103,7 @@ pub fn layout(w: Workload, client: Client, plan: &Plan) -> (Vec<Entry>, Vec<Colu
                 main(1),
                 extra(0, "server CPU, ms"),
                 extra(0, CLIENT_CPU),
+                extra(0, CLIENT_ASLEEP),
             ],
         ),
         Workload::PingPong => (
@@ -119,6 +129,7 @@ pub fn layout(w: Workload, client: Client, plan: &Plan) -> (Vec<Entry>, Vec<Colu
                 extra(1, "p99.9, ms"),
                 extra(0, CPU_PER_REQ),
                 extra(0, CLIENT_CPU),
+                extra(0, CLIENT_ASLEEP),
             ],
         ),
         Workload::Latency { conns: n } => (
@@ -141,6 +152,7 @@ pub fn layout(w: Workload, client: Client, plan: &Plan) -> (Vec<Entry>, Vec<Colu
                 extra(0, "k req/s"),
                 extra(0, CPU_PER_REQ),
                 extra(0, CLIENT_CPU),
+                extra(0, CLIENT_ASLEEP),
             ],
         ),
         Workload::Idle => (
@@ -186,6 +198,11 @@ fn client_cpu<T>(f: impl FnOnce() -> BenchResult<T>) -> BenchResult<(T, f64)> {
     Ok((v, pct))
 }
 
+/// A gaio-driven client's value, with no thread times (`NaN` in the asleep column).
+fn untimed<T>(r: BenchResult<T>) -> BenchResult<(T, mio_client::ThreadTimes)> {
+    r.map(|v| (v, mio_client::ThreadTimes::default()))
+}
+
 /// Requests/s of a request/response run, in thousands.
 fn k_rate(r: &PingPongResult) -> f64 {
     r.requests as f64 / r.window.as_secs_f64().max(1e-9) / 1e3
@@ -205,9 +222,9 @@ pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResu
     let values = match w {
         Workload::Stream1 | Workload::Stream8 => {
             let n = if w == Workload::Stream1 { 1 } else { 8 };
-            let (st, client_pct) = client_cpu(|| match client {
+            let ((st, times), client_pct) = client_cpu(|| match client {
                 Client::Mio => mio_client::stream(addr, n, plan.stream_secs, threads),
-                Client::Gaio => stream(addr, n, plan.stream_secs, &mut quiet),
+                Client::Gaio => untimed(stream(addr, n, plan.stream_secs, &mut quiet)),
             })?;
             let echoed = server.settle(n as u64)?.bytes;
             let cpu = server.cpu_secs()?;
@@ -215,13 +232,14 @@ pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResu
                 mb(st.bytes) / st.elapsed.as_secs_f64(),
                 cpu * 1e6 / mb(echoed).max(1e-9),
                 client_pct,
+                times.asleep_pct(),
             ]
         }
         Workload::Burst => {
             let n = plan.burst_conns;
-            let (bu, client_pct) = client_cpu(|| match client {
+            let ((bu, times), client_pct) = client_cpu(|| match client {
                 Client::Mio => mio_client::burst(addr, n, plan.burst_timeout, threads),
-                Client::Gaio => burst(addr, n, plan.burst_timeout, backend, &mut quiet),
+                Client::Gaio => untimed(burst(addr, n, plan.burst_timeout, backend, &mut quiet)),
             })?;
             server.settle(n as u64)?;
             let (_, hwm) = server.memory()?;
@@ -231,6 +249,7 @@ pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResu
                 hwm as f64 / (1024.0 * 1024.0),
                 cpu * 1e3,
                 client_pct,
+                times.asleep_pct(),
             ]
         }
         Workload::PingPong | Workload::Latency { .. } => {
@@ -238,9 +257,9 @@ pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResu
                 Workload::Latency { conns } => (conns, plan.lat_warmup, plan.lat_secs, "latency"),
                 _ => (plan.pp_conns, plan.pp_warmup, plan.pp_secs, "ping-pong"),
             };
-            let (pp, client_pct) = client_cpu(|| match client {
+            let ((pp, times), client_pct) = client_cpu(|| match client {
                 Client::Mio => mio_client::request_response(addr, n, warmup, secs, threads, what),
-                Client::Gaio => pingpong(addr, n, warmup, secs, backend, &mut quiet),
+                Client::Gaio => untimed(pingpong(addr, n, warmup, secs, backend, &mut quiet)),
             })?;
             // Every request the server echoed, warm-up and tail included.
             let echoed = server.settle(n as u64)?.bytes / PP_MSG as u64;
@@ -254,6 +273,7 @@ pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResu
                     ms(p(0.999)),
                     cpu_per_req,
                     client_pct,
+                    times.asleep_pct(),
                 ]
             } else {
                 vec![
@@ -263,6 +283,7 @@ pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResu
                     k_rate(&pp),
                     cpu_per_req,
                     client_pct,
+                    times.asleep_pct(),
                 ]
             }
         }

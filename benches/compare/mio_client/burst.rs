@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{check_abort, connect, on_threads, poll, share, POLL_SLICE};
+use super::{check_abort, connect, on_threads, poll, share, ThreadTimes, POLL_SLICE};
 use crate::common::example::workloads::{
     burst_message, first_difference, BenchResult, BurstResult, BURST_MSG,
 };
@@ -41,21 +41,24 @@ pub fn burst(
     n: usize,
     timeout: Duration,
     threads: usize,
-) -> BenchResult<BurstResult> {
+) -> BenchResult<(BurstResult, ThreadTimes)> {
     let threads = threads.clamp(1, n.max(1));
     let start = Instant::now();
     let deadline = start + timeout;
     // (when its last connection was open, when its last echo was verified)
-    let parts = on_threads(threads, "burst", |k, abort| {
+    let (parts, times) = on_threads(threads, "burst", |k, abort| {
         run(addr, share(n, threads, k), n, deadline, abort)
     })?;
     let connected = parts.iter().map(|p| p.0).max().unwrap_or(start);
     let last = parts.iter().map(|p| p.1).max().unwrap_or(start);
-    Ok(BurstResult {
-        conns: n,
-        connect: connected.duration_since(start),
-        total: last.duration_since(start),
-    })
+    Ok((
+        BurstResult {
+            conns: n,
+            connect: connected.duration_since(start),
+            total: last.duration_since(start),
+        },
+        times,
+    ))
 }
 
 /// One thread's share `range` of the `n` connections, each dialled, written, echoed and

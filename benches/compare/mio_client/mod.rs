@@ -25,7 +25,7 @@ pub use stream::stream;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
@@ -36,6 +36,60 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 
 /// What a part's error says when it stopped only because another thread's part failed.
 const ABORTED: &str = "stopped by another client thread's failure";
+
+/// Where the client's threads spent a run, summed over them: from `/proc/thread-self/schedstat`
+/// at each thread's start and end (nanoseconds on a CPU, nanoseconds runnable but waiting for
+/// one) and its wall time between the two.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadTimes {
+    pub wall: Duration,
+    pub on_cpu: Duration,
+    /// Runnable, waiting for a CPU (taken by the server or by other processes).
+    pub run_wait: Duration,
+}
+
+impl ThreadTimes {
+    /// The share of the threads' wall time they slept (in `poll`, nothing to do: waiting for
+    /// the server), in percent. Near 0 would mean the client is the cap; `NaN` if unknown.
+    pub fn asleep_pct(&self) -> f64 {
+        let wall = self.wall.as_secs_f64();
+        if wall <= 0.0 {
+            return f64::NAN;
+        }
+        let busy = (self.on_cpu + self.run_wait).as_secs_f64();
+        (wall - busy).max(0.0) / wall * 100.0
+    }
+
+    fn add(&mut self, o: ThreadTimes) {
+        self.wall += o.wall;
+        self.on_cpu += o.on_cpu;
+        self.run_wait += o.run_wait;
+    }
+}
+
+/// The calling thread's (on a CPU, waiting for a CPU), in nanoseconds.
+fn schedstat() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
+}
+
+/// Runs `f` on this thread and says where the thread spent that time (all zero if
+/// `/proc/thread-self/schedstat` cannot be read).
+fn timed<T>(f: impl FnOnce() -> T) -> (T, ThreadTimes) {
+    let (s0, t0) = (schedstat(), Instant::now());
+    let v = f();
+    let wall = t0.elapsed();
+    let times = match (s0, schedstat()) {
+        (Some(a), Some(b)) => ThreadTimes {
+            wall,
+            on_cpu: Duration::from_nanos(b.0.saturating_sub(a.0)),
+            run_wait: Duration::from_nanos(b.1.saturating_sub(a.1)),
+        },
+        _ => ThreadTimes::default(),
+    };
+    (v, times)
+}
 
 /// Connects (blocking, bounded by `IO_TIMEOUT`), then makes the socket non-blocking for mio.
 /// `what` and `i` name the connection in the error.
@@ -56,27 +110,28 @@ fn share(n: usize, threads: usize, k: usize) -> std::ops::Range<usize> {
 }
 
 /// Runs `part(k)` for `k` in `0..threads`, each on a thread of its own (scoped), and returns
-/// their values in order. The first failure sets the shared abort flag, which the other parts
+/// their values in order, and the threads' times summed. The first failure sets the shared abort flag, which the other parts
 /// poll (every `POLL_SLICE` at most); the error returned is the first one that is not
 /// [`ABORTED`].
 fn on_threads<T: Send>(
     threads: usize,
     what: &str,
     part: impl Fn(usize, &AtomicBool) -> BenchResult<T> + Sync,
-) -> BenchResult<Vec<T>> {
+) -> BenchResult<(Vec<T>, ThreadTimes)> {
     let abort = AtomicBool::new(false);
-    let results: Vec<BenchResult<T>> = std::thread::scope(|s| {
+    let mut times = ThreadTimes::default();
+    let results: Vec<BenchResult<(T, ThreadTimes)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|k| {
                 let (part, abort) = (&part, &abort);
                 std::thread::Builder::new()
                     .name(format!("mio-client-{k}"))
                     .spawn_scoped(s, move || {
-                        let r = part(k, abort);
+                        let (r, t) = timed(|| part(k, abort));
                         if r.is_err() {
                             abort.store(true, Ordering::Release);
                         }
-                        r
+                        r.map(|v| (v, t))
                     })
             })
             .collect();
@@ -97,7 +152,10 @@ fn on_threads<T: Send>(
     let mut values = Vec::with_capacity(threads);
     for r in results {
         match r {
-            Ok(v) => values.push(v),
+            Ok((v, t)) => {
+                values.push(v);
+                times.add(t);
+            }
             Err(e) if e.ends_with(ABORTED) => {
                 first_abort.get_or_insert(e);
             }
@@ -106,7 +164,7 @@ fn on_threads<T: Send>(
     }
     match first_abort {
         Some(e) => Err(e),
-        None => Ok(values),
+        None => Ok((values, times)),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{check_abort, connect, on_threads, poll, share, POLL_SLICE};
+use super::{check_abort, connect, on_threads, poll, share, ThreadTimes, POLL_SLICE};
 use crate::common::example::workloads::{
     first_difference, stream_pattern, BenchResult, StreamResult, IO_TIMEOUT, PATTERN_PERIOD,
     STREAM_CHUNK, STREAM_MAX_BYTES,
@@ -38,7 +38,7 @@ pub fn stream(
     conns: usize,
     secs: Duration,
     threads: usize,
-) -> BenchResult<StreamResult> {
+) -> BenchResult<(StreamResult, ThreadTimes)> {
     let conns = conns.max(1);
     let threads = threads.clamp(1, conns);
     let pattern = stream_pattern();
@@ -57,7 +57,7 @@ pub fn stream(
     let start = Instant::now();
     let stop_at = start + secs;
     let max_per_conn = STREAM_MAX_BYTES / conns as u64;
-    let parts = on_threads(threads, "stream", |k, abort| {
+    let (parts, times) = on_threads(threads, "stream", |k, abort| {
         let mine: Vec<Conn> = share(conns, threads, k)
             .map(|c| Conn {
                 sock: socks.lock().unwrap_or_else(|e| e.into_inner())[c]
@@ -73,10 +73,13 @@ pub fn stream(
     })?;
     let bytes = parts.iter().map(|p| p.0).sum();
     let last = parts.iter().map(|p| p.1).max().unwrap_or(start);
-    Ok(StreamResult {
-        bytes,
-        elapsed: last.duration_since(start),
-    })
+    Ok((
+        StreamResult {
+            bytes,
+            elapsed: last.duration_since(start),
+        },
+        times,
+    ))
 }
 
 /// One thread's connections until each has stopped writing and had every byte echoed:
