@@ -268,10 +268,9 @@ fn bench_file(
         .collect();
     let mut notes = vec![
         format!("plan: {}; run took {took:.0} s", plan.describe()),
-        format!(
-            "order: each workload on every implementation back to back, the first one rotating \
-             from round to round; medians over the rounds; every echoed byte verified"
-        ),
+        "order: each workload on every implementation back to back, the first one rotating \
+         from round to round; medians over the rounds; every echoed byte verified"
+            .to_string(),
         format!(
             "clients, in the bench process, named in each table's title: {} driven by the {} \
              (`--client`); idle on plain blocking sockets; the Go BenchmarkEcho shapes on a \

@@ -41,7 +41,9 @@ const CPU_PER_REQ: &str = "server CPU, µs per request";
 const CLIENT_CPU: &str = "client CPU, % of a core";
 /// The share of the mio client threads' wall time they slept in `poll` (not on a CPU, not
 /// waiting for one), from `/proc/thread-self/schedstat`: time the client waited for the
-/// server. Near 0 would mean the client is the cap. Not measured for the gaio client.
+/// server. Near 0 would mean the client is the cap. A lower bound: time runnable but waiting
+/// for a CPU counts as busy, and part of it is waiting for the server's thread to leave the
+/// CPU the client was woken on. Not measured for the gaio client.
 const CLIENT_ASLEEP: &str = "mio client asleep, %";
 
 pub fn layout(w: Workload, client: Client, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {

@@ -42,7 +42,8 @@ options:
   -h, --help               print this help
 
 workloads for --only (comma-separated): stream1, stream8, burst, pingpong, latency1,
-  latency16 (1 and 16 connections x 64 B request/response: p50, p99, p99.9), idle, echo-128B, echo-1K, echo-4K, echo-64K, echo-128K (Go gaio's BenchmarkEcho*, one
+  latency16 (1 and 16 connections x 64 B request/response: p50, p99, p99.9), idle,
+  echo-128B, echo-1K, echo-4K, echo-64K, echo-128K (Go gaio's BenchmarkEcho*, one
   connection), the same with -par (BenchmarkEcho*Parallel, 128 connections), and the groups
   echo, echo-par";
 
