@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bash benches/compare.sh                          # everything: this, http, allocs, BENCHMARKS.md
-//! cargo bench --bench compare                      # 3 rounds, about 4 minutes
+//! cargo bench --bench compare                      # 3 rounds, about 5 minutes
 //! cargo bench --bench compare -- --quick           # smoke check, about 20 s
 //! cargo bench --bench compare -- --only pingpong,idle --impls gaio-epoll,mio --rounds 5
 //! cargo bench --bench compare -- --report-only     # target/bench-results/*.json -> BENCHMARKS.md
@@ -14,18 +14,25 @@
 //! connection), `monoio` (io_uring, one thread). The same verifying clients run in this
 //! process against every one of them:
 //!
-//! - **stream1, stream8**: 1 and 8 connections, 64 KiB writes, MB/s of verified echo
-//!   (`example::workloads::stream`: a writer and a reader thread per connection);
+//! - **stream1, stream8**: 1 and 8 connections, 64 KiB writes, MB/s of verified echo;
 //! - **burst**: 8192 connections x 1 KiB echoed once: seconds, and the server's peak RSS;
-//! - **pingpong**: 1000 connections x 64 B request/response: requests/s, p50, p99;
+//! - **pingpong**: 1000 connections x 64 B request/response: requests/s, p50, p99, p99.9;
+//! - **latency1, latency16**: 1 and 16 connections x 64 B request/response: p50, p99, p99.9
+//!   in µs, requests/s;
 //! - **idle**: 10 000 connections each with a pending read: the server's RSS per connection;
 //! - **echo-SIZE, echo-SIZE-par**: Go gaio's `BenchmarkEcho{128B,1K,4K,64K,128K}` and
 //!   `...Parallel` (1 and 128 connections, one write and one read always outstanding on
 //!   each, pipelined; `go_echo`), MB/s of true bytes echoed and verified.
 //!
-//! Burst, ping-pong and the echo shapes use a gaio client watcher (`--client-backend`, epoll
-//! by default), the same for every server. Also the server's CPU time per unit of work
-//! (`/proc/PID/task/*/schedstat`), which other load disturbs much less than throughput.
+//! Stream, burst, ping-pong and latency are driven by the mio client (`mio_client`: one
+//! thread by default, edge-triggered, every byte checked; `--client-threads N`), or with
+//! `--client gaio` by the examples' clients (`example::workloads`: a gaio watcher, and for
+//! stream a writer and a reader thread per connection), or by both (`--client mio,gaio`);
+//! each table's title names its client ([`client::Client`]). The echo shapes use a gaio
+//! client watcher (`--client-backend`, epoll by default), idle plain sockets. Also the
+//! server's CPU time per unit of work (`/proc/PID/task/*/schedstat`), which other load
+//! disturbs much less than throughput, and the client's CPU and (mio client) the share of its
+//! time it slept waiting for the server.
 //!
 //! Each workload is measured on every implementation back to back; the order of the
 //! implementations rotates from round to round. The report gives every median, the ratio of
@@ -36,8 +43,8 @@
 //! run with a non-zero exit; a watchdog ends it with exit code 3 if it overruns.
 //!
 //! `--report-only` measures nothing: it reads every `target/bench-results/*.json` (this
-//! bench's, `http`'s, `allocs`'s) and writes `BENCHMARKS.md` (`--out`) with the issue-5
-//! targets and `docs/benchmarks.svg` (`--chart`).
+//! bench's, `http`'s, `allocs`'s) and writes `BENCHMARKS.md` (`--out`) with the targets of
+//! issues 5 and 15 and `docs/benchmarks.svg` (`--chart`).
 //!
 //! Run with no argument at all (as `cargo test --benches` or `--all-targets` runs it), it is
 //! a `--quick` smoke test that writes nothing.
@@ -48,8 +55,10 @@ mod common;
 mod peers;
 
 mod chart;
+mod client;
 mod go_echo;
 mod measure;
+mod mio_client;
 mod plan;
 mod render;
 mod summary;
@@ -68,11 +77,12 @@ use common::server_proc::SERVER_ENV;
 use common::stats::median;
 use gaio::{Backend, Watcher};
 use measure::{layout, measure, Column, Entry};
-use plan::{Options, Plan, Workload};
+use plan::{Client, Options, Plan, Workload};
 
-/// One workload's measurements.
+/// One workload's measurements with one client.
 struct Table {
     workload: Workload,
+    client: Client,
     entries: Vec<Entry>,
     columns: Vec<Column>,
     /// values[implementation index in `Options::impls`][column][round]
@@ -83,7 +93,10 @@ fn run(o: Options) -> BenchResult<()> {
     let fd_limit =
         common::example::raise_nofile_limit().map_err(|e| format!("RLIMIT_NOFILE: {e}"))?;
     let plan = Plan::new(&o, fd_limit);
-    spawn_watchdog("compare", plan.budget(&o.only, o.impls.len()));
+    spawn_watchdog(
+        "compare",
+        plan.budget(&o.only, o.impls.len(), o.clients.len()),
+    );
     // Both gaio backends must run here: a side by side with one side missing is a failure.
     for b in [Backend::Epoll, Backend::Uring] {
         Watcher::builder()
@@ -92,36 +105,48 @@ fn run(o: Options) -> BenchResult<()> {
             .map_err(|e| format!("gaio backend {b} cannot run here: {e}"))?;
     }
 
-    let mut tables: Vec<Table> = o
-        .only
-        .iter()
-        .map(|&w| {
-            let (entries, columns) = layout(w, &plan);
+    // A workload with a client choice gets a table per client, the first client's first;
+    // the others (idle, the BenchmarkEcho shapes) have one driver of their own.
+    let mut tables: Vec<Table> = Vec::new();
+    for &w in &o.only {
+        let clients = if w.has_client_choice() {
+            &o.clients[..]
+        } else {
+            &o.clients[..1]
+        };
+        for &client in clients {
+            let (entries, columns) = layout(w, client, &plan);
             let values = o
                 .impls
                 .iter()
                 .map(|_| columns.iter().map(|_| vec![]).collect())
                 .collect();
-            Table {
+            tables.push(Table {
                 workload: w,
+                client,
                 entries,
                 columns,
                 values,
-            }
-        })
-        .collect();
+            });
+        }
+    }
     let start = Instant::now();
     let run_cpu = CpuSnapshot::take();
     let mut other_rounds = Vec::with_capacity(plan.rounds);
     eprintln!(
-        "compare: {} rounds of {} workloads on {}; progress on stderr, report on stdout",
+        "compare: {} rounds of {} workloads on {}, {}; progress on stderr, report on stdout",
         plan.rounds,
         o.only.len(),
         o.impls
             .iter()
             .map(|i| i.name())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        o.clients
+            .iter()
+            .map(|c| format!("{} client", c.name()))
+            .collect::<Vec<_>>()
+            .join(" and ")
     );
     for round in 0..plan.rounds {
         let round_cpu = CpuSnapshot::take();
@@ -131,11 +156,12 @@ fn run(o: Options) -> BenchResult<()> {
                 // Rotate which implementation goes first.
                 let ii = (round + k) % o.impls.len();
                 let imp = o.impls[ii];
-                let got = measure(t.workload, imp, &plan).map_err(|e| {
+                let got = measure(t.workload, t.client, imp, &plan).map_err(|e| {
                     format!(
-                        "round {}, {} on {}: {e}",
+                        "round {}, {} ({}) on {}: {e}",
                         round + 1,
                         t.workload.name(),
+                        t.client.label(t.workload),
                         imp.name()
                     )
                 })?;
@@ -151,12 +177,17 @@ fn run(o: Options) -> BenchResult<()> {
                 for (ci, v) in got.into_iter().enumerate() {
                     t.values[ii][ci].push(v);
                 }
+                let name = if t.workload.has_client_choice() {
+                    format!("{} ({})", t.workload.name(), t.client.name())
+                } else {
+                    t.workload.name()
+                };
                 eprintln!(
-                    "[{:6.1}s] round {}/{} {:<14} {:<10} {}",
+                    "[{:6.1}s] round {}/{} {:<16} {:<10} {}",
                     start.elapsed().as_secs_f64(),
                     round + 1,
                     plan.rounds,
-                    t.workload.name(),
+                    name,
                     imp.name(),
                     shown.join(", ")
                 );
@@ -229,17 +260,37 @@ fn bench_file(
             });
         }
     }
+    let with_choice: Vec<String> = o
+        .only
+        .iter()
+        .filter(|w| w.has_client_choice())
+        .map(|w| w.name())
+        .collect();
     let mut notes = vec![
         format!("plan: {}; run took {took:.0} s", plan.describe()),
+        "order: each workload on every implementation back to back, the first one rotating \
+         from round to round; medians over the rounds; every echoed byte verified"
+            .to_string(),
         format!(
-            "order: each workload on every implementation back to back, the first one rotating \
-             from round to round; medians over the rounds; clients in the bench process: \
-             stream on blocking threads (a writer and a reader per connection), burst, \
-             ping-pong and the BenchmarkEcho shapes on a gaio {} watcher, idle on plain \
-             sockets; every echoed byte verified",
+            "clients, in the bench process, named in each table's title: {} driven by the {} \
+             (`--client`); idle on plain blocking sockets; the Go BenchmarkEcho shapes on a \
+             gaio {} client watcher, as Go's benchmark uses its own library",
+            if with_choice.is_empty() {
+                "no workload".to_string()
+            } else {
+                with_choice.join(", ")
+            },
+            o.clients
+                .iter()
+                .map(|c| format!("{} client", c.name()))
+                .collect::<Vec<_>>()
+                .join(" and the "),
             plan.client_backend
         ),
     ];
+    for c in &o.clients {
+        notes.push(c.describe(plan.client_threads, plan.client_backend));
+    }
     notes.extend(plan.notes.iter().cloned());
     for imp in &o.impls {
         notes.push(format!("{}: {}", imp.name(), imp.describe()));

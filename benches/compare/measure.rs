@@ -4,15 +4,18 @@
 //! time per unit of work, p50, Go's byte count), all listed by [`layout`] in the order
 //! [`measure`] returns their values.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::client::Client;
 use crate::common::example::workloads::{
-    burst, idle_open, idle_verify, pingpong, stream, BenchResult, Progress, BURST_MSG, PP_MSG,
-    STREAM_CHUNK,
+    burst, idle_open, idle_verify, pingpong, stream, BenchResult, PingPongResult, Progress,
+    BURST_MSG, PP_MSG, STREAM_CHUNK,
 };
 use crate::common::results::Better;
+use crate::common::run_info::own_cpu_secs;
 use crate::common::server_proc::{ServerProc, SETTLE};
 use crate::go_echo::go_echo;
+use crate::mio_client;
 use crate::peers::Impl;
 use crate::plan::{size_name, Plan, Workload};
 
@@ -31,8 +34,19 @@ pub struct Column {
 }
 
 const CPU_PER_MB: &str = "server CPU, µs per MB";
+const CPU_PER_REQ: &str = "server CPU, µs per request";
+/// The bench process's CPU time over the client's run (connecting included) ÷ its wall time:
+/// the client's threads (for the gaio client, its watcher's threads too). Near 100 with one
+/// mio client thread would mean the client is the cap.
+const CLIENT_CPU: &str = "client CPU, % of a core";
+/// The share of the mio client threads' wall time they slept in `poll` (not on a CPU, not
+/// waiting for one), from `/proc/thread-self/schedstat`: time the client waited for the
+/// server. Near 0 would mean the client is the cap. A lower bound: time runnable but waiting
+/// for a CPU counts as busy, and part of it is waiting for the server's thread to leave the
+/// CPU the client was woken on. Not measured for the gaio client.
+const CLIENT_ASLEEP: &str = "mio client asleep, %";
 
-pub fn layout(w: Workload, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {
+pub fn layout(w: Workload, client: Client, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {
     let e = |name: String, metric: &str, better| Entry {
         name,
         metric: metric.into(),
@@ -44,24 +58,36 @@ pub fn layout(w: Workload, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {
         extra: Some(label),
     };
     let chunk = STREAM_CHUNK / 1024;
+    let by = client.label(w);
+    let conns = |n: usize| {
+        if n == 1 {
+            "1 conn".to_string()
+        } else {
+            format!("{n} conns")
+        }
+    };
     match w {
         Workload::Stream1 | Workload::Stream8 => {
             let n = if w == Workload::Stream1 { 1 } else { 8 };
-            let conns = if n == 1 { "conn" } else { "conns" };
             (
                 vec![e(
-                    format!("stream, {n} {conns} x {chunk} KiB"),
+                    format!("stream, {} x {chunk} KiB, {by}", conns(n)),
                     "MB/s",
                     Better::Higher,
                 )],
-                vec![main(0), extra(0, CPU_PER_MB)],
+                vec![
+                    main(0),
+                    extra(0, CPU_PER_MB),
+                    extra(0, CLIENT_CPU),
+                    extra(0, CLIENT_ASLEEP),
+                ],
             )
         }
         Workload::Burst => (
             vec![
                 e(
                     format!(
-                        "burst, {} conns x {} KiB: time",
+                        "burst, {} conns x {} KiB, {by}: time",
                         plan.burst_conns,
                         BURST_MSG / 1024
                     ),
@@ -69,22 +95,31 @@ pub fn layout(w: Workload, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {
                     Better::Lower,
                 ),
                 e(
-                    format!("burst, {} conns: server peak RSS", plan.burst_conns),
+                    format!("burst, {} conns, {by}: server peak RSS", plan.burst_conns),
                     "MiB",
                     Better::Lower,
                 ),
             ],
-            vec![main(0), main(1), extra(0, "server CPU, ms")],
+            vec![
+                main(0),
+                main(1),
+                extra(0, "server CPU, ms"),
+                extra(0, CLIENT_CPU),
+                extra(0, CLIENT_ASLEEP),
+            ],
         ),
         Workload::PingPong => (
             vec![
                 e(
-                    format!("ping-pong, {} conns x {PP_MSG} B: rate", plan.pp_conns),
+                    format!(
+                        "ping-pong, {} conns x {PP_MSG} B, {by}: rate",
+                        plan.pp_conns
+                    ),
                     "k req/s",
                     Better::Higher,
                 ),
                 e(
-                    format!("ping-pong, {} conns: p99 latency", plan.pp_conns),
+                    format!("ping-pong, {} conns, {by}: p99 latency", plan.pp_conns),
                     "ms",
                     Better::Lower,
                 ),
@@ -93,7 +128,33 @@ pub fn layout(w: Workload, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {
                 main(0),
                 extra(1, "p50, ms"),
                 main(1),
-                extra(0, "server CPU, µs per request"),
+                extra(1, "p99.9, ms"),
+                extra(0, CPU_PER_REQ),
+                extra(0, CLIENT_CPU),
+                extra(0, CLIENT_ASLEEP),
+            ],
+        ),
+        Workload::Latency { conns: n } => (
+            vec![
+                e(
+                    format!("latency, {} x {PP_MSG} B, {by}: p99", conns(n)),
+                    "µs",
+                    Better::Lower,
+                ),
+                e(
+                    format!("latency, {}, {by}: p99.9", conns(n)),
+                    "µs",
+                    Better::Lower,
+                ),
+            ],
+            vec![
+                extra(0, "p50, µs"),
+                main(0),
+                main(1),
+                extra(0, "k req/s"),
+                extra(0, CPU_PER_REQ),
+                extra(0, CLIENT_CPU),
+                extra(0, CLIENT_ASLEEP),
             ],
         ),
         Workload::Idle => (
@@ -105,21 +166,17 @@ pub fn layout(w: Workload, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {
             vec![main(0)],
         ),
         Workload::Echo { size, parallel } => {
-            let (suffix, conns) = if parallel {
+            let (suffix, n) = if parallel {
                 ("Parallel", plan.echo_par_conns)
             } else {
                 ("", 1)
             };
-            let conns = if conns == 1 {
-                "1 conn".to_string()
-            } else {
-                format!("{conns} conns")
-            };
             (
                 vec![e(
                     format!(
-                        "Go BenchmarkEcho{}{suffix}: {conns}, pipelined",
-                        size_name(size)
+                        "Go BenchmarkEcho{}{suffix}: {}, pipelined",
+                        size_name(size),
+                        conns(n)
                     ),
                     "MB/s",
                     Better::Higher,
@@ -130,27 +187,62 @@ pub fn layout(w: Workload, plan: &Plan) -> (Vec<Entry>, Vec<Column>) {
     }
 }
 
-/// Measures `w` against a fresh `imp` server; returns the values of `layout(w)`'s columns.
-pub fn measure(w: Workload, imp: Impl, plan: &Plan) -> BenchResult<Vec<f64>> {
+/// Runs `f` (a client), and returns its value with this process's CPU time over it as a
+/// percentage of one core.
+fn client_cpu<T>(f: impl FnOnce() -> BenchResult<T>) -> BenchResult<(T, f64)> {
+    let (cpu0, t0) = (own_cpu_secs(), Instant::now());
+    let v = f()?;
+    let wall = t0.elapsed().as_secs_f64().max(1e-9);
+    let pct = match (cpu0, own_cpu_secs()) {
+        (Some(a), Some(b)) => (b - a) / wall * 100.0,
+        _ => f64::NAN,
+    };
+    Ok((v, pct))
+}
+
+/// A gaio-driven client's value, with no thread times (`NaN` in the asleep column).
+fn untimed<T>(r: BenchResult<T>) -> BenchResult<(T, mio_client::ThreadTimes)> {
+    r.map(|v| (v, mio_client::ThreadTimes::default()))
+}
+
+/// Requests/s of a request/response run, in thousands.
+fn k_rate(r: &PingPongResult) -> f64 {
+    r.requests as f64 / r.window.as_secs_f64().max(1e-9) / 1e3
+}
+
+/// Measures `w` driven by `client` against a fresh `imp` server; returns the values of
+/// `layout(w, client)`'s columns.
+pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResult<Vec<f64>> {
     let mut server = ServerProc::spawn(imp.name())?;
     let addr = server.addr();
-    let client = Some(plan.client_backend);
+    let backend = Some(plan.client_backend);
+    let threads = plan.client_threads;
     let mut quiet = Progress::silent();
     let mb = |bytes: u64| bytes as f64 / 1e6;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
     let values = match w {
         Workload::Stream1 | Workload::Stream8 => {
             let n = if w == Workload::Stream1 { 1 } else { 8 };
-            let st = stream(addr, n, plan.stream_secs, &mut quiet)?;
+            let ((st, times), client_pct) = client_cpu(|| match client {
+                Client::Mio => mio_client::stream(addr, n, plan.stream_secs, threads),
+                Client::Gaio => untimed(stream(addr, n, plan.stream_secs, &mut quiet)),
+            })?;
             let echoed = server.settle(n as u64)?.bytes;
             let cpu = server.cpu_secs()?;
             vec![
                 mb(st.bytes) / st.elapsed.as_secs_f64(),
                 cpu * 1e6 / mb(echoed).max(1e-9),
+                client_pct,
+                times.asleep_pct(),
             ]
         }
         Workload::Burst => {
             let n = plan.burst_conns;
-            let bu = burst(addr, n, plan.burst_timeout, client, &mut quiet)?;
+            let ((bu, times), client_pct) = client_cpu(|| match client {
+                Client::Mio => mio_client::burst(addr, n, plan.burst_timeout, threads),
+                Client::Gaio => untimed(burst(addr, n, plan.burst_timeout, backend, &mut quiet)),
+            })?;
             server.settle(n as u64)?;
             let (_, hwm) = server.memory()?;
             let cpu = server.cpu_secs()?;
@@ -158,22 +250,44 @@ pub fn measure(w: Workload, imp: Impl, plan: &Plan) -> BenchResult<Vec<f64>> {
                 bu.total.as_secs_f64(),
                 hwm as f64 / (1024.0 * 1024.0),
                 cpu * 1e3,
+                client_pct,
+                times.asleep_pct(),
             ]
         }
-        Workload::PingPong => {
-            let n = plan.pp_conns;
-            let pp = pingpong(addr, n, plan.pp_warmup, plan.pp_secs, client, &mut quiet)?;
+        Workload::PingPong | Workload::Latency { .. } => {
+            let (n, warmup, secs, what) = match w {
+                Workload::Latency { conns } => (conns, plan.lat_warmup, plan.lat_secs, "latency"),
+                _ => (plan.pp_conns, plan.pp_warmup, plan.pp_secs, "ping-pong"),
+            };
+            let ((pp, times), client_pct) = client_cpu(|| match client {
+                Client::Mio => mio_client::request_response(addr, n, warmup, secs, threads, what),
+                Client::Gaio => untimed(pingpong(addr, n, warmup, secs, backend, &mut quiet)),
+            })?;
             // Every request the server echoed, warm-up and tail included.
             let echoed = server.settle(n as u64)?.bytes / PP_MSG as u64;
-            let cpu = server.cpu_secs()?;
-            let rate = pp.requests as f64 / pp.window.as_secs_f64().max(1e-9);
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            vec![
-                rate / 1e3,
-                ms(pp.percentile(0.50)),
-                ms(pp.percentile(0.99)),
-                cpu * 1e6 / (echoed as f64).max(1.0),
-            ]
+            let cpu_per_req = server.cpu_secs()? * 1e6 / (echoed as f64).max(1.0);
+            let p = |q: f64| pp.percentile(q);
+            if w == Workload::PingPong {
+                vec![
+                    k_rate(&pp),
+                    ms(p(0.50)),
+                    ms(p(0.99)),
+                    ms(p(0.999)),
+                    cpu_per_req,
+                    client_pct,
+                    times.asleep_pct(),
+                ]
+            } else {
+                vec![
+                    us(p(0.50)),
+                    us(p(0.99)),
+                    us(p(0.999)),
+                    k_rate(&pp),
+                    cpu_per_req,
+                    client_pct,
+                    times.asleep_pct(),
+                ]
+            }
         }
         Workload::Idle => {
             let n = plan.idle_conns;
@@ -189,7 +303,7 @@ pub fn measure(w: Workload, imp: Impl, plan: &Plan) -> BenchResult<Vec<f64>> {
         }
         Workload::Echo { size, parallel } => {
             let n = if parallel { plan.echo_par_conns } else { 1 };
-            let r = go_echo(addr, size, n, plan.echo_secs, client)?;
+            let r = go_echo(addr, size, n, plan.echo_secs, backend)?;
             let echoed = server.settle(n as u64)?.bytes;
             let cpu = server.cpu_secs()?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gaio::Backend;
 
+pub use crate::client::Client;
 use crate::common::cli::{self, parse_list};
 use crate::common::example::workloads::{BenchResult, BURST_MSG, PP_MSG, STREAM_CHUNK};
 use crate::common::example::Args;
@@ -25,7 +26,14 @@ options:
   --only LIST              comma-separated workloads (default all; see below)
   --impls LIST             comma-separated implementations: gaio-epoll, gaio-uring, mio,
                            tokio, monoio (default all)
-  --client-backend B       the clients' gaio backend: epoll or uring (default epoll)
+  --client LIST            the client of stream, burst, ping-pong and latency: mio (one
+                           thread, edge-triggered; default), gaio (the examples' clients: a
+                           gaio watcher, and for stream a writer and a reader thread per
+                           connection), or mio,gaio (both, the gaio one as extra tables)
+  --client-threads N       the mio client's threads, connections split among them (1 to 64;
+                           default 1)
+  --client-backend B       the gaio client watcher's backend (the gaio client, and the
+                           BenchmarkEcho shapes): epoll or uring (default epoll)
   --report-only            write the report and chart from the results files, run nothing
   --out PATH               write the report here (default BENCHMARKS.md)
   --json PATH              write the results file here (default
@@ -33,7 +41,8 @@ options:
   --chart PATH             write the chart here (default docs/benchmarks.svg)
   -h, --help               print this help
 
-workloads for --only (comma-separated): stream1, stream8, burst, pingpong, idle,
+workloads for --only (comma-separated): stream1, stream8, burst, pingpong, latency1,
+  latency16 (1 and 16 connections x 64 B request/response: p50, p99, p99.9), idle,
   echo-128B, echo-1K, echo-4K, echo-64K, echo-128K (Go gaio's BenchmarkEcho*, one
   connection), the same with -par (BenchmarkEcho*Parallel, 128 connections), and the groups
   echo, echo-par";
@@ -42,6 +51,9 @@ workloads for --only (comma-separated): stream1, stream8, burst, pingpong, idle,
 pub const ECHO_SIZES: [usize; 5] = [128, 1024, 4096, 64 * 1024, 128 * 1024];
 /// Connections of Go gaio's `BenchmarkEcho*Parallel` (`benchmarkEcho(size, 128)`).
 pub const ECHO_PAR_CONNS: usize = 128;
+
+/// Connections of the latency workloads (`latency1`, `latency16`).
+pub const LATENCY_CONNS: [usize; 2] = [1, 16];
 
 /// Descriptors kept aside for everything that is not a connection.
 const FD_RESERVE: u64 = 64;
@@ -52,6 +64,11 @@ pub enum Workload {
     Stream8,
     Burst,
     PingPong,
+    /// `conns` connections x 64 B request/response, one request outstanding on each: the
+    /// latency percentiles (the HFT case).
+    Latency {
+        conns: usize,
+    },
     Idle,
     /// Go gaio's `benchmarkEcho(size, conns)`: per connection one write of `size` bytes
     /// and one read of up to `size` bytes always outstanding, pipelined.
@@ -68,8 +85,9 @@ impl Workload {
             Workload::Stream8,
             Workload::Burst,
             Workload::PingPong,
-            Workload::Idle,
         ];
+        v.extend(LATENCY_CONNS.map(|conns| Workload::Latency { conns }));
+        v.push(Workload::Idle);
         for parallel in [false, true] {
             for size in ECHO_SIZES {
                 v.push(Workload::Echo { size, parallel });
@@ -84,6 +102,7 @@ impl Workload {
             Workload::Stream8 => "stream8".into(),
             Workload::Burst => "burst".into(),
             Workload::PingPong => "pingpong".into(),
+            Workload::Latency { conns } => format!("latency{conns}"),
             Workload::Idle => "idle".into(),
             Workload::Echo { size, parallel } => {
                 format!(
@@ -102,9 +121,16 @@ impl Workload {
             Workload::Stream8 => "stream8",
             Workload::Burst => "burst",
             Workload::PingPong => "pingpong",
+            Workload::Latency { .. } => "latency",
             Workload::Idle => "idle",
             Workload::Echo { .. } => "BenchmarkEcho shapes",
         }
+    }
+
+    /// Whether `--client` chooses what drives it (idle always uses plain sockets, the
+    /// BenchmarkEcho shapes a gaio watcher, as Go's benchmark does).
+    pub fn has_client_choice(self) -> bool {
+        !matches!(self, Workload::Idle | Workload::Echo { .. })
     }
 }
 
@@ -124,6 +150,9 @@ pub struct Options {
     pub secs: Option<f64>,
     pub only: Vec<Workload>,
     pub impls: Vec<Impl>,
+    /// Drivers of the workloads with a client choice, the first one's tables first.
+    pub clients: Vec<Client>,
+    pub client_threads: usize,
     pub client_backend: Backend,
     pub out: Option<String>,
     pub json: Option<String>,
@@ -131,9 +160,12 @@ pub struct Options {
 }
 
 impl Options {
-    /// Every workload on every implementation: the run whose results are the reference ones.
+    /// Every workload on every implementation, with the mio client: the run whose results are
+    /// the reference ones.
     pub fn complete(&self) -> bool {
-        self.only.len() == Workload::all().len() && self.impls.len() == Impl::ALL.len()
+        self.only.len() == Workload::all().len()
+            && self.impls.len() == Impl::ALL.len()
+            && self.clients.contains(&Client::Mio)
     }
 }
 
@@ -146,6 +178,8 @@ pub fn parse_args() -> BenchResult<Options> {
         secs: None,
         only: Workload::all(),
         impls: Impl::ALL.to_vec(),
+        clients: vec![Client::Mio],
+        client_threads: 1,
         client_backend: Backend::Epoll,
         out: None,
         json: None,
@@ -200,6 +234,19 @@ pub fn parse_args() -> BenchResult<Options> {
                     .filter(|i| chosen.contains(i))
                     .collect();
             }
+            "--client" => {
+                let list = args.value(&flag)?;
+                let chosen = parse_list(&list, "--client", USAGE, |name| {
+                    Client::parse(name).map(|c| vec![c])
+                })?;
+                o.clients = Client::ALL
+                    .into_iter()
+                    .filter(|c| chosen.contains(c))
+                    .collect();
+            }
+            "--client-threads" => {
+                o.client_threads = args.parse_within(&flag, 1..=64)?;
+            }
             "--client-backend" => {
                 o.client_backend = match args.parse(&flag)? {
                     Backend::Auto => return Err("--client-backend: epoll or uring".into()),
@@ -224,9 +271,13 @@ pub struct Plan {
     pub pp_conns: usize,
     pub pp_warmup: Duration,
     pub pp_secs: Duration,
+    /// Warm-up and measured time of each latency workload.
+    pub lat_warmup: Duration,
+    pub lat_secs: Duration,
     pub idle_conns: usize,
     pub echo_secs: Duration,
     pub echo_par_conns: usize,
+    pub client_threads: usize,
     pub client_backend: Backend,
     pub fd_limit: u64,
     pub notes: Vec<String>,
@@ -244,10 +295,13 @@ impl Plan {
             pp_conns: if q { 100 } else { 1000 },
             pp_warmup: Duration::from_millis(if q { 100 } else { 500 }),
             pp_secs: Duration::from_secs_f64(secs),
+            lat_warmup: Duration::from_millis(if q { 100 } else { 500 }),
+            lat_secs: Duration::from_secs_f64(secs),
             idle_conns: if q { 1000 } else { 10_000 },
             // Ten shapes: each gets half the stream time.
             echo_secs: Duration::from_secs_f64(secs / 2.0),
             echo_par_conns: ECHO_PAR_CONNS,
+            client_threads: o.client_threads,
             client_backend: o.client_backend,
             fd_limit,
             notes: Vec::new(),
@@ -275,6 +329,7 @@ impl Plan {
         match w {
             Workload::Stream1 | Workload::Stream8 => self.stream_secs,
             Workload::PingPong => self.pp_warmup + self.pp_secs,
+            Workload::Latency { .. } => self.lat_warmup + self.lat_secs,
             Workload::Echo { .. } => self.echo_secs,
             Workload::Burst | Workload::Idle => Duration::ZERO,
         }
@@ -282,10 +337,14 @@ impl Plan {
 
     /// Upper bound on the whole run, for the watchdog: per measurement its timed part plus
     /// 15 s for dialling, settling and process start-up (each of which has its own timeout).
-    pub fn budget(&self, only: &[Workload], impls: usize) -> Duration {
+    /// Workloads with a client choice run once per client (`clients` of them).
+    pub fn budget(&self, only: &[Workload], impls: usize, clients: usize) -> Duration {
         let per_round: Duration = only
             .iter()
-            .map(|&w| (self.timed(w) + Duration::from_secs(15)) * impls as u32)
+            .map(|&w| {
+                let runs = if w.has_client_choice() { clients } else { 1 };
+                (self.timed(w) + Duration::from_secs(15)) * (impls * runs) as u32
+            })
             .sum();
         per_round * self.rounds as u32 + Duration::from_secs(30)
     }
@@ -294,8 +353,9 @@ impl Plan {
     pub fn describe(&self) -> String {
         format!(
             "{} rounds; stream {:.1} s with {} KiB writes; burst {} conns x {} KiB; ping-pong {} \
-             conns x {PP_MSG} B, {:.1} s warm-up + {:.1} s; idle {} conns; BenchmarkEcho shapes \
-             {:.2} s each, 1 and {} conns; fd limit {}",
+             conns x {PP_MSG} B, {:.1} s warm-up + {:.1} s; latency {} conns x {PP_MSG} B, \
+             {:.1} s warm-up + {:.1} s; idle {} conns; BenchmarkEcho shapes {:.2} s each, 1 and \
+             {} conns; mio client threads {}; fd limit {}",
             self.rounds,
             self.stream_secs.as_secs_f64(),
             STREAM_CHUNK / 1024,
@@ -304,9 +364,13 @@ impl Plan {
             self.pp_conns,
             self.pp_warmup.as_secs_f64(),
             self.pp_secs.as_secs_f64(),
+            LATENCY_CONNS.map(|n| n.to_string()).join(" and "),
+            self.lat_warmup.as_secs_f64(),
+            self.lat_secs.as_secs_f64(),
             self.idle_conns,
             self.echo_secs.as_secs_f64(),
             self.echo_par_conns,
+            self.client_threads,
             self.fd_limit
         )
     }

@@ -173,7 +173,7 @@ fn markdown(
     }
     let _ = writeln!(r);
 
-    let _ = writeln!(r, "## Targets (issue 5)");
+    let _ = writeln!(r, "## Targets (issues 5 and 15)");
     let _ = writeln!(r);
     let _ = writeln!(r, "| target | status | figures (medians) |");
     let _ = writeln!(r, "|---|---|---|");
