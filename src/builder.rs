@@ -4,6 +4,7 @@
 use crate::backend::Backend;
 use crate::watcher::Watcher;
 use crate::{Error, Result};
+use std::time::Duration;
 
 /// Default size of one swap buffer, in bytes (Go's `defaultInternalBufferSize`).
 pub const DEFAULT_SWAP_BUFFER_SIZE: usize = 64 * 1024;
@@ -33,6 +34,9 @@ pub const DEFAULT_RING_ENTRIES: u32 = 2048;
 /// Most submission queue entries the kernel takes (`IORING_MAX_ENTRIES`).
 pub const MAX_RING_ENTRIES: u32 = 32768;
 
+/// The longest spin [`Builder::busy_poll`] takes: 1 second.
+pub const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
+
 /// Configures and starts a [`Watcher`]. Obtain one with [`Watcher::builder`].
 ///
 /// ```
@@ -50,6 +54,7 @@ pub struct Builder {
     swap_buffers: usize,
     backend: Option<Backend>,
     ring_entries: u32,
+    busy_poll: Duration,
 }
 
 impl Default for Builder {
@@ -59,6 +64,7 @@ impl Default for Builder {
             swap_buffers: DEFAULT_SWAP_BUFFERS,
             backend: None,
             ring_entries: DEFAULT_RING_ENTRIES,
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -106,6 +112,26 @@ impl Builder {
         self
     }
 
+    /// The low-latency mode: a `wait_io*` that finds no result spins for up to `spin` before
+    /// it sleeps, checking for results (on epoll, a consumer leading polls readiness with a
+    /// zero-timeout `epoll_wait` each turn; on io_uring the ring thread also spins on its
+    /// completion queue, running the kernel's deferred task work, before it sleeps in
+    /// `io_uring_enter`). It trades CPU for latency: a result that arrives during the spin is
+    /// taken without the sleep and wake-up of a thread (a futex or an eventfd and a context
+    /// switch), at the cost of up to one core per spinning thread (the caller's, and on
+    /// io_uring the ring thread) while there is nothing to do. Each watched or accepted socket
+    /// also gets `SO_BUSY_POLL` of the same time (in µs, at most `i32::MAX`), where the kernel
+    /// allows it (devices with NAPI; it is ignored where refused, and loopback has no NAPI).
+    /// Go's gaio has no such mode.
+    ///
+    /// Default zero: no spin. A `wait_io_timeout` never spins past its timeout. More than
+    /// [`MAX_BUSY_POLL`] is refused by [`build`](Builder::build) with
+    /// [`Error::InvalidArgument`], on both backends.
+    pub fn busy_poll(mut self, spin: Duration) -> Self {
+        self.busy_poll = spin;
+        self
+    }
+
     /// Starts the watcher's threads.
     ///
     /// # Errors
@@ -114,7 +140,8 @@ impl Builder {
     ///   [`MAX_SWAP_BUFFER_SIZE`] (`i32::MAX` bytes), a [`swap_buffers`](Builder::swap_buffers)
     ///   of 0 or above [`MAX_SWAP_BUFFERS`] (32768), a product of the two above
     ///   [`MAX_SWAP_TOTAL`] (1 TiB), a [`ring_entries`](Builder::ring_entries) of 0 or above
-    ///   [`MAX_RING_ENTRIES`], the same on both backends; or an unknown `GAIO_BACKEND`;
+    ///   [`MAX_RING_ENTRIES`], a [`busy_poll`](Builder::busy_poll) above [`MAX_BUSY_POLL`], the
+    ///   same on both backends; or an unknown `GAIO_BACKEND`;
     /// - [`Error::BackendUnavailable`]: [`Backend::Uring`] was asked for and io_uring cannot run
     ///   here; the text says why (kernel without io_uring, blocked by seccomp or
     ///   `kernel.io_uring_disabled`, memlock, a missing opcode or feature);
@@ -180,6 +207,12 @@ impl Builder {
                 self.ring_entries
             )));
         }
+        if self.busy_poll > MAX_BUSY_POLL {
+            return Err(Error::InvalidArgument(format!(
+                "busy_poll {:?} (must be at most {MAX_BUSY_POLL:?})",
+                self.busy_poll
+            )));
+        }
         Ok(())
     }
 
@@ -188,6 +221,7 @@ impl Builder {
             swap_size: self.swap_buffer_size,
             swap_buffers: self.swap_buffers,
             ring_entries: self.ring_entries,
+            busy_poll: self.busy_poll,
         };
         let parts = crate::driver::start(backend, &settings)?;
         Ok(Watcher::from_parts(backend, parts))

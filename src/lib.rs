@@ -107,7 +107,7 @@ pub use backend::Backend;
 pub use buf::{dio_alignment, AlignedBuf, DioAlignment, IoBuf};
 pub use buffer::Buffer;
 pub use builder::{
-    Builder, DEFAULT_RING_ENTRIES, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE,
+    Builder, DEFAULT_RING_ENTRIES, DEFAULT_SWAP_BUFFERS, DEFAULT_SWAP_BUFFER_SIZE, MAX_BUSY_POLL,
     MAX_RING_ENTRIES, MAX_SWAP_BUFFERS, MAX_SWAP_BUFFER_SIZE, MAX_SWAP_TOTAL,
 };
 pub use conn::Conn;

@@ -101,7 +101,9 @@ pub struct OpResult<C> {
     pub context: C,
     /// The connection the operation ran on; submit the next operation on it directly.
     pub conn: Conn,
-    /// The memory: the caller's buffer, or the swap slice for a read without buffer.
+    /// The memory: the caller's buffer handed back as the [`Buffer`] variant it was submitted
+    /// as (a write's `Arc<[u8]>` is `Buffer::Shared` holding the same allocation), or the swap
+    /// slice for a read without buffer.
     pub buffer: Buffer,
     /// Bytes moved, also when `error` is set (a deadline or a free keeps partial progress).
     pub size: usize,
@@ -132,7 +134,9 @@ pub struct OpResult<C> {
 }
 
 impl<C> OpResult<C> {
-    /// The bytes moved: `buffer[..size]`.
+    /// The bytes moved: `buffer[..size]`. For a [`write_vectored`](crate::Watcher::write_vectored)
+    /// there is no one slice: this is empty, and
+    /// [`buffer.pieces()`](crate::Buffer::pieces) gives the pieces (`size` counts across them).
     pub fn data(&self) -> &[u8] {
         let all = self.buffer.as_slice();
         &all[..self.size.min(all.len())]

@@ -50,11 +50,19 @@ pub(crate) trait Kick: Send + Sync {
 pub(crate) struct ResultQueue<C> {
     inner: Mutex<Inner<C>>,
     cv: Condvar,
+    /// How long a consumer that finds nothing spins before it sleeps (`Builder::busy_poll`).
+    spin: Duration,
 }
 
+/// Spin hints between two looks at the queue while busy-polling: short enough to see a result
+/// within a fraction of a microsecond, long enough not to hammer the lock the loop pushes
+/// under.
+const SPIN_HINTS: usize = 64;
+
 impl<C> ResultQueue<C> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(spin: Duration) -> Self {
         ResultQueue {
+            spin,
             inner: Mutex::new(Inner {
                 ready: VecDeque::with_capacity(128),
                 spare: VecDeque::with_capacity(128),
@@ -209,6 +217,8 @@ impl<C> ResultQueue<C> {
         let until = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut g = lock(&self.inner);
         let mut polled = false;
+        // The end of the busy-poll spin, set when the caller first finds nothing.
+        let mut spin_until: Option<Instant> = None;
         loop {
             if !g.ready.is_empty() {
                 if let Some(l) = lead {
@@ -255,6 +265,22 @@ impl<C> ResultQueue<C> {
                     Some(t - now)
                 }
             };
+            if !self.spin.is_zero() {
+                let end = *spin_until.get_or_insert_with(|| {
+                    let end = Instant::now() + self.spin;
+                    until.map_or(end, |u| u.min(end))
+                });
+                if Instant::now() < end {
+                    drop(g);
+                    // A leader polls readiness without waiting; anyone else looks again soon.
+                    match lead {
+                        Some(l) if l.try_claim() => l.lead(Some(Duration::ZERO), &|| {}),
+                        _ => (0..SPIN_HINTS).for_each(|_| std::hint::spin_loop()),
+                    }
+                    g = lock(&self.inner);
+                    continue;
+                }
+            }
             if let Some(l) = lead {
                 if l.try_claim() {
                     g.leader_asleep = true;
@@ -492,7 +518,7 @@ mod loom_model {
 
     impl World {
         fn new() -> Arc<World> {
-            let queue = Arc::new(ResultQueue::new());
+            let queue = Arc::new(ResultQueue::new(Duration::ZERO));
             let kernel = Arc::new(Kernel::default());
             queue.set_kick(kernel.clone());
             let conn = Conn::new(ConnId { index: 0, gen: 0 }, 0, -1, Arc::new(NoOwner));

@@ -109,6 +109,8 @@ pub struct Watcher<C: Send + 'static = ()> {
     swap_pool: Arc<Mutex<SwapPool>>,
     /// Swap buffers in all, and bytes per buffer.
     swap_shape: (usize, usize),
+    /// `SO_BUSY_POLL` for each socket taken over (`Builder::busy_poll`; 0: not set).
+    busy_poll_us: u32,
     loop_slot: Arc<ThreadSlot>,
     poller_slot: Arc<ThreadSlot>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -132,6 +134,7 @@ impl<C: Send + 'static> Watcher<C> {
             swap: p.swap,
             swap_pool: p.swap_pool,
             swap_shape: (p.swap_buffers, p.swap_size),
+            busy_poll_us: p.busy_poll_us,
             loop_slot: p.loop_slot,
             poller_slot: p.poller_slot,
             threads: Mutex::new(p.threads),
@@ -222,6 +225,9 @@ impl<C: Send + 'static> Watcher<C> {
             return Err(Error::WatcherClosed);
         };
         let kind = crate::sys::fd::prepare(fd.as_fd(), driver.nonblocking())?;
+        if kind.is_socket {
+            crate::sys::fd::set_busy_poll(fd.as_fd(), self.busy_poll_us);
+        }
         let id = self.ids.alloc();
         let raw = fd.as_raw_fd();
         // Files are never polled: readiness says nothing about them.

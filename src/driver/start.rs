@@ -36,6 +36,8 @@ pub(crate) struct Parts<C> {
     /// Swap buffers in all (on io_uring the ring's entries plus the submit side's).
     pub(crate) swap_buffers: usize,
     pub(crate) swap_size: usize,
+    /// `SO_BUSY_POLL` for every socket the watcher takes over (0: not set).
+    pub(crate) busy_poll_us: u32,
     pub(crate) loop_slot: Arc<ThreadSlot>,
     pub(crate) poller_slot: Arc<ThreadSlot>,
     pub(crate) threads: Vec<JoinHandle<()>>,
@@ -54,6 +56,8 @@ pub(crate) struct Settings {
     pub(crate) swap_buffers: usize,
     /// io_uring submission queue entries.
     pub(crate) ring_entries: u32,
+    /// How long a waiting thread spins before it sleeps (`Builder::busy_poll`).
+    pub(crate) busy_poll: std::time::Duration,
 }
 
 /// Starts `backend` (`Epoll` or `Uring`; `Auto` is the builder's to resolve) with `settings`:
@@ -66,6 +70,7 @@ pub(crate) fn start<C: Send + 'static>(
         swap_size,
         swap_buffers,
         ring_entries,
+        busy_poll,
     } = *settings;
     let (chan, rx) = crossbeam_channel::unbounded();
     #[cfg(all(target_os = "linux", feature = "io-uring"))]
@@ -84,7 +89,7 @@ pub(crate) fn start<C: Send + 'static>(
         gc: gc.clone(),
         retry: std::sync::OnceLock::new(),
     });
-    let results = Arc::new(ResultQueue::new());
+    let results = Arc::new(ResultQueue::new(busy_poll));
     let ids = Arc::new(IdAllocator::default());
     let loop_slot = Arc::new(ThreadSlot::default());
     // One thread does both jobs on io_uring: both affinity calls pin it.
@@ -121,6 +126,7 @@ pub(crate) fn start<C: Send + 'static>(
         swap_size,
         swap_count: buffers,
         ring_entries,
+        busy_poll,
         swap: swap.clone(),
         swap_pool: swap_pool.clone(),
         results: results.clone(),
@@ -171,6 +177,7 @@ pub(crate) fn start<C: Send + 'static>(
             _ => buffers,
         },
         swap_size,
+        busy_poll_us: crate::sys::fd::busy_poll_us(busy_poll),
         loop_slot,
         poller_slot,
         threads,
@@ -195,6 +202,9 @@ pub(crate) struct Core<C> {
     /// io_uring submission queue entries.
     #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) ring_entries: u32,
+    /// How long the ring thread spins on its completion queue before it sleeps.
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
+    pub(crate) busy_poll: std::time::Duration,
     #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     pub(crate) swap: Arc<crate::swap::Shared>,
     /// The swap buffers of the submit side's fast path; the epoll driver reads into them too.
@@ -222,6 +232,7 @@ impl<C: Send + 'static> Core<C> {
             crate::engine::ConnMaker {
                 watcher_id: self.watcher_id,
                 owner: self.owner.clone(),
+                busy_poll_us: crate::sys::fd::busy_poll_us(self.busy_poll),
             },
         )
     }

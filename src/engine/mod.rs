@@ -90,6 +90,8 @@ pub(crate) trait Driver<C> {
 pub(crate) struct ConnMaker {
     pub(crate) watcher_id: u64,
     pub(crate) owner: Arc<dyn ConnOwner>,
+    /// `SO_BUSY_POLL` for the accepted socket (`Builder::busy_poll`; 0: not set).
+    pub(crate) busy_poll_us: u32,
 }
 
 /// The request semantics; see the module doc.
@@ -357,6 +359,7 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
             // descriptor closes here).
             return Some(Error::ClosedPipe);
         }
+        crate::sys::fd::set_busy_poll(std::os::fd::AsFd::as_fd(&fd), self.maker.busy_poll_us);
         let id = self.ids.alloc();
         if let Err(e) = self.driver.adopt(&fd, id) {
             self.ids.release(id);

@@ -80,6 +80,44 @@ fn set_nonblocking(raw: RawFd, on: bool) -> Result<()> {
     Ok(())
 }
 
+/// `Builder::busy_poll` as `SO_BUSY_POLL`'s microseconds (0 for none), capped at `i32::MAX`.
+pub(crate) fn busy_poll_us(spin: std::time::Duration) -> u32 {
+    spin.as_micros().min(i32::MAX as u128) as u32
+}
+
+/// Sets `SO_BUSY_POLL` to `us` microseconds on a socket, where the kernel allows it: a
+/// non-socket (ENOTSOCK), a kernel without it (ENOPROTOOPT) or a value above
+/// `net.core.busy_read` without CAP_NET_ADMIN (EPERM) leaves the socket as it was. Nothing is
+/// done for `us == 0`.
+pub(crate) fn set_busy_poll(fd: BorrowedFd<'_>, us: u32) {
+    if us == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let val = us as libc::c_int;
+        // SAFETY: `val` is a valid c_int for the duration of the call and its size is passed;
+        // the descriptor is borrowed for the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BUSY_POLL,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            log_debug!(
+                "SO_BUSY_POLL {us} us not set: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
 /// Outcome of one syscall attempt.
 pub(crate) enum Io {
     /// Bytes moved (0 on a read means EOF).

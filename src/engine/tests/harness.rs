@@ -61,7 +61,7 @@ pub(super) struct H<const R: bool> {
 
 impl<const R: bool> H<R> {
     pub(super) fn new() -> Self {
-        let results = Arc::new(ResultQueue::new());
+        let results = Arc::new(ResultQueue::new(std::time::Duration::ZERO));
         let ids = Arc::new(IdAllocator::default());
         let owner = Arc::new(Owner::default());
         let e = Engine::new(
@@ -72,6 +72,7 @@ impl<const R: bool> H<R> {
             ConnMaker {
                 watcher_id: WATCHER,
                 owner: owner.clone(),
+                busy_poll_us: 0,
             },
         );
         H {
