@@ -8,9 +8,12 @@ use gaio::{Backend, Watcher};
 
 use crate::common::example::{EchoServer, ReadMode};
 
-pub fn start(ln: TcpListener, backend: Backend) -> io::Result<EchoServer> {
+/// With `spin` non-zero, the watcher busy-polls that long before it sleeps
+/// (`Builder::busy_poll`).
+pub fn start(ln: TcpListener, backend: Backend, spin: std::time::Duration) -> io::Result<EchoServer> {
     let watcher: Watcher<()> = Watcher::builder()
         .backend(backend)
+        .busy_poll(spin)
         .build()
         .map_err(|e| io::Error::other(format!("cannot start the {backend} watcher: {e}")))?;
     EchoServer::start(ln, watcher, ReadMode::Swap, false)

@@ -30,6 +30,9 @@ use crate::common::server_proc;
 /// large as gaio's swap-buffer reads and the stream workload's writes.
 pub const PEER_BUF: usize = 64 * 1024;
 
+/// The spin of the `-spin` gaio servers (`Builder::busy_poll`): a few round trips on loopback.
+pub const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// A reset, a broken pipe or a timeout is an ordinary way for a client to go.
 pub fn is_normal_close(e: &io::Error) -> bool {
     matches!(
@@ -55,6 +58,9 @@ pub fn conn_ended(stats: &EchoStats, who: &str, outcome: io::Result<()>) {
 pub enum Impl {
     GaioEpoll,
     GaioUring,
+    /// gaio with `Builder::busy_poll` ([`SPIN`]): opt-in (`--impls`), not in the default run.
+    GaioEpollSpin,
+    GaioUringSpin,
     Mio,
     Tokio,
     Monoio,
@@ -69,10 +75,23 @@ impl Impl {
         Impl::Monoio,
     ];
 
+    /// Every implementation `--impls` knows: the default run's, then the opt-in ones.
+    pub const KNOWN: [Impl; 7] = [
+        Impl::GaioEpoll,
+        Impl::GaioUring,
+        Impl::Mio,
+        Impl::Tokio,
+        Impl::Monoio,
+        Impl::GaioEpollSpin,
+        Impl::GaioUringSpin,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Impl::GaioEpoll => "gaio-epoll",
             Impl::GaioUring => "gaio-uring",
+            Impl::GaioEpollSpin => "gaio-epoll-spin",
+            Impl::GaioUringSpin => "gaio-uring-spin",
             Impl::Mio => "mio",
             Impl::Tokio => "tokio",
             Impl::Monoio => "monoio",
@@ -80,7 +99,7 @@ impl Impl {
     }
 
     pub fn parse(s: &str) -> Option<Impl> {
-        Impl::ALL.into_iter().find(|i| i.name() == s)
+        Impl::KNOWN.into_iter().find(|i| i.name() == s)
     }
 
     /// How the server is built, for the report.
@@ -89,7 +108,11 @@ impl Impl {
             Impl::GaioEpoll | Impl::GaioUring => {
                 "the examples' `EchoServer`: an accept thread, one `wait_io` loop thread, one \
                  operation in flight per connection, reads without a buffer (swap buffers) \
-                 copied into a pooled `Vec` for the write"
+                 whose `SwapSlice` is written back as it is"
+            }
+            Impl::GaioEpollSpin | Impl::GaioUringSpin => {
+                "as gaio-epoll / gaio-uring, with `Builder::busy_poll(200 µs)`: `wait_io` (and \
+                 on io_uring the ring thread) spins up to 200 µs before it sleeps"
             }
             Impl::Mio => mio_edge::DESCRIPTION,
             Impl::Tokio => tokio_tasks::DESCRIPTION,
@@ -100,8 +123,8 @@ impl Impl {
     /// What one idle connection's pending read holds, for the report.
     pub fn idle_holds(self) -> &'static str {
         match self {
-            Impl::GaioEpoll => "no buffer: a queued swap-buffer read request",
-            Impl::GaioUring => {
+            Impl::GaioEpoll | Impl::GaioEpollSpin => "no buffer: a queued swap-buffer read request",
+            Impl::GaioUring | Impl::GaioUringSpin => {
                 "no buffer: a swap-buffer read, a recv with buffer selection in the kernel (a \
                  ring buffer is taken only when data arrives)"
             }
@@ -153,12 +176,16 @@ fn serve(kind: &str) -> Result<(), String> {
 fn start(imp: Impl, ln: TcpListener) -> io::Result<(Running, Arc<EchoStats>)> {
     let stats = Arc::new(EchoStats::default());
     let running = match imp {
-        Impl::GaioEpoll | Impl::GaioUring => {
+        Impl::GaioEpoll | Impl::GaioUring | Impl::GaioEpollSpin | Impl::GaioUringSpin => {
             let backend = match imp {
-                Impl::GaioEpoll => gaio::Backend::Epoll,
+                Impl::GaioEpoll | Impl::GaioEpollSpin => gaio::Backend::Epoll,
                 _ => gaio::Backend::Uring,
             };
-            let server = gaio_echo::start(ln, backend)?;
+            let spin = match imp {
+                Impl::GaioEpollSpin | Impl::GaioUringSpin => SPIN,
+                _ => std::time::Duration::ZERO,
+            };
+            let server = gaio_echo::start(ln, backend, spin)?;
             let stats = server.stats();
             return Ok((Running::Gaio(server), stats));
         }
