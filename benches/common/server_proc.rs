@@ -178,6 +178,28 @@ impl ServerProc {
         Ok(ns as f64 / 1e9)
     }
 
+    /// Times the server's threads have been scheduled onto a CPU so far (each a context switch
+    /// in): the sum of the third field of `/proc/PID/task/*/schedstat`. A wake-up of a thread
+    /// that slept (a hand-off between threads, a wait in the kernel) is one.
+    pub fn switches(&self) -> BenchResult<u64> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let mut n: u64 = 0;
+        for task in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+            let path = task
+                .map_err(|e| format!("{dir}: {e}"))?
+                .path()
+                .join("schedstat");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                n += text
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Ok(n)
+    }
+
     /// Waits (bounded) until the server has accepted `n` connections.
     pub fn wait_accepted(&mut self, n: u64) -> BenchResult<()> {
         let until = Instant::now() + SETTLE;

@@ -35,6 +35,7 @@ pub struct Column {
 
 const CPU_PER_MB: &str = "server CPU, µs per MB";
 const CPU_PER_REQ: &str = "server CPU, µs per request";
+const SWITCHES_PER_REQ: &str = "server context switches per request";
 /// The bench process's CPU time over the client's run (connecting included) ÷ its wall time:
 /// the client's threads (for the gaio client, its watcher's threads too). Near 100 with one
 /// mio client thread would mean the client is the cap.
@@ -153,6 +154,7 @@ pub fn layout(w: Workload, client: Client, plan: &Plan) -> (Vec<Entry>, Vec<Colu
                 main(1),
                 extra(0, "k req/s"),
                 extra(0, CPU_PER_REQ),
+                extra(0, SWITCHES_PER_REQ),
                 extra(0, CLIENT_CPU),
                 extra(0, CLIENT_ASLEEP),
             ],
@@ -266,6 +268,7 @@ pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResu
             // Every request the server echoed, warm-up and tail included.
             let echoed = server.settle(n as u64)?.bytes / PP_MSG as u64;
             let cpu_per_req = server.cpu_secs()? * 1e6 / (echoed as f64).max(1.0);
+            let switches_per_req = server.switches()? as f64 / (echoed as f64).max(1.0);
             let p = |q: f64| pp.percentile(q);
             if w == Workload::PingPong {
                 vec![
@@ -284,6 +287,7 @@ pub fn measure(w: Workload, client: Client, imp: Impl, plan: &Plan) -> BenchResu
                     us(p(0.999)),
                     k_rate(&pp),
                     cpu_per_req,
+                    switches_per_req,
                     client_pct,
                     times.asleep_pct(),
                 ]

@@ -10,7 +10,11 @@ use crate::common::example::{EchoServer, ReadMode};
 
 /// With `spin` non-zero, the watcher busy-polls that long before it sleeps
 /// (`Builder::busy_poll`).
-pub fn start(ln: TcpListener, backend: Backend, spin: std::time::Duration) -> io::Result<EchoServer> {
+pub fn start(
+    ln: TcpListener,
+    backend: Backend,
+    spin: std::time::Duration,
+) -> io::Result<EchoServer> {
     let watcher: Watcher<()> = Watcher::builder()
         .backend(backend)
         .busy_poll(spin)
