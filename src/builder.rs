@@ -119,10 +119,15 @@ impl Builder {
     /// `io_uring_enter`). It trades CPU for latency: a result that arrives during the spin is
     /// taken without the sleep and wake-up of a thread (a futex or an eventfd and a context
     /// switch), at the cost of up to one core per spinning thread (the caller's, and on
-    /// io_uring the ring thread) while there is nothing to do. Each watched or accepted socket
-    /// also gets `SO_BUSY_POLL` of the same time (in µs, at most `i32::MAX`), where the kernel
-    /// allows it (devices with NAPI; it is ignored where refused, and loopback has no NAPI).
-    /// Go's gaio has no such mode.
+    /// io_uring the ring thread) while there is nothing to do: on a machine whose cores are
+    /// all busy (the benches' 2-core machine, client included) the spin takes CPU from the
+    /// work it waits for and makes latency worse, so measure before turning it on. Each
+    /// watched or accepted socket also gets `SO_BUSY_POLL` of the same time in µs where the
+    /// kernel allows it (refusals are ignored). That is the socket itself, shared with the
+    /// caller's descriptor [`watch`](crate::Watcher::watch) duplicated, so the option stays
+    /// after [`free`](crate::Watcher::free); it only matters for devices with NAPI (not
+    /// loopback) and for blocking receives, and epoll's own busy polling follows the
+    /// `net.core.busy_poll` sysctl instead. Go's gaio has no such mode.
     ///
     /// Default zero: no spin. A `wait_io_timeout` never spins past its timeout. More than
     /// [`MAX_BUSY_POLL`] is refused by [`build`](Builder::build) with

@@ -485,7 +485,9 @@ impl<C: Send + 'static> Watcher<C> {
     /// written, FIFO with the other writes on the connection (no other write's bytes come
     /// between its pieces). `bufs` is a `Vec` of any one buffer type [`write`](Watcher::write)
     /// takes (`Vec<Vec<u8>>`, `Vec<Arc<[u8]>>`, `Vec<SwapSlice>`, …), none of them copied;
-    /// empty pieces are skipped. One step sends up to 64 pieces (more take more steps);
+    /// empty pieces are skipped. The request allocates once, for its iovec array and cursor
+    /// (about 1 KiB). One step sends up to 64 pieces from where the last one ended (more take
+    /// more steps);
     /// `size` counts bytes across pieces. The result's `buffer` is a [`Buffer::Vectored`]
     /// holding the pieces in order, each as its own variant.
     ///
@@ -937,16 +939,7 @@ impl<C: Send + 'static> Watcher<C> {
         offset: u64,
         deadline: Option<Instant>,
     ) -> Result<OpId, SubmitError<C>> {
-        let buf = buf.into();
-        if matches!(buf, Buffer::Vectored(_)) {
-            let why = "write_at takes one contiguous buffer, not a vectored one".to_string();
-            return Err(SubmitError::new(
-                Error::InvalidArgument(why),
-                ctx,
-                Some(buf),
-            ));
-        }
-        self.file_op(Kind::WriteAt, ctx, file, Some(buf), offset, deadline)
+        self.file_op(Kind::WriteAt, ctx, file, Some(buf.into()), offset, deadline)
     }
 
     /// Flushes a file's data and metadata to stable storage (`fsync(2)`). It starts only once
@@ -1046,6 +1039,10 @@ impl<C: Send + 'static> Watcher<C> {
         if let Some(b) = &buf {
             if b.is_empty() {
                 return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
+            }
+            if matches!(b, Buffer::Vectored(_)) {
+                let why = "write_at takes one contiguous buffer, not a vectored one".to_string();
+                return Err(SubmitError::new(Error::InvalidArgument(why), ctx, buf));
             }
             // The kernel takes a file offset as `off_t` (i64): a larger `u64` turns negative,
             // which preadv2/pwritev2 and io_uring READ/WRITE read as "the file position" (-1)

@@ -94,20 +94,23 @@ backend_tests! {
         }
     }
 
-    /// A waker from another thread ends a `wait_io` that spins (and then would sleep).
+    /// A waker from another thread ends a `wait_io` that spins: the wake comes 50 ms into a
+    /// 1 s spin, and the wait returns long before the spin would have ended. (Were the wake
+    /// early, before the wait began, the wait would return at once: the test still holds.)
     fn waker_ends_a_spin(backend) {
         let Some(w) = spinning::<()>(backend, gaio::MAX_BUSY_POLL) else { return };
-        let w = std::sync::Arc::new(w);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let w2 = w.clone();
-        std::thread::spawn(move || {
-            let got = w2.wait_io().map(|b| b.len());
-            let _ = tx.send(got);
+        let waker = w.waker();
+        let t = Instant::now();
+        let wake = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            waker.wake()
         });
-        // Whether the waiter is spinning or asleep yet, the wake must end its wait.
-        w.waker().wake().unwrap();
-        let got = rx.recv_timeout(T10).expect("wait_io did not return within 10 s");
-        assert_eq!(got.unwrap(), 0);
+        let batch = w.wait_io().unwrap();
+        let waited = t.elapsed();
+        assert!(batch.is_empty());
+        drop(batch);
+        wake.join().unwrap().unwrap();
+        assert!(waited < Duration::from_millis(700), "the spin ignored the wake: {waited:?}");
     }
 
     /// Watched sockets and the sockets an accept produces get `SO_BUSY_POLL` of the spin's

@@ -24,15 +24,7 @@ const T10: Duration = Duration::from_secs(10);
 const MIB: usize = 1 << 20;
 
 /// Exactly one result within 10 s, and no second one right after.
-fn one<C: Send + 'static>(w: &Watcher<C>, what: &str) -> OpResult<C> {
-    let mut got = None;
-    let rest = util::wait_until(w, T10, what, |r| {
-        got = Some(r);
-        true
-    });
-    assert!(rest.is_empty(), "more than one result: {rest:?}");
-    got.unwrap()
-}
+use util::one;
 
 /// Exactly `n` results within `limit`.
 fn collect<C: Send + 'static>(w: &Watcher<C>, n: usize, limit: Duration) -> Vec<OpResult<C>> {

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gaio::{AlignedBuf, Buffer, Error, OpType, Watcher};
+use gaio::{AlignedBuf, Buffer, Error, OpType};
 
 const T10: Duration = Duration::from_secs(10);
 
@@ -34,15 +34,7 @@ fn rw(path: &PathBuf) -> File {
         .unwrap()
 }
 
-fn one<C: Send + 'static>(w: &Watcher<C>, what: &str) -> gaio::OpResult<C> {
-    let mut got = None;
-    let rest = util::wait_until(w, T10, what, |r| {
-        got = Some(r);
-        true
-    });
-    assert!(rest.is_empty(), "{rest:?}");
-    got.unwrap()
-}
+use util::one;
 
 backend_tests! {
     /// Writes at offsets 0, 1, 4 KiB and 1 MiB with sizes 1, 4 KiB and 1 MiB, then reads each

@@ -10,19 +10,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use gaio::{Error, OpType, Watcher};
+use gaio::{Error, OpType};
 
 const T10: Duration = Duration::from_secs(10);
 
-fn one<C: Send + 'static>(w: &Watcher<C>, what: &str) -> gaio::OpResult<C> {
-    let mut got = None;
-    let rest = util::wait_until(w, T10, what, |r| {
-        got = Some(r);
-        true
-    });
-    assert!(rest.is_empty(), "more than one result: {rest:?}");
-    got.unwrap()
-}
+use util::one;
 
 use util::pipe;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gaio::{Buffer, Error, OpType, Watcher};
+use gaio::{Buffer, Error, OpType};
 
 const T10: Duration = Duration::from_secs(10);
 
@@ -69,15 +69,7 @@ fn read_n(mut peer: TcpStream, n: usize) -> JoinHandle<Vec<u8>> {
     })
 }
 
-fn one<C: Send + 'static>(w: &Watcher<C>, what: &str) -> gaio::OpResult<C> {
-    let mut got = None;
-    let rest = util::wait_until(w, T10, what, |r| {
-        got = Some(r);
-        true
-    });
-    assert!(rest.is_empty(), "more than one result: {rest:?}");
-    got.unwrap()
-}
+use util::one;
 
 /// The buffer types a write takes, each holding `data`, with the address of its bytes.
 fn every_type(data: &[u8]) -> Vec<(&'static str, Buffer, usize)> {
@@ -292,6 +284,19 @@ backend_tests! {
         assert!(util::is_deadline(&res.error), "{:?}", res.error);
         assert!(res.size < big.len());
         assert!(matches!(&res.buffer, Buffer::Shared(x) if Arc::ptr_eq(x, &big)));
+        drop(res);
+        assert_eq!(Arc::strong_count(&big), 1);
+        // A vectored write (`write_timeout` takes a `Buffer::Vectored` as `write_vectored`
+        // writes it) into the same full socket: in flight (on io_uring a SENDMSG that waits for
+        // room) when its deadline passes, it ends with what it wrote and every piece back.
+        let pieces: Vec<Buffer> = (0..8).map(|_| Buffer::Shared(big.clone())).collect();
+        let deadline = Instant::now() + Duration::from_millis(200);
+        w.write_timeout(2, &conn, Buffer::Vectored(pieces), deadline).unwrap();
+        let res = one(&w, "the vectored write's deadline");
+        assert!(util::is_deadline(&res.error), "{:?}", res.error);
+        assert!(res.size < 8 * big.len());
+        assert_eq!(res.buffer.pieces().len(), 8);
+        assert!(res.buffer.pieces().iter().all(|p| matches!(p, Buffer::Shared(x) if Arc::ptr_eq(x, &big))));
         drop(res);
         assert_eq!(Arc::strong_count(&big), 1);
     }

@@ -615,12 +615,19 @@ fn echo_back(w: &Watcher<()>, res: OpResult<()>, stats: &EchoStats) {
         }
         return;
     }
-    if let Err(e) = w.write((), &conn, out) {
+    // A swap slice holds its whole swap buffer until the write completes: a client that sends
+    // but never reads would pin it, and with all of them pinned every swap read waits. The
+    // deadline bounds that: the write then ends with `Deadline` and the connection is freed.
+    let deadline = Instant::now() + WRITE_DEADLINE;
+    if let Err(e) = w.write_timeout((), &conn, out, deadline) {
         if !matches!(e.error, Error::WatcherClosed) {
             free(w, &conn, stats);
         }
     }
 }
+
+/// Longest an echo write may wait for its client to read (see `echo_back`).
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A read or write ended with `err`: log it unless it is an ordinary close, then free.
 fn end_conn(w: &Watcher<()>, res: &OpResult<()>, err: &Error, stats: &EchoStats, verbose: bool) {

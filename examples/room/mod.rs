@@ -42,15 +42,20 @@ pub struct Room<'w> {
     w: &'w Watcher<()>,
     listener: Conn,
     members: HashMap<Conn, Member>,
-    /// Members who ever joined (for names).
-    joined: u64,
+    /// Members to disconnect once the current result is handled (EOF, an error, too slow, a
+    /// line too long): collected rather than freed on the spot, so a broadcast never recurses.
+    gone: Vec<Conn>,
+    stats: RoomStats,
 }
 
 /// What the loop counted, returned when the watcher closes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RoomStats {
+    /// Members who ever joined (their names count up from `guest1`).
     pub joined: u64,
+    /// Lines received and broadcast.
     pub lines: u64,
+    /// Members disconnected for having [`MAX_PENDING`] messages unwritten.
     pub dropped_slow: u64,
 }
 
@@ -61,58 +66,72 @@ impl<'w> Room<'w> {
             w,
             listener,
             members: HashMap::new(),
-            joined: 0,
+            gone: Vec::new(),
+            stats: RoomStats::default(),
         }
     }
 
     /// Runs the room until the watcher is closed (from another thread: `Watcher::close`).
     pub fn run(mut self) -> Result<RoomStats, Error> {
-        let mut stats = RoomStats::default();
         self.w.accept((), &self.listener).map_err(|e| e.error)?;
         let mut results: Vec<OpResult<()>> = Vec::new();
         loop {
             match self.w.wait_io_into(&mut results, None) {
                 Ok(_) => {}
-                Err(Error::WatcherClosed) => return Ok(stats),
+                Err(Error::WatcherClosed) => return Ok(self.stats),
                 Err(e) => return Err(e),
             }
             for res in results.drain(..) {
-                self.on_result(res, &mut stats);
+                self.on_result(res);
+                // Leaving is announced, and the announcement may find more members to drop.
+                while let Some(conn) = self.gone.pop() {
+                    self.leave(&conn);
+                }
             }
         }
     }
 
-    fn on_result(&mut self, res: OpResult<()>, stats: &mut RoomStats) {
+    fn on_result(&mut self, res: OpResult<()>) {
         match res.op {
             OpType::Accept => {
-                if let Some(conn) = res.accepted {
-                    self.join(conn, stats);
-                } else if !matches!(res.error, Some(Error::ClosedPipe | Error::WatcherClosed)) {
-                    eprintln!("chat: accept: {:?}", res.error);
+                match (res.accepted, &res.error) {
+                    (Some(conn), _) => self.join(conn),
+                    (None, Some(Error::ClosedPipe | Error::WatcherClosed)) => return,
+                    (None, Some(e)) => {
+                        eprintln!("chat: accept: {e}");
+                        // Out of descriptors or memory: give the system a moment rather than
+                        // fail the same accept in a tight loop.
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                        ) {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                    }
+                    (None, None) => {}
                 }
                 // One accept outstanding at all times (unless the watcher is closing).
                 let _ = self.w.accept((), &self.listener);
             }
             OpType::Read => match res.error {
-                None => self.received(res, stats),
-                Some(_) => self.leave(&res.conn),
+                None => self.received(res),
+                Some(_) => self.gone.push(res.conn),
             },
             OpType::Write => {
                 if let Some(m) = self.members.get_mut(&res.conn) {
                     m.pending -= 1;
                 }
                 if res.error.is_some() {
-                    self.leave(&res.conn);
+                    self.gone.push(res.conn);
                 }
             }
             _ => {}
         }
     }
 
-    fn join(&mut self, conn: Conn, stats: &mut RoomStats) {
-        self.joined += 1;
-        stats.joined += 1;
-        let name = format!("guest{}", self.joined);
+    fn join(&mut self, conn: Conn) {
+        self.stats.joined += 1;
+        let name = format!("guest{}", self.stats.joined);
         let mut here: Vec<&str> = self.members.values().map(|m| m.name.as_str()).collect();
         here.sort_unstable();
         let welcome = if here.is_empty() {
@@ -120,7 +139,7 @@ impl<'w> Room<'w> {
         } else {
             format!("* welcome {name}, here: {}\n", here.join(", "))
         };
-        self.broadcast(&conn, format!("* {name} joined\n").into_bytes(), stats);
+        self.broadcast(&conn, format!("* {name} joined\n").into_bytes());
         self.members.insert(
             conn.clone(),
             Member {
@@ -129,14 +148,14 @@ impl<'w> Room<'w> {
                 pending: 0,
             },
         );
-        self.send(&conn, Arc::from(welcome.into_bytes()), stats);
+        self.send(&conn, Arc::from(welcome.into_bytes()));
         if self.w.read((), &conn, None).is_err() {
-            self.leave(&conn);
+            self.gone.push(conn);
         }
     }
 
     /// A swap read completed: split it into lines, broadcast each, read again.
-    fn received(&mut self, res: OpResult<()>, stats: &mut RoomStats) {
+    fn received(&mut self, res: OpResult<()>) {
         let conn = res.conn.clone();
         let Some(m) = self.members.get_mut(&conn) else {
             return;
@@ -157,24 +176,24 @@ impl<'w> Room<'w> {
         drop(res);
         let name = m.name.clone();
         for line in lines {
-            stats.lines += 1;
+            self.stats.lines += 1;
             let mut msg = Vec::with_capacity(name.len() + 3 + line.len());
             msg.extend_from_slice(name.as_bytes());
             msg.extend_from_slice(b": ");
             msg.extend_from_slice(strip_cr(&line));
             msg.push(b'\n');
-            self.broadcast(&conn, msg, stats);
+            self.broadcast(&conn, msg);
         }
         if too_long {
             eprintln!("chat: {name}: a line over {MAX_LINE} bytes; disconnected");
-            self.leave(&conn);
-        } else if self.members.contains_key(&conn) && self.w.read((), &conn, None).is_err() {
-            self.leave(&conn);
+            self.gone.push(conn);
+        } else if self.w.read((), &conn, None).is_err() {
+            self.gone.push(conn);
         }
     }
 
     /// Sends `msg` to every member but `from`, as one shared buffer.
-    fn broadcast(&mut self, from: &Conn, msg: Vec<u8>, stats: &mut RoomStats) {
+    fn broadcast(&mut self, from: &Conn, msg: Vec<u8>) {
         let shared: Arc<[u8]> = Arc::from(msg);
         let to: Vec<Conn> = self
             .members
@@ -183,42 +202,39 @@ impl<'w> Room<'w> {
             .cloned()
             .collect();
         for conn in to {
-            self.send(&conn, shared.clone(), stats);
+            self.send(&conn, shared.clone());
         }
     }
 
-    /// Queues `msg` to `conn`, or disconnects it if it is too far behind.
-    fn send(&mut self, conn: &Conn, msg: Arc<[u8]>, stats: &mut RoomStats) {
+    /// Queues `msg` to `conn`, or marks it to be disconnected if it is too far behind.
+    fn send(&mut self, conn: &Conn, msg: Arc<[u8]>) {
         let Some(m) = self.members.get_mut(conn) else {
             return;
         };
         if m.pending >= MAX_PENDING {
-            stats.dropped_slow += 1;
-            eprintln!(
-                "chat: {}: {MAX_PENDING} messages unwritten; disconnected",
-                m.name
-            );
-            self.leave(conn);
+            if !self.gone.contains(conn) {
+                self.stats.dropped_slow += 1;
+                eprintln!(
+                    "chat: {}: {MAX_PENDING} messages unwritten; disconnected",
+                    m.name
+                );
+                self.gone.push(conn.clone());
+            }
             return;
         }
         match self.w.write((), conn, Buffer::Shared(msg)) {
             Ok(_) => m.pending += 1,
-            Err(_) => self.leave(conn),
+            Err(_) => self.gone.push(conn.clone()),
         }
     }
 
-    /// A member is gone (EOF, an error, too slow): free it and tell the others.
+    /// A member is gone: free it and tell the others.
     fn leave(&mut self, conn: &Conn) {
         let Some(m) = self.members.remove(conn) else {
             return; // already gone: a later result of a freed member
         };
         let _ = self.w.free(conn);
-        let mut unused = RoomStats::default();
-        self.broadcast(
-            conn,
-            format!("* {} left\n", m.name).into_bytes(),
-            &mut unused,
-        );
+        self.broadcast(conn, format!("* {} left\n", m.name).into_bytes());
     }
 }
 

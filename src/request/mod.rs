@@ -12,6 +12,7 @@
 pub(crate) mod accept;
 pub(crate) mod connect;
 pub(crate) mod file;
+pub(crate) mod gather;
 pub(crate) mod read;
 pub(crate) mod shutdown;
 pub(crate) mod write;
@@ -175,10 +176,9 @@ pub(crate) struct Request<C> {
     /// is a `Vec` or an `AlignedBuf` (the submit calls take no other kind for a read); a
     /// write's is any [`Buffer`] but `None`.
     pub(crate) buffer: Option<Buffer>,
-    /// The iovec array and message header of a vectored write on io_uring, which the kernel
-    /// reads until the CQE (boxed: stable while the request moves; only for those writes).
-    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
-    pub(crate) gather: Option<Box<write::Gather>>,
+    /// A vectored write's cursor, total length and iovec array (boxed: the kernel reads the
+    /// array until the CQE while the request may move; only for those writes).
+    pub(crate) gather: Option<Box<gather::Gather>>,
     pub(crate) deadline: Option<Instant>,
     /// Bytes moved so far.
     pub(crate) size: usize,
@@ -268,9 +268,13 @@ impl<C> Request<C> {
         }
     }
 
-    /// Length of the caller's buffer in bytes (0 without one).
+    /// Length of the caller's buffer in bytes (0 without one; a vectored write's total, kept
+    /// once its first step has started).
     pub(crate) fn len(&self) -> usize {
-        self.buffer.as_ref().map_or(0, Buffer::len)
+        match &self.gather {
+            Some(g) => g.total,
+            None => self.buffer.as_ref().map_or(0, Buffer::len),
+        }
     }
 
     /// Turns the request into its result. A swap slice, when there is one, replaces the

@@ -408,6 +408,18 @@ pub fn wait_until<C: Send + 'static>(
     wait_until_or(w, limit, what, || None, on_result)
 }
 
+/// The one result of the one request outstanding on `w`, within 10 s; fails if none comes
+/// or more than one does in that batch.
+pub fn one<C: Send + 'static>(w: &Watcher<C>, what: &str) -> OpResult<C> {
+    let mut got = None;
+    let rest = wait_until(w, Duration::from_secs(10), what, |r| {
+        got = Some(r);
+        true
+    });
+    assert!(rest.is_empty(), "more than one result: {rest:?}");
+    got.unwrap()
+}
+
 /// [`wait_until`] that also gives up (panics) as soon as `abort` returns a reason, checked at
 /// least every 100 ms (for example a helper thread that failed).
 pub fn wait_until_or<C: Send + 'static>(

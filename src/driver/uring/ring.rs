@@ -347,7 +347,10 @@ impl<C: Send + 'static> RingLoop<C> {
                     .submitter()
                     .enter::<libc::sigset_t>(0, 0, GETEVENTS, None)
             };
-            if !ring.ring.completion().is_empty() || !self.rx.is_empty() {
+            let cqes = !ring.ring.completion().is_empty();
+            // After close the loop takes no more messages: only CQEs end the spin then.
+            let msgs = !self.engine.is_closed() && !self.rx.is_empty();
+            if cqes || msgs {
                 return true;
             }
             if Instant::now() >= end {
