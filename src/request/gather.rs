@@ -11,7 +11,8 @@ use crate::buffer::Buffer;
 /// 1024): a write of more pieces takes more steps, each a syscall or an SQE.
 pub(crate) const IOV_STEP: usize = 64;
 
-const EMPTY_IOV: libc::iovec = libc::iovec {
+/// An iovec that describes nothing (array initialiser).
+pub(crate) const EMPTY_IOV: libc::iovec = libc::iovec {
     iov_base: std::ptr::null_mut(),
     iov_len: 0,
 };
@@ -45,30 +46,9 @@ impl Gather {
         })
     }
 
-    /// Fills `iov` with the unsent parts of `pieces` from the cursor on, in order: as many as
-    /// fit, skipping empty ones, at most `budget` bytes in all. Returns how many entries it
-    /// filled. The pointers are `*mut` only because `iovec`'s are: the kernel reads through
-    /// them.
+    /// Fills `iov` with the unsent parts of `pieces` from the cursor on: [`fill`] from it.
     pub(crate) fn fill(&mut self, pieces: &[Buffer], budget: usize) -> usize {
-        let (mut n, mut budget, mut skip) = (0, budget, self.offset);
-        for piece in pieces.iter().skip(self.piece) {
-            if n == IOV_STEP || budget == 0 {
-                break;
-            }
-            let part = &piece.as_slice()[skip.min(piece.len())..];
-            skip = 0;
-            if part.is_empty() {
-                continue;
-            }
-            let len = part.len().min(budget);
-            budget -= len;
-            self.iov[n] = libc::iovec {
-                iov_base: part.as_ptr().cast_mut().cast(),
-                iov_len: len,
-            };
-            n += 1;
-        }
-        n
+        fill(pieces, self.piece, self.offset, budget, &mut self.iov)
     }
 
     /// The next step's iovecs: [`fill`](Gather::fill) with [`MAX_STEP`] bytes at most (a CQE's
@@ -91,6 +71,37 @@ impl Gather {
             self.offset = 0;
         }
     }
+}
+
+/// Fills `iov` with the parts of `pieces` from byte `offset` of piece `piece` on, in order: as
+/// many as fit, skipping empty ones, at most `budget` bytes in all. Returns how many entries it
+/// filled. The pointers are `*mut` only because `iovec`'s are: the kernel reads through them.
+pub(crate) fn fill(
+    pieces: &[Buffer],
+    piece: usize,
+    offset: usize,
+    budget: usize,
+    iov: &mut [libc::iovec],
+) -> usize {
+    let (mut n, mut budget, mut skip) = (0, budget, offset);
+    for p in pieces.iter().skip(piece) {
+        if n == iov.len() || budget == 0 {
+            break;
+        }
+        let part = &p.as_slice()[skip.min(p.len())..];
+        skip = 0;
+        if part.is_empty() {
+            continue;
+        }
+        let len = part.len().min(budget);
+        budget -= len;
+        iov[n] = libc::iovec {
+            iov_base: part.as_ptr().cast_mut().cast(),
+            iov_len: len,
+        };
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
