@@ -411,6 +411,7 @@ mod loom_model {
             error: None,
             accepted: None,
             addr: None,
+            truncated: None,
         }
     }
 

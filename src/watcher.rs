@@ -231,11 +231,19 @@ impl<C: Send + 'static> Watcher<C> {
                 return Err(e);
             }
         }
-        let conn = Conn::with_file(
+        // A connected datagram socket: `send_to` checks its destination against the peer.
+        let peer = kind
+            .is_datagram
+            .then(|| socket2::SockRef::from(&fd).peer_addr().ok())
+            .flatten()
+            .and_then(|a| a.as_socket());
+        let conn = Conn::with_kind(
             id,
             self.id,
             raw,
             kind.is_socket,
+            kind.is_datagram,
+            peer,
             kind.file,
             self.link.clone(),
         );
@@ -543,6 +551,307 @@ impl<C: Send + 'static> Watcher<C> {
             }
         }
         self.submit(Kind::Write, ctx, conn, Some(buf), deadline)
+    }
+
+    /// Receives one datagram (UDP, or a Unix datagram socket) and completes with it: its
+    /// bytes in the buffer (`size` of them), its source in [`OpResult::addr`](crate::OpResult::addr)
+    /// (a `SocketAddr`, IPv4 or IPv6; `None` for a Unix datagram socket). Each `recv_from`
+    /// gets exactly one datagram, all of it or, if the buffer is too small, its first
+    /// `buf.len()` bytes with [`OpResult::truncated`](crate::OpResult::truncated) holding the
+    /// datagram's full length: a datagram is never cut silently. An empty datagram completes
+    /// with `size` 0 and no error (never [`Error::Eof`]: a datagram socket has no end).
+    ///
+    /// - `buf: Some(vec)`: the datagram lands in `vec[..size]`, the whole `Vec` comes back in
+    ///   [`Buffer::User`](crate::Buffer::User). Size it for the largest datagram expected
+    ///   ([`MAX_DATAGRAM`](crate::MAX_DATAGRAM) bytes holds any).
+    /// - `buf: None`: into the swap buffer, as [`read`](Watcher::read) does: a
+    ///   [`SwapSlice`](crate::SwapSlice) of exactly `size` bytes. The watcher reserves room for
+    ///   a whole datagram ([`MAX_DATAGRAM`](crate::MAX_DATAGRAM) bytes, or a whole swap buffer
+    ///   if they are smaller), so only a datagram larger than a swap buffer is cut.
+    ///
+    /// Several `recv_from`s on one socket complete in submission order, one datagram each. On
+    /// epoll several queued with their own buffers are served by one `recvmmsg` (up to 64 a
+    /// call; swap receives take one `recvmsg` each); on io_uring each is a RECVMSG (a swap
+    /// receive polls, then receives on the ring thread). Works on connected and unconnected
+    /// sockets; [`read`](Watcher::read) also works on a connected one (without the source).
+    ///
+    /// Result errors: [`Error::Io`] (`ECONNREFUSED` on a connected UDP socket whose earlier
+    /// datagram met a closed port, …), [`Error::ClosedPipe`] (freed, dropped or closed while
+    /// pending), [`Error::Canceled`], [`Error::Deadline`] with
+    /// [`recv_from_timeout`](Watcher::recv_from_timeout). Exactly one result per accepted
+    /// submission.
+    ///
+    /// # Errors
+    /// Refused, with context and buffer handed back in [`SubmitError`]:
+    /// [`Error::Unsupported`] if `conn` is not a datagram socket (a TCP socket, a pipe, a file)
+    /// or belongs to another watcher; [`Error::EmptyBuffer`] for `Some` of a zero-length
+    /// `Vec`; [`Error::ConnClosed`]; [`Error::WatcherClosed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use std::time::Duration;
+    ///
+    /// let ours = UdpSocket::bind("127.0.0.1:0")?;
+    /// let peer = UdpSocket::bind("127.0.0.1:0")?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// w.recv_from((), &conn, Some(vec![0; 1500]))?;
+    /// peer.send_to(b"ping", ours.local_addr()?)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!(res.op, gaio::OpType::RecvFrom);
+    /// assert_eq!(res.data(), b"ping");
+    /// assert_eq!(res.addr, Some(peer.local_addr()?)); // who sent it
+    /// assert_eq!(res.truncated, None); // all of it fit
+    ///
+    /// w.recv_from((), &conn, Some(vec![0; 2]))?; // too small: cut, and said so
+    /// peer.send_to(b"hello", ours.local_addr()?)?;
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!((res.data(), res.truncated), (&b"he"[..], Some(5)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_from(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Option<Vec<u8>>,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.recv_from_inner(ctx, conn, buf, None)
+    }
+
+    /// [`recv_from`](Watcher::recv_from) with a deadline (an absolute [`Instant`]): if no
+    /// datagram has arrived by then, it completes with [`Error::Deadline`] and `size` 0.
+    ///
+    /// # Errors
+    /// As [`recv_from`](Watcher::recv_from).
+    pub fn recv_from_timeout(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.recv_from_inner(ctx, conn, buf, Some(deadline))
+    }
+
+    fn recv_from_inner(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Option<Vec<u8>>,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        let buf = buf.map(Buffer::User);
+        if conn.0.watcher != self.id || !conn.0.is_datagram {
+            return Err(SubmitError::new(Error::Unsupported, ctx, buf));
+        }
+        if buf.as_ref().is_some_and(|b| b.is_empty()) {
+            return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
+        }
+        self.submit_op(Kind::RecvFrom, ctx, conn, buf, deadline, None, 0, None)
+    }
+
+    /// Sends `buf` as one datagram to `addr` (an IPv4 or IPv6 `SocketAddr`): all of it in one
+    /// datagram, or nothing (`size` is the bytes sent: `buf.len()` on success). `buf` is any
+    /// buffer [`write`](Watcher::write) takes (a `Vec<u8>`, `Box<[u8]>`, `Arc<[u8]>`,
+    /// `&'static [u8]`, the [`SwapSlice`](crate::SwapSlice) a `recv_from` returned, …), never
+    /// copied and handed back in the result; a [`Buffer::Vectored`] is gathered into one
+    /// datagram. A zero-length buffer sends an empty datagram (UDP allows them). The result's
+    /// [`addr`](crate::OpResult::addr) is `addr`.
+    ///
+    /// Sends on one socket go out in submission order. On epoll several queued on one socket
+    /// go out as one `sendmmsg` (up to 64 a call): hold a [`Cork`] (see
+    /// [`cork`](Watcher::cork)) while submitting a burst to queue them; an uncorked `send_to`
+    /// whose direction is idle is sent at once from the submitting thread (`sendmsg`). On
+    /// io_uring each is a SENDMSG. [`write`](Watcher::write) also works on a connected socket.
+    ///
+    /// Result errors: [`Error::Io`] (`ECONNREFUSED` on a connected socket after an ICMP port
+    /// unreachable, `ENETUNREACH`, `EAFNOSUPPORT` for an address of the other family, `EMSGSIZE`
+    /// for a datagram over the route's MTU with fragmentation forbidden, …), [`Error::Canceled`],
+    /// [`Error::Deadline`] (with [`send_to_timeout`](Watcher::send_to_timeout)),
+    /// [`Error::ClosedPipe`]. Exactly one result per accepted submission.
+    ///
+    /// # Errors
+    /// Refused at submission, with context and buffer handed back in [`SubmitError`]:
+    /// - [`Error::Unsupported`]: `conn` is not a datagram socket, or belongs to another watcher;
+    /// - [`Error::InvalidArgument`]: `buf` is longer than [`MAX_DATAGRAM`](crate::MAX_DATAGRAM)
+    ///   (65 507 bytes, for IPv6 as for IPv4), or holds a vectored piece; or `conn` was
+    ///   connected (before [`watch`](Watcher::watch)) to another address than `addr` (checked
+    ///   here against the peer recorded at `watch`, since Linux would silently send to `addr`);
+    /// - [`Error::ConnClosed`], [`Error::WatcherClosed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let ours = UdpSocket::bind("127.0.0.1:0")?;
+    /// let peer = UdpSocket::bind("127.0.0.1:0")?;
+    /// peer.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// let msg: Arc<[u8]> = Arc::from(&b"hello"[..]);
+    /// w.send_to((), &conn, msg.clone(), peer.local_addr()?)?; // no copy
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert_eq!((res.op, res.size), (gaio::OpType::SendTo, 5));
+    /// assert_eq!(res.addr, Some(peer.local_addr()?));
+    /// let mut got = [0; 16];
+    /// let (n, from) = peer.recv_from(&mut got)?;
+    /// assert_eq!((&got[..n], from), (&b"hello"[..], ours.local_addr()?));
+    ///
+    /// // Too big for one datagram: refused, the buffer comes back.
+    /// let err = w.send_to((), &conn, vec![0; 70_000], peer.local_addr()?).unwrap_err();
+    /// assert!(matches!(err.error, gaio::Error::InvalidArgument(_)));
+    /// assert_eq!(err.buffer.map(|b| b.len()), Some(70_000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_to(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: impl Into<Buffer>,
+        addr: std::net::SocketAddr,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.send_to_inner(ctx, conn, buf.into(), addr, None)
+    }
+
+    /// [`send_to`](Watcher::send_to) with a deadline: if the datagram has not gone out by
+    /// `deadline` (the socket's send buffer stayed full), it completes with
+    /// [`Error::Deadline`] and `size` 0.
+    ///
+    /// # Errors
+    /// As [`send_to`](Watcher::send_to).
+    pub fn send_to_timeout(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: impl Into<Buffer>,
+        addr: std::net::SocketAddr,
+        deadline: Instant,
+    ) -> Result<OpId, SubmitError<C>> {
+        self.send_to_inner(ctx, conn, buf.into(), addr, Some(deadline))
+    }
+
+    fn send_to_inner(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: Buffer,
+        addr: std::net::SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Result<OpId, SubmitError<C>> {
+        if conn.0.watcher != self.id || !conn.0.is_datagram {
+            return Err(SubmitError::new(Error::Unsupported, ctx, Some(buf)));
+        }
+        let why = if buf.len() > crate::MAX_DATAGRAM {
+            Some(format!(
+                "a datagram of {} bytes is longer than the largest UDP datagram, {} bytes",
+                buf.len(),
+                crate::MAX_DATAGRAM
+            ))
+        } else if buf
+            .pieces()
+            .iter()
+            .any(|p| matches!(p, Buffer::Vectored(_)))
+        {
+            Some("a piece of a vectored datagram is itself vectored".to_string())
+        } else if matches!(conn.0.peer, Some(p) if p != addr) {
+            Some(format!(
+                "send_to {addr} on a socket connected to {}",
+                conn.0.peer.map_or_else(String::new, |p| p.to_string())
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(SubmitError::new(
+                Error::InvalidArgument(why),
+                ctx,
+                Some(buf),
+            ));
+        }
+        let to = crate::request::AddrBuf::from_sockaddr(addr.into());
+        self.submit_op(
+            Kind::SendTo,
+            ctx,
+            conn,
+            Some(buf),
+            deadline,
+            Some(to),
+            0,
+            None,
+        )
+    }
+
+    /// Holds back the writes and [`send_to`](Watcher::send_to)s on `conn` while the returned
+    /// [`Cork`] lives: they queue (in order, counted as pending) without starting, and when
+    /// the last cork on `conn` is dropped they start together. On epoll queued `send_to`s then
+    /// go out as one `sendmmsg` per 64 datagrams instead of one `sendmsg` each (the point of
+    /// corking: a server that answers a batch of datagrams corks the socket for the batch). On
+    /// io_uring the held sends start one SQE each, at once. Reads and receives are not
+    /// affected. Corks nest (the held requests start when the last ends); a request's deadline
+    /// still fires while it is held, and free, cancel and close end held requests as any other.
+    ///
+    /// Holding a cork forever holds the requests forever (until their deadline, a free or a
+    /// close): drop it promptly.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for another watcher's connection; [`Error::ConnClosed`] if it was
+    /// freed; [`Error::WatcherClosed`] after close.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use std::time::Duration;
+    ///
+    /// let ours = UdpSocket::bind("127.0.0.1:0")?;
+    /// let peer = UdpSocket::bind("127.0.0.1:0")?;
+    /// let to = peer.local_addr()?;
+    /// let w: gaio::Watcher<u32> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// {
+    ///     let _cork = w.cork(&conn)?;
+    ///     for i in 0..8 {
+    ///         w.send_to(i, &conn, vec![i as u8; 32], to)?; // queued, not sent yet
+    ///     }
+    /// } // the cork ends: all 8 go out (one sendmmsg on epoll)
+    /// let mut done = Vec::new();
+    /// while done.len() < 8 {
+    ///     let batch = w.wait_io_timeout(Duration::from_secs(5))?;
+    ///     assert!(!batch.is_empty(), "no result within 5 s");
+    ///     done.extend(batch.map(|r| r.context));
+    /// }
+    /// assert_eq!(done, (0..8).collect::<Vec<_>>()); // in submission order
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cork(&self, conn: &Conn) -> Result<Cork<'_, C>> {
+        if conn.0.watcher != self.id {
+            return Err(Error::Unsupported);
+        }
+        if self.read_gate().is_none() {
+            return Err(Error::WatcherClosed);
+        }
+        if conn.is_freed() {
+            return Err(Error::ConnClosed);
+        }
+        conn.0.corks.fetch_add(1, Ordering::AcqRel);
+        Ok(Cork {
+            watcher: self,
+            conn: conn.clone(),
+        })
+    }
+
+    /// How many `recvmmsg`/`sendmmsg` calls served queued datagrams, and how many datagrams
+    /// they moved (a snapshot; see [`DatagramStats`](crate::DatagramStats)).
+    pub fn datagram_stats(&self) -> crate::DatagramStats {
+        crate::DatagramStats {
+            batch_calls: self.gc.batch_calls.load(Ordering::Relaxed),
+            batch_datagrams: self.gc.batch_datagrams.load(Ordering::Relaxed),
+        }
     }
 
     /// Accepts one connection on a watched listening socket. The result's
@@ -1332,7 +1641,11 @@ impl<C: Send + 'static> Watcher<C> {
             conn: conn.id(),
         };
         let mut req = Request::new(id, kind, conn, ctx, buffer, deadline);
-        req.addr = addr;
+        if kind == Kind::SendTo {
+            req.msg = addr.map(|a| crate::request::datagram::Msg::to(*a));
+        } else {
+            req.addr = addr;
+        }
         req.offset = offset;
         req.how = how;
         let Some(lane) = kind.lane() else {
@@ -1651,6 +1964,32 @@ impl<C: Send + 'static> Watcher<C> {
 
     fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Option<Handle<C>>> {
         self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A cork on one connection, from [`Watcher::cork`]: while it lives, writes and `send_to`s on
+/// the connection queue without starting; dropping the last cork starts them together (on
+/// epoll, queued `send_to`s go out as one `sendmmsg` per 64 datagrams).
+#[must_use = "dropping the cork at once releases it: hold it while submitting the burst"]
+pub struct Cork<'w, C: Send + 'static> {
+    watcher: &'w Watcher<C>,
+    conn: Conn,
+}
+
+impl<C: Send + 'static> Drop for Cork<'_, C> {
+    fn drop(&mut self) {
+        if self.conn.0.corks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let gate = self.watcher.read_gate();
+            if let Some(driver) = gate.as_ref() {
+                driver.uncork(&self.watcher.tx, self.conn.id());
+            }
+        }
+    }
+}
+
+impl<C: Send + 'static> std::fmt::Debug for Cork<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cork").field("conn", &self.conn).finish()
     }
 }
 

@@ -32,7 +32,7 @@ pub(crate) fn attempt<C>(fd: RawFd, is_socket: bool, req: &mut Request<C>) -> Ou
     fd::write(fd, req.rest(), is_socket).into()
 }
 
-const EMPTY_IOV: libc::iovec = libc::iovec {
+pub(super) const EMPTY_IOV: libc::iovec = libc::iovec {
     iov_base: std::ptr::null_mut(),
     iov_len: 0,
 };
@@ -41,7 +41,7 @@ const EMPTY_IOV: libc::iovec = libc::iovec {
 /// many as fit, skipping empty ones, at most [`MAX_STEP`] bytes in all (a CQE's result is an
 /// `i32`). Returns how many entries it filled. The pointers are `*mut` only because `iovec`'s
 /// are: the kernel reads through them.
-fn gather(pieces: &[Buffer], mut skip: usize, iov: &mut [libc::iovec]) -> usize {
+pub(super) fn gather(pieces: &[Buffer], mut skip: usize, iov: &mut [libc::iovec]) -> usize {
     let (mut n, mut budget) = (0, MAX_STEP);
     for piece in pieces {
         if n == iov.len() || budget == 0 {
@@ -69,8 +69,20 @@ fn gather(pieces: &[Buffer], mut skip: usize, iov: &mut [libc::iovec]) -> usize 
 /// for a socket, the message header that points at it.
 #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
 pub(crate) struct Gather {
-    iov: [libc::iovec; IOV_STEP],
-    msg: libc::msghdr,
+    pub(super) iov: [libc::iovec; IOV_STEP],
+    pub(super) msg: libc::msghdr,
+}
+
+impl Gather {
+    /// An empty array and header (no name: a send_to sets its destination).
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    pub(super) fn new_boxed() -> Box<Gather> {
+        Box::new(Gather {
+            iov: [EMPTY_IOV; IOV_STEP],
+            // SAFETY: all-zero is a valid `msghdr` (no name, no control data, no iovecs).
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
 }
 
 // SAFETY: the raw pointers in a `Gather` point into the pieces of the request that owns it (and
@@ -93,13 +105,7 @@ pub(crate) fn sqe<C>(
         0
     };
     if let Some(Buffer::Vectored(pieces)) = &req.buffer {
-        let g = req.gather.get_or_insert_with(|| {
-            Box::new(Gather {
-                iov: [EMPTY_IOV; IOV_STEP],
-                // SAFETY: all-zero is a valid `msghdr` (no name, no control data, no iovecs).
-                msg: unsafe { std::mem::zeroed() },
-            })
-        });
+        let g = req.gather.get_or_insert_with(Gather::new_boxed);
         let n = gather(pieces, req.size, &mut g.iov);
         // A request is started again only after its previous CQE came back, so rewriting the
         // array and header here never changes what the kernel is reading.

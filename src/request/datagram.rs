@@ -1,0 +1,371 @@
+//! `recv_from` and `send_to`: one datagram each, all or nothing (no partial progress, no
+//! continuation).
+//!
+//! - epoll and the fast path: one `recvmsg(MSG_DONTWAIT | MSG_TRUNC)` or
+//!   `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)`; several queued on one socket (the engine serving
+//!   a connection's queue) go out as one `recvmmsg`/`sendmmsg` of up to [`BATCH`]
+//!   ([`attempt_batch`]);
+//! - io_uring: RECVMSG (with `MSG_TRUNC`) into the caller's buffer, SENDMSG; a receive into the
+//!   swap buffer waits with POLL_ADD and then receives with `recvmsg` on the ring thread into
+//!   the swap pool ([`ring_attempt`]), because a provided buffer may have less room left than
+//!   a datagram needs (incremental consumption), which would cut it;
+//! - progress: every outcome ends the request. A receive's byte count is the datagram's full
+//!   length (`MSG_TRUNC` makes the kernel report it): `size` is what fit, and a longer
+//!   datagram is reported as truncated (`OpResult::truncated`).
+
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use super::{AddrBuf, Kind, Outcome, Request, Step};
+use crate::buffer::Buffer;
+use crate::conn::lock;
+use crate::swap::SwapPool;
+use crate::sys::fd::{self, Io};
+
+/// The largest datagram `send_to` takes, in bytes: 65 535 minus the IPv4 and UDP headers
+/// (20 + 8). IPv6 would allow 65 527; one limit for both families keeps a datagram that fits
+/// one fitting the other.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Datagrams one `recvmmsg`/`sendmmsg` moves at most (a queue of more takes more calls).
+pub(crate) const BATCH: usize = 64;
+
+/// What the kernel reads or writes besides the datagram's bytes: the peer's address (a
+/// receive's source, a send's destination) and, on io_uring, the message header and iovec
+/// that point at it and at the buffer until the CQE (boxed: stable while the request moves).
+pub(crate) struct Msg {
+    pub(crate) name: AddrBuf,
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
+    iov: libc::iovec,
+    hdr: libc::msghdr,
+    /// A receive's datagram length as the kernel reported it (more than `size` when cut).
+    pub(crate) full: usize,
+}
+
+// SAFETY: the raw pointers in a `Msg` point into the request that owns it (its buffer, and the
+// box itself), never at thread-local memory; they are written only by the thread that holds
+// the request, to build an SQE, and read by the kernel. Moving the box to another thread with
+// its request moves nothing they point at.
+unsafe impl Send for Msg {}
+
+impl Msg {
+    /// Room for a receive's source address.
+    pub(crate) fn for_recv() -> Box<Msg> {
+        let storage = socket2::SockAddrStorage::zeroed();
+        let len = storage.size_of();
+        Msg::with(AddrBuf { storage, len })
+    }
+
+    /// A send's destination.
+    pub(crate) fn to(to: AddrBuf) -> Box<Msg> {
+        Msg::with(to)
+    }
+
+    fn with(name: AddrBuf) -> Box<Msg> {
+        Box::new(Msg {
+            name,
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            // SAFETY: all-zero is a valid `msghdr` (no name, no control data, no iovecs).
+            hdr: unsafe { std::mem::zeroed() },
+            full: 0,
+        })
+    }
+}
+
+/// Takes the swap space for the next datagram on `fd`, so that a swap receive is never cut
+/// by where the pool's free space happens to end: room for the largest datagram (or a whole
+/// swap buffer, when the buffers are smaller) when the current buffer has it; otherwise the
+/// datagram's length is asked first (`MSG_PEEK | MSG_TRUNC`, one more syscall) and the
+/// datagram packs into what is left if it fits there. `Err` with the outcome when there is no
+/// datagram (EAGAIN), an error, or no space.
+fn swap_space(fd: RawFd, swap: &mut SwapPool) -> Result<(*mut u8, usize), Outcome> {
+    let largest = MAX_DATAGRAM.min(swap.buffer_size());
+    let need = if swap.room() >= largest {
+        largest
+    } else {
+        match fd::peek_len(fd) {
+            Io::Done(n) => n.max(1),
+            Io::WouldBlock => return Err(Outcome::WouldBlock),
+            Io::Failed(e) => return Err(Outcome::Failed(e)),
+        }
+    };
+    swap.space_for(need).ok_or(Outcome::NoSwap)
+}
+
+/// One non-blocking attempt (epoll, and the fast path of both backends).
+pub(crate) fn attempt<C>(fd: RawFd, req: &mut Request<C>, swap: &Mutex<SwapPool>) -> Outcome {
+    match req.kind {
+        Kind::RecvFrom => recv(fd, req, swap),
+        _ => send(fd, req),
+    }
+}
+
+fn recv<C>(fd: RawFd, req: &mut Request<C>, swap: &Mutex<SwapPool>) -> Outcome {
+    if req.buffer.is_some() {
+        let rest = req.rest_mut();
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        let Some(m) = req.msg.as_mut() else {
+            return no_msg();
+        };
+        let (name, len) = m.name.as_mut_ptr();
+        // SAFETY: `iov` is the caller's buffer, which the request owns exclusively while it
+        // is pending; `name`/`len` are the request's own address storage.
+        return unsafe { fd::recv_msg(fd, iov, name, &mut *len) }.into();
+    }
+    let Some(m) = req.msg.as_mut() else {
+        return no_msg();
+    };
+    // Held from finding the space until the slice is committed: no other thread may receive
+    // into the same region.
+    let mut swap = lock(swap);
+    let (ptr, len) = match swap_space(fd, &mut swap) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let iov = libc::iovec {
+        iov_base: ptr.cast(),
+        iov_len: len,
+    };
+    let (name, name_len) = m.name.as_mut_ptr();
+    // SAFETY: `space_for` returned a region of `len` writable bytes that no live slice
+    // covers, and the pool's lock keeps every other reader out of it until `commit`; the name
+    // storage is the request's own.
+    match unsafe { fd::recv_msg(fd, iov, name, &mut *name_len) } {
+        // An empty datagram: nothing to hand out.
+        Io::Done(0) => Outcome::Moved(0, None),
+        Io::Done(n) => Outcome::Moved(n, Some(swap.commit(n.min(len)))),
+        Io::WouldBlock => Outcome::WouldBlock,
+        Io::Failed(e) => Outcome::Failed(e),
+    }
+}
+
+fn send<C>(fd: RawFd, req: &mut Request<C>) -> Outcome {
+    let name = req.msg.as_ref().map(|m| m.name.as_ptr());
+    if let Some(Buffer::Vectored(pieces)) = &req.buffer {
+        let mut iov = [super::write::EMPTY_IOV; super::write::IOV_STEP];
+        let n = super::write::gather(pieces, 0, &mut iov);
+        // SAFETY: `gather` filled `iov[..n]` with slices of the request's pieces, which live
+        // unchanged for the call; `name` is the request's own destination.
+        return unsafe { fd::send_msg(fd, &iov[..n], name) }.into();
+    }
+    let rest = req.rest();
+    let iov = [libc::iovec {
+        iov_base: rest.as_ptr().cast_mut().cast(),
+        iov_len: rest.len(),
+    }];
+    // SAFETY: `iov` describes the request's buffer, readable for the call; `name` is the
+    // request's own destination.
+    unsafe { fd::send_msg(fd, &iov, name) }.into()
+}
+
+fn no_msg() -> Outcome {
+    Outcome::Failed(std::io::Error::other(
+        "datagram request without its address",
+    ))
+}
+
+/// True when `req` may go out in one `recvmmsg`/`sendmmsg` with the requests behind it: a
+/// receive into the caller's buffer (swap receives take their space one at a time), or a send
+/// of one contiguous buffer.
+pub(crate) fn batchable<C>(req: &Request<C>) -> bool {
+    match req.kind {
+        Kind::RecvFrom => req.buffer.is_some(),
+        Kind::SendTo => !matches!(req.buffer, Some(Buffer::Vectored(_))),
+        _ => false,
+    }
+}
+
+/// One `recvmmsg` or `sendmmsg` for the requests `keys` of `ops` (consecutive in their
+/// queue, front first, all [`batchable`] and of one kind). Pushes one outcome per request it
+/// decided, in order: the datagrams moved, then for a receive that got fewer than it asked
+/// for, `WouldBlock` for the next (the kernel met EAGAIN, or an error it reports on the next
+/// call, which wakes the socket); a send that went out in part decides only the sent ones
+/// (the next call reports the error, if there is one). A failure of the whole call decides
+/// the first request only.
+#[cfg(target_os = "linux")]
+pub(crate) fn attempt_batch<C>(
+    fd: RawFd,
+    ops: &mut slab::Slab<Request<C>>,
+    keys: &[usize],
+    out: &mut Vec<Outcome>,
+) {
+    let n = keys.len().min(BATCH);
+    let recv = ops[keys[0]].kind == Kind::RecvFrom;
+    let mut iovs = [super::write::EMPTY_IOV; BATCH];
+    // SAFETY: all-zero is a valid `mmsghdr` (an empty message header, length 0).
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (j, &key) in keys[..n].iter().enumerate() {
+        let req = &mut ops[key];
+        let (base, len) = if recv {
+            let rest = req.rest_mut();
+            (rest.as_mut_ptr(), rest.len())
+        } else {
+            let rest = req.rest();
+            (rest.as_ptr().cast_mut(), rest.len())
+        };
+        iovs[j] = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        let Some(m) = req.msg.as_mut() else {
+            // Never: every datagram request has its address box.
+            out.push(no_msg());
+            return;
+        };
+        let hdr = &mut msgs[j].msg_hdr;
+        if recv {
+            let (name, _) = m.name.as_mut_ptr();
+            hdr.msg_name = name.cast();
+            hdr.msg_namelen = m.name.len;
+        } else {
+            let (name, name_len) = m.name.as_ptr();
+            hdr.msg_name = name.cast_mut().cast();
+            hdr.msg_namelen = name_len;
+        }
+        hdr.msg_iov = &mut iovs[j];
+        hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every header points at its own iovec in `iovs` (alive for the call) and at its
+    // request's buffer and address box, which stay where they are: nothing touches `ops`
+    // until the call returns, and a request owns its buffer exclusively while it is pending.
+    let io = unsafe {
+        if recv {
+            fd::recv_mmsg(fd, &mut msgs[..n])
+        } else {
+            fd::send_mmsg(fd, &mut msgs[..n])
+        }
+    };
+    match io {
+        Io::Done(got) => {
+            for (j, &key) in keys[..got.min(n)].iter().enumerate() {
+                if recv {
+                    if let Some(m) = ops[key].msg.as_mut() {
+                        m.name.len = msgs[j].msg_hdr.msg_namelen;
+                    }
+                }
+                out.push(Outcome::Moved(msgs[j].msg_len as usize, None));
+            }
+            if got == 0 || (recv && got < n) {
+                out.push(Outcome::WouldBlock);
+            }
+        }
+        Io::WouldBlock => out.push(Outcome::WouldBlock),
+        Io::Failed(e) => out.push(Outcome::Failed(e)),
+    }
+}
+
+/// On io_uring, a swap receive is a syscall on the ring thread once the socket is readable
+/// (after EAGAIN it polls first, [`sqe`]): its outcome now, or `None` for any other request.
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+pub(crate) fn ring_attempt<C>(
+    fd: RawFd,
+    req: &mut Request<C>,
+    swap: &Mutex<SwapPool>,
+) -> Option<Outcome> {
+    if req.kind != Kind::RecvFrom || req.buffer.is_some() || req.poll_first {
+        return None;
+    }
+    Some(recv(fd, req, swap))
+}
+
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &mut Request<C>) -> io_uring::squeue::Entry {
+    use io_uring::opcode;
+    let ioprio = if req.poll_first {
+        super::RECVSEND_POLL_FIRST
+    } else {
+        0
+    };
+    if req.kind == Kind::RecvFrom && req.buffer.is_none() {
+        // A swap receive waits for readability, then receives on the ring thread.
+        req.polling = true;
+        return opcode::PollAdd::new(fd, libc::POLLIN as u32).build();
+    }
+    req.polling = false;
+    if let (Kind::SendTo, Some(Buffer::Vectored(pieces))) = (req.kind, &req.buffer) {
+        let g = req
+            .gather
+            .get_or_insert_with(super::write::Gather::new_boxed);
+        let n = super::write::gather(pieces, 0, &mut g.iov);
+        g.msg.msg_iov = g.iov.as_mut_ptr();
+        g.msg.msg_iovlen = n as _;
+        if let Some(m) = req.msg.as_ref() {
+            let (name, len) = m.name.as_ptr();
+            g.msg.msg_name = name.cast_mut().cast();
+            g.msg.msg_namelen = len;
+        }
+        return opcode::SendMsg::new(fd, &g.msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .ioprio(ioprio)
+            .build();
+    }
+    let (base, len) = if req.kind == Kind::RecvFrom {
+        let rest = req.rest_mut();
+        (rest.as_mut_ptr(), rest.len())
+    } else {
+        let rest = req.rest();
+        (rest.as_ptr().cast_mut(), rest.len())
+    };
+    let recv = req.kind == Kind::RecvFrom;
+    let m = req.msg.get_or_insert_with(Msg::for_recv);
+    m.iov = libc::iovec {
+        iov_base: base.cast(),
+        iov_len: len,
+    };
+    if recv {
+        let (name, _) = m.name.as_mut_ptr();
+        m.hdr.msg_name = name.cast();
+        m.hdr.msg_namelen = m.name.len;
+    } else {
+        let (name, name_len) = m.name.as_ptr();
+        m.hdr.msg_name = name.cast_mut().cast();
+        m.hdr.msg_namelen = name_len;
+    }
+    m.hdr.msg_iov = &mut m.iov;
+    m.hdr.msg_iovlen = 1;
+    // A request is started again only after its previous CQE came back, so rewriting the
+    // header here never changes what the kernel is reading.
+    if recv {
+        opcode::RecvMsg::new(fd, &mut m.hdr)
+            .flags(libc::MSG_TRUNC as u32)
+            .ioprio(ioprio)
+            .build()
+    } else {
+        opcode::SendMsg::new(fd, &m.hdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .ioprio(ioprio)
+            .build()
+    }
+}
+
+/// Every outcome that moved a datagram ends the request: a receive keeps what fit (`size`)
+/// and the datagram's full length (`n`, for `truncated`), a send the bytes sent.
+pub(crate) fn progress<C>(req: &mut Request<C>, outcome: Outcome) -> Step {
+    let Outcome::Moved(n, swap) = outcome else {
+        return Step::Done(None, None);
+    };
+    if req.kind == Kind::RecvFrom {
+        let room = match (&req.buffer, &swap) {
+            (Some(_), _) => req.len(),
+            (None, Some(s)) => s.len(),
+            (None, None) => 0,
+        };
+        req.size = n.min(room);
+        if let Some(m) = req.msg.as_mut() {
+            m.full = n;
+            // io_uring's RECVMSG wrote the source's length into the header.
+            if !m.hdr.msg_name.is_null() {
+                m.name.len = m.hdr.msg_namelen;
+            }
+        }
+        return Step::Done(swap, None);
+    }
+    req.size = n;
+    Step::Done(None, None)
+}
