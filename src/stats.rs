@@ -49,8 +49,9 @@ pub struct SwapStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct DatagramStats {
-    /// `recvmmsg`/`sendmmsg` calls made for queued `recv_from`s and `send_to`s (epoll only;
-    /// io_uring starts each datagram as its own SQE, so this stays 0 there).
+    /// `recvmmsg`/`sendmmsg` calls made for queued `recv_from`s and `send_to`s (on epoll by
+    /// the thread serving the socket; on io_uring by the ring thread, between the RECVMSG and
+    /// SENDMSG SQEs of the requests that have to wait).
     pub batch_calls: u64,
     /// Datagrams those calls moved (received or sent). `batch_datagrams / batch_calls` is the
     /// average batch.

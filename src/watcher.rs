@@ -569,11 +569,14 @@ impl<C: Send + 'static> Watcher<C> {
     ///   a whole datagram ([`MAX_DATAGRAM`](crate::MAX_DATAGRAM) bytes, or a whole swap buffer
     ///   if they are smaller), so only a datagram larger than a swap buffer is cut.
     ///
-    /// Several `recv_from`s on one socket complete in submission order, one datagram each. On
-    /// epoll several queued with their own buffers are served by one `recvmmsg` (up to 64 a
-    /// call; swap receives take one `recvmsg` each); on io_uring each is a RECVMSG (a swap
-    /// receive polls, then receives on the ring thread). Works on connected and unconnected
-    /// sockets; [`read`](Watcher::read) also works on a connected one (without the source).
+    /// Several `recv_from`s on one socket complete in submission order, one datagram each.
+    /// Several queued with their own buffers are served by one `recvmmsg` (up to 64 a call;
+    /// swap receives take one `recvmsg` each): on epoll by the thread serving the socket, on
+    /// io_uring by the ring thread, with a RECVMSG SQE (polling first) for the receive that
+    /// has to wait; a lone receive is one `recvmsg` on the submitting thread if a datagram is
+    /// there, else a RECVMSG on io_uring (a swap receive polls, then receives on the ring
+    /// thread). Works on connected and unconnected sockets; [`read`](Watcher::read) also works
+    /// on a connected one (without the source).
     ///
     /// Result errors: [`Error::Io`] (`ECONNREFUSED` on a connected UDP socket whose earlier
     /// datagram met a closed port, …), [`Error::ClosedPipe`] (freed, dropped or closed while
@@ -649,7 +652,17 @@ impl<C: Send + 'static> Watcher<C> {
         if buf.as_ref().is_some_and(|b| b.is_empty()) {
             return Err(SubmitError::new(Error::EmptyBuffer, ctx, buf));
         }
-        self.submit_op(Kind::RecvFrom, ctx, conn, buf, deadline, None, 0, None)
+        self.submit_op(
+            Kind::RecvFrom,
+            ctx,
+            conn,
+            buf,
+            deadline,
+            None,
+            0,
+            None,
+            None,
+        )
     }
 
     /// Sends `buf` as one datagram to `addr` (an IPv4 or IPv6 `SocketAddr`): all of it in one
@@ -660,11 +673,12 @@ impl<C: Send + 'static> Watcher<C> {
     /// datagram. A zero-length buffer sends an empty datagram (UDP allows them). The result's
     /// [`addr`](crate::OpResult::addr) is `addr`.
     ///
-    /// Sends on one socket go out in submission order. On epoll several queued on one socket
-    /// go out as one `sendmmsg` (up to 64 a call): hold a [`Cork`] (see
-    /// [`cork`](Watcher::cork)) while submitting a burst to queue them; an uncorked `send_to`
-    /// whose direction is idle is sent at once from the submitting thread (`sendmsg`). On
-    /// io_uring each is a SENDMSG. [`write`](Watcher::write) also works on a connected socket.
+    /// Sends on one socket go out in submission order. Several queued on one socket go out as
+    /// one `sendmmsg` (up to 64 a call; on io_uring made by the ring thread): hold a [`Cork`]
+    /// (see [`cork`](Watcher::cork)) while submitting a burst to queue them; an uncorked
+    /// `send_to` whose direction is idle is sent at once from the submitting thread
+    /// (`sendmsg`), and one that has to wait (a full send buffer) is a SENDMSG on io_uring.
+    /// [`write`](Watcher::write) also works on a connected socket.
     ///
     /// Result errors: [`Error::Io`] (`ECONNREFUSED` on a connected socket after an ICMP port
     /// unreachable, `ENETUNREACH`, `EAFNOSUPPORT` for an address of the other family, `EMSGSIZE`
@@ -773,27 +787,30 @@ impl<C: Send + 'static> Watcher<C> {
                 Some(buf),
             ));
         }
-        let to = crate::request::AddrBuf::from_sockaddr(addr.into());
+        let to = crate::request::datagram::Msg::to(addr);
         self.submit_op(
             Kind::SendTo,
             ctx,
             conn,
             Some(buf),
             deadline,
-            Some(to),
+            None,
             0,
             None,
+            Some(to),
         )
     }
 
     /// Holds back the writes and [`send_to`](Watcher::send_to)s on `conn` while the returned
     /// [`Cork`] lives: they queue (in order, counted as pending) without starting, and when
-    /// the last cork on `conn` is dropped they start together. On epoll queued `send_to`s then
-    /// go out as one `sendmmsg` per 64 datagrams instead of one `sendmsg` each (the point of
-    /// corking: a server that answers a batch of datagrams corks the socket for the batch). On
-    /// io_uring the held sends start one SQE each, at once. Reads and receives are not
-    /// affected. Corks nest (the held requests start when the last ends); a request's deadline
-    /// still fires while it is held, and free, cancel and close end held requests as any other.
+    /// the last cork on `conn` is dropped they start together: queued `send_to`s then go out
+    /// as one `sendmmsg` per 64 datagrams instead of one `sendmsg` each (the point of corking:
+    /// a server that answers a batch of datagrams corks the socket for the batch; on epoll
+    /// the thread dropping the cork makes the call, on io_uring the ring thread). Everything
+    /// in the write direction is held (writes, `send_to`s, a shutdown); reads and receives are
+    /// not affected. Corks nest (the held requests start when the last ends); a request's
+    /// deadline still fires while it is held, and free, cancel and close end held requests as
+    /// any other.
     ///
     /// Holding a cork forever holds the requests forever (until their deadline, a free or a
     /// close): drop it promptly.
@@ -818,7 +835,7 @@ impl<C: Send + 'static> Watcher<C> {
     ///     for i in 0..8 {
     ///         w.send_to(i, &conn, vec![i as u8; 32], to)?; // queued, not sent yet
     ///     }
-    /// } // the cork ends: all 8 go out (one sendmmsg on epoll)
+    /// } // the cork ends: all 8 go out (one sendmmsg)
     /// let mut done = Vec::new();
     /// while done.len() < 8 {
     ///     let batch = w.wait_io_timeout(Duration::from_secs(5))?;
@@ -1082,6 +1099,7 @@ impl<C: Send + 'static> Watcher<C> {
             Some(crate::request::AddrBuf::from_sockaddr(addr)),
             0,
             None,
+            None,
         )
     }
 
@@ -1141,7 +1159,17 @@ impl<C: Send + 'static> Watcher<C> {
         if conn.0.watcher != self.id || !conn.0.is_socket {
             return Err(SubmitError::new(Error::Unsupported, ctx, None));
         }
-        self.submit_op(Kind::Shutdown, ctx, conn, None, None, None, 0, Some(how))
+        self.submit_op(
+            Kind::Shutdown,
+            ctx,
+            conn,
+            None,
+            None,
+            None,
+            0,
+            Some(how),
+            None,
+        )
     }
 
     /// Reads a file at byte `offset` into `buf` (a `Vec<u8>` or an
@@ -1384,7 +1412,7 @@ impl<C: Send + 'static> Watcher<C> {
                 }
             }
         }
-        self.submit_op(kind, ctx, file, buf, deadline, None, offset, None)
+        self.submit_op(kind, ctx, file, buf, deadline, None, offset, None, None)
     }
 
     /// Cancels request `id`: if it is still pending it completes with [`Error::Canceled`],
@@ -1610,7 +1638,7 @@ impl<C: Send + 'static> Watcher<C> {
             // Stream requests mean nothing on a file: use read_at / write_at.
             return Err(SubmitError::new(Error::Unsupported, ctx, buffer));
         }
-        self.submit_op(kind, ctx, conn, buffer, deadline, None, 0, None)
+        self.submit_op(kind, ctx, conn, buffer, deadline, None, 0, None, None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1624,6 +1652,7 @@ impl<C: Send + 'static> Watcher<C> {
         addr: Option<Box<crate::request::AddrBuf>>,
         offset: u64,
         how: Option<std::net::Shutdown>,
+        msg: Option<Box<crate::request::datagram::Msg>>,
     ) -> Result<OpId, SubmitError<C>> {
         if conn.0.watcher != self.id {
             return Err(SubmitError::new(Error::Unsupported, ctx, buffer));
@@ -1641,10 +1670,9 @@ impl<C: Send + 'static> Watcher<C> {
             conn: conn.id(),
         };
         let mut req = Request::new(id, kind, conn, ctx, buffer, deadline);
-        if kind == Kind::SendTo {
-            req.msg = addr.map(|a| crate::request::datagram::Msg::to(*a));
-        } else {
-            req.addr = addr;
+        req.addr = addr;
+        if msg.is_some() {
+            req.msg = msg;
         }
         req.offset = offset;
         req.how = how;
@@ -1968,8 +1996,8 @@ impl<C: Send + 'static> Watcher<C> {
 }
 
 /// A cork on one connection, from [`Watcher::cork`]: while it lives, writes and `send_to`s on
-/// the connection queue without starting; dropping the last cork starts them together (on
-/// epoll, queued `send_to`s go out as one `sendmmsg` per 64 datagrams).
+/// the connection queue without starting; dropping the last cork starts them together
+/// (queued `send_to`s go out as one `sendmmsg` per 64 datagrams).
 #[must_use = "dropping the cork at once releases it: hold it while submitting the burst"]
 pub struct Cork<'w, C: Send + 'static> {
     watcher: &'w Watcher<C>,

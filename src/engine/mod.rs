@@ -323,7 +323,12 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
             if s.starved && req.buffer.is_none() {
                 return;
             }
-            if D::READINESS && crate::request::datagram::batchable(req) && s.queue(lane).len() > 1 {
+            // Several datagrams queued: one batched syscall, unless a driver that waits itself
+            // should poll first (an EAGAIN just now; its single start arms the poll).
+            if crate::request::datagram::batchable(req)
+                && s.queue(lane).len() > 1
+                && (D::READINESS || !req.poll_first)
+            {
                 match self.serve_batch(i, lane) {
                     Some(true) => continue,
                     Some(false) => return,

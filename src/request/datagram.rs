@@ -5,10 +5,13 @@
 //!   `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)`; several queued on one socket (the engine serving
 //!   a connection's queue) go out as one `recvmmsg`/`sendmmsg` of up to [`BATCH`]
 //!   ([`attempt_batch`]);
-//! - io_uring: RECVMSG (with `MSG_TRUNC`) into the caller's buffer, SENDMSG; a receive into the
-//!   swap buffer waits with POLL_ADD and then receives with `recvmsg` on the ring thread into
-//!   the swap pool ([`ring_attempt`]), because a provided buffer may have less room left than
-//!   a datagram needs (incremental consumption), which would cut it;
+//! - io_uring: RECVMSG (with `MSG_TRUNC`) into the caller's buffer, SENDMSG; several queued
+//!   go out as one non-blocking `recvmmsg`/`sendmmsg` made by the ring thread (the same
+//!   [`attempt_batch`]), the request that then meets EAGAIN as an SQE that polls first (one
+//!   in flight per direction: the kernel gives no order between two RECVMSGs on a socket); a
+//!   receive into the swap buffer waits with POLL_ADD and then receives with `recvmsg` on the
+//!   ring thread into the swap pool ([`ring_attempt`]), because a provided buffer may have
+//!   less room left than a datagram needs (incremental consumption), which would cut it;
 //! - progress: every outcome ends the request. A receive's byte count is the datagram's full
 //!   length (`MSG_TRUNC` makes the kernel report it): `size` is what fit, and a longer
 //!   datagram is reported as truncated (`OpResult::truncated`).
@@ -57,8 +60,18 @@ impl Msg {
     }
 
     /// A send's destination.
-    pub(crate) fn to(to: AddrBuf) -> Box<Msg> {
-        Msg::with(to)
+    pub(crate) fn to(to: std::net::SocketAddr) -> Box<Msg> {
+        let a = socket2::SockAddr::from(to);
+        Msg::with(AddrBuf {
+            len: a.len(),
+            storage: a.as_storage(),
+        })
+    }
+
+    /// The next outcome comes from a syscall, which sets `name.len` itself: the header's
+    /// length (an earlier SQE's) must not override it in `progress`.
+    fn by_syscall(&mut self) {
+        self.hdr.msg_name = std::ptr::null_mut();
     }
 
     fn with(name: AddrBuf) -> Box<Msg> {
@@ -113,6 +126,7 @@ fn recv<C>(fd: RawFd, req: &mut Request<C>, swap: &Mutex<SwapPool>) -> Outcome {
         let Some(m) = req.msg.as_mut() else {
             return no_msg();
         };
+        m.by_syscall();
         let (name, len) = m.name.as_mut_ptr();
         // SAFETY: `iov` is the caller's buffer, which the request owns exclusively while it
         // is pending; `name`/`len` are the request's own address storage.
@@ -121,6 +135,7 @@ fn recv<C>(fd: RawFd, req: &mut Request<C>, swap: &Mutex<SwapPool>) -> Outcome {
     let Some(m) = req.msg.as_mut() else {
         return no_msg();
     };
+    m.by_syscall();
     // Held from finding the space until the slice is committed: no other thread may receive
     // into the same region.
     let mut swap = lock(swap);
@@ -247,6 +262,7 @@ pub(crate) fn attempt_batch<C>(
                 if recv {
                     if let Some(m) = ops[key].msg.as_mut() {
                         m.name.len = msgs[j].msg_hdr.msg_namelen;
+                        m.by_syscall();
                     }
                 }
                 out.push(Outcome::Moved(msgs[j].msg_len as usize, None));

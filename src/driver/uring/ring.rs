@@ -219,6 +219,23 @@ impl<C: Send + 'static> Driver<C> for Ring {
         self.bufs.shared().clear_starving();
     }
 
+    /// Several queued datagrams: one non-blocking `recvmmsg`/`sendmmsg` made by the ring
+    /// thread itself (`MSG_DONTWAIT`, so the socket's blocking mode does not matter), which
+    /// moves what is ready at once; the request that meets EAGAIN is then started as an SQE
+    /// that polls first, and the next batch follows its CQE. The kernel gives no order between
+    /// two RECVMSGs in flight on one socket, so this keeps one request in flight per direction
+    /// and still moves up to 64 datagrams per syscall.
+    fn start_batch(
+        &mut self,
+        fd: RawFd,
+        ops: &mut slab::Slab<Request<C>>,
+        keys: &[usize],
+        out: &mut Vec<Outcome>,
+    ) -> bool {
+        request::datagram::attempt_batch(fd, ops, keys, out);
+        true
+    }
+
     fn adopt(&mut self, _fd: &OwnedFd, _id: ConnId) -> std::io::Result<()> {
         Ok(())
     }
