@@ -113,6 +113,8 @@ pub(crate) struct ConnShared {
     /// queue without starting, to go out together (one `sendmmsg` on epoll) when the last
     /// cork ends.
     pub(crate) corks: std::sync::atomic::AtomicU32,
+    /// `Watcher::set_udp_gro` turned UDP GRO on: receives ask for the segment size.
+    pub(crate) gro: AtomicBool,
     pub(crate) freed: AtomicBool,
     /// The submit-side fast path's state per direction.
     pub(crate) lanes: crate::lane::Lanes,
@@ -180,6 +182,7 @@ impl Conn {
             is_datagram,
             peer,
             corks: Default::default(),
+            gro: AtomicBool::new(false),
             freed: AtomicBool::new(false),
             lanes: Default::default(),
             owner,

@@ -113,7 +113,7 @@ pub use builder::{
 pub use conn::Conn;
 pub use error::{Error, Result, SubmitError};
 pub use op::{OpId, OpResult, OpType};
-pub use request::datagram::MAX_DATAGRAM;
+pub use request::datagram::{MAX_DATAGRAM, MAX_GSO_SEGMENTS};
 pub use results::Batch;
 pub use stats::{DatagramStats, GcStats, SwapStats};
 pub use swap::SwapSlice;

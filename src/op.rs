@@ -145,6 +145,12 @@ pub struct OpResult<C> {
     /// were kept and the rest is lost (UDP cannot give it back). `None` when the whole
     /// datagram fit, and for every other operation. A datagram is never cut silently.
     pub truncated: Option<usize>,
+    /// For [`OpType::RecvFrom`] on a socket with GRO on
+    /// ([`Watcher::set_udp_gro`](crate::Watcher::set_udp_gro)): `Some(n)` when the kernel
+    /// coalesced several datagrams from the same source into this result: they are `n` bytes
+    /// each, in order, the last possibly shorter (`size / n` rounded up of them). `None` for a
+    /// single datagram, and for every other operation.
+    pub segment_size: Option<usize>,
 }
 
 impl<C> OpResult<C> {
@@ -206,6 +212,7 @@ impl<C> fmt::Debug for OpResult<C> {
             .field("accepted", &self.accepted)
             .field("addr", &self.addr)
             .field("truncated", &self.truncated)
+            .field("segment_size", &self.segment_size)
             .finish_non_exhaustive()
     }
 }

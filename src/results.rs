@@ -412,6 +412,7 @@ mod loom_model {
             accepted: None,
             addr: None,
             truncated: None,
+            segment_size: None,
         }
     }
 

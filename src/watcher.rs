@@ -729,7 +729,7 @@ impl<C: Send + 'static> Watcher<C> {
         buf: impl Into<Buffer>,
         addr: std::net::SocketAddr,
     ) -> Result<OpId, SubmitError<C>> {
-        self.send_to_inner(ctx, conn, buf.into(), addr, None)
+        self.send_to_inner(ctx, conn, buf.into(), addr, None, None)
     }
 
     /// [`send_to`](Watcher::send_to) with a deadline: if the datagram has not gone out by
@@ -746,7 +746,160 @@ impl<C: Send + 'static> Watcher<C> {
         addr: std::net::SocketAddr,
         deadline: Instant,
     ) -> Result<OpId, SubmitError<C>> {
-        self.send_to_inner(ctx, conn, buf.into(), addr, Some(deadline))
+        self.send_to_inner(ctx, conn, buf.into(), addr, Some(deadline), None)
+    }
+
+    /// Sends `buf` to `addr` as several datagrams of `segment_size` bytes each (the last may
+    /// be shorter) with one syscall or SQE: UDP generic segmentation offload (`UDP_SEGMENT`,
+    /// Linux 4.18), for many datagrams to one destination (a QUIC or media sender). `buf` is
+    /// any buffer [`send_to`](Watcher::send_to) takes, never copied; the request is one
+    /// submission with one result, `size` the bytes sent (all of `buf`, or an error and 0).
+    /// On the wire (and to the receiver) they are ordinary datagrams; a receiver with
+    /// [`set_udp_gro`](Watcher::set_udp_gro) on may get them coalesced again. Queued ones
+    /// batch into `sendmmsg` as `send_to`s do.
+    ///
+    /// Result errors: as [`send_to`](Watcher::send_to), plus [`Error::Io`] `EINVAL` or `EIO`
+    /// where the kernel or the route cannot segment (an old kernel, `segment_size` plus headers
+    /// over the route's MTU, a device without checksum offload).
+    ///
+    /// # Errors
+    /// As [`send_to`](Watcher::send_to) (`buf` at most [`MAX_DATAGRAM`](crate::MAX_DATAGRAM)
+    /// bytes in all, which is also the kernel's limit for a segmented send), plus
+    /// [`Error::InvalidArgument`] for a `segment_size` of 0 or over `MAX_DATAGRAM`, or more
+    /// than [`MAX_GSO_SEGMENTS`](crate::MAX_GSO_SEGMENTS) (64) segments, and
+    /// [`Error::EmptyBuffer`] for an empty `buf`; [`Error::Unsupported`] off Linux.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use std::time::Duration;
+    ///
+    /// let ours = UdpSocket::bind("127.0.0.1:0")?;
+    /// let peer = UdpSocket::bind("127.0.0.1:0")?;
+    /// peer.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let conn = w.watch(&ours)?;
+    /// w.send_to_gso((), &conn, vec![7u8; 2500], peer.local_addr()?, 1000)?; // 1000 + 1000 + 500
+    /// let res = w.wait_io_timeout(Duration::from_secs(5))?.next().expect("a result within 5 s");
+    /// assert!(res.error.is_none(), "{:?}", res.error);
+    /// assert_eq!(res.size, 2500);
+    /// let mut got = [0; 4096];
+    /// for want in [1000, 1000, 500] {
+    ///     assert_eq!(peer.recv(&mut got)?, want); // three datagrams arrive
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_to_gso(
+        &self,
+        ctx: C,
+        conn: &Conn,
+        buf: impl Into<Buffer>,
+        addr: std::net::SocketAddr,
+        segment_size: usize,
+    ) -> Result<OpId, SubmitError<C>> {
+        let buf = buf.into();
+        if !cfg!(target_os = "linux") {
+            return Err(SubmitError::new(Error::Unsupported, ctx, Some(buf)));
+        }
+        if buf.is_empty() {
+            return Err(SubmitError::new(Error::EmptyBuffer, ctx, Some(buf)));
+        }
+        let why = if segment_size == 0 || segment_size > crate::MAX_DATAGRAM {
+            Some(format!(
+                "segment size {segment_size} is not within 1..={}",
+                crate::MAX_DATAGRAM
+            ))
+        } else if buf.len().div_ceil(segment_size) > crate::MAX_GSO_SEGMENTS {
+            Some(format!(
+                "{} bytes in segments of {segment_size} are {} datagrams, more than the {} one \
+                 segmented send takes",
+                buf.len(),
+                buf.len().div_ceil(segment_size),
+                crate::MAX_GSO_SEGMENTS
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(SubmitError::new(
+                Error::InvalidArgument(why),
+                ctx,
+                Some(buf),
+            ));
+        }
+        self.send_to_inner(ctx, conn, buf, addr, None, Some(segment_size as u16))
+    }
+
+    /// Turns UDP generic receive offload (`UDP_GRO`, Linux 5.0) on or off for a watched UDP
+    /// socket: with it on, the kernel may hand several datagrams from one source, of one
+    /// size, to one [`recv_from`](Watcher::recv_from) as one buffer, and the result's
+    /// [`segment_size`](crate::OpResult::segment_size) says where they split. Fewer results
+    /// and syscalls per datagram at high rates; give the receives buffers big enough for
+    /// several datagrams ([`MAX_DATAGRAM`](crate::MAX_DATAGRAM) bytes holds any batch, a
+    /// smaller one is reported truncated as usual). Applies to receives submitted after the
+    /// call. A [`read`](Watcher::read) on a GRO socket gets the coalesced bytes without the
+    /// split: use `recv_from` there.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for another watcher's connection, a socket that is not UDP, or
+    /// off Linux; [`Error::ConnClosed`] if it was freed; [`Error::WatcherClosed`] after close;
+    /// [`Error::Io`] from `setsockopt` (`ENOPROTOOPT` on a kernel without it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = (UdpSocket::bind("127.0.0.1:0")?, UdpSocket::bind("127.0.0.1:0")?);
+    /// let w: gaio::Watcher<()> = gaio::Watcher::new()?;
+    /// let (ca, cb) = (w.watch(&a)?, w.watch(&b)?);
+    /// w.set_udp_gro(&cb, true)?;
+    /// w.recv_from((), &cb, Some(vec![0; gaio::MAX_DATAGRAM]))?;
+    /// w.send_to_gso((), &ca, vec![1u8; 3000], b.local_addr()?, 1000)?;
+    /// let mut got = Vec::new();
+    /// while got.len() < 2 {
+    ///     let batch = w.wait_io_timeout(Duration::from_secs(5))?;
+    ///     assert!(!batch.is_empty(), "no result within 5 s");
+    ///     got.extend(batch.map(|r| (r.op, r.size, r.segment_size)));
+    /// }
+    /// // On loopback the segmented send reaches the GRO socket whole: one result.
+    /// assert!(got.contains(&(gaio::OpType::RecvFrom, 3000, Some(1000))), "{got:?}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_udp_gro(&self, conn: &Conn, on: bool) -> Result<()> {
+        if conn.0.watcher != self.id || !conn.0.is_datagram || !cfg!(target_os = "linux") {
+            return Err(Error::Unsupported);
+        }
+        if self.read_gate().is_none() {
+            return Err(Error::WatcherClosed);
+        }
+        let lane = crate::lane::Lane::Read;
+        if conn.is_freed() || !conn.0.lanes.hold(lane) {
+            return Err(Error::ConnClosed);
+        }
+        #[cfg(target_os = "linux")]
+        let rc = {
+            let v: libc::c_int = on.into();
+            // SAFETY: the hold keeps the descriptor open and the connection's (as in
+            // `sock_addr`); setsockopt reads one `int` from a live local.
+            crate::sys::syscall(|| unsafe {
+                libc::setsockopt(
+                    conn.0.fd,
+                    libc::SOL_UDP,
+                    crate::request::datagram::UDP_GRO,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            })
+        };
+        #[cfg(not(target_os = "linux"))]
+        let rc: std::io::Result<i32> = Ok(0);
+        conn.0.lanes.unhold(lane);
+        rc?;
+        conn.0.gro.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     fn send_to_inner(
@@ -756,6 +909,7 @@ impl<C: Send + 'static> Watcher<C> {
         buf: Buffer,
         addr: std::net::SocketAddr,
         deadline: Option<Instant>,
+        segment: Option<u16>,
     ) -> Result<OpId, SubmitError<C>> {
         if conn.0.watcher != self.id || !conn.0.is_datagram {
             return Err(SubmitError::new(Error::Unsupported, ctx, Some(buf)));
@@ -787,7 +941,7 @@ impl<C: Send + 'static> Watcher<C> {
                 Some(buf),
             ));
         }
-        let to = crate::request::datagram::Msg::to(addr);
+        let to = crate::request::datagram::Msg::to(addr, segment);
         self.submit_op(
             Kind::SendTo,
             ctx,

@@ -540,4 +540,114 @@ backend_tests! {
         let r = one(&w, "the second receive");
         assert_eq!((r.context, r.data()), (1, &b"next"[..]));
     }
+
+    /// UDP GSO: one `send_to_gso` arrives as datagrams of the segment size (v4 and v6), and
+    /// queued ones batch; bad segment sizes are refused with the buffer back.
+    fn gso_send(backend) {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Some(w) = util::watcher_for::<u32>(backend) else {
+                return;
+            };
+            let (Some(ours), Some(peer)) = (udp(bind), udp(bind)) else {
+                continue;
+            };
+            let to = peer.local_addr().unwrap();
+            let conn = w.watch(&ours).unwrap();
+            let data = util::message(9, 2500);
+            {
+                let _cork = w.cork(&conn).unwrap();
+                w.send_to_gso(0, &conn, data.clone(), to, 1000).unwrap();
+                w.send_to_gso(1, &conn, Arc::<[u8]>::from(&data[..]), to, 1200).unwrap();
+            }
+            let mut n = 0;
+            util::wait_until(&w, T10, "two segmented sends", |r| {
+                assert!(r.error.is_none(), "{:?}", r.error);
+                assert_eq!((r.context, r.size), (n, 2500));
+                n += 1;
+                n == 2
+            });
+            let mut buf = vec![0u8; 4096];
+            let mut at = 0;
+            for want in [1000, 1000, 500, 1200, 1200, 100] {
+                let (len, from) = peer.recv_from(&mut buf).unwrap();
+                assert_eq!((len, from), (want, ours.local_addr().unwrap()));
+                if at == 2500 {
+                    at = 0;
+                }
+                assert_eq!(&buf[..len], &data[at..at + len]);
+                at += len;
+            }
+            let err = w.send_to_gso(2, &conn, vec![0; 100], to, 0).unwrap_err();
+            assert!(matches!(err.error, Error::InvalidArgument(_)), "{:?}", err.error);
+            assert_eq!(err.buffer.map(|b| b.len()), Some(100));
+            let err = w.send_to_gso(3, &conn, vec![0; 6500], to, 100).unwrap_err();
+            assert!(matches!(&err.error, Error::InvalidArgument(m) if m.contains("65 datagrams")), "{:?}", err.error);
+            let err = w.send_to_gso(4, &conn, Vec::new(), to, 100).unwrap_err();
+            assert!(matches!(err.error, Error::EmptyBuffer), "{:?}", err.error);
+        }
+    }
+
+    /// UDP GRO: a segmented send over loopback reaches a GRO socket as one receive with its
+    /// segment size, into the caller's buffer (waiting and ready) and into a swap buffer;
+    /// without GRO the same send arrives as separate datagrams.
+    fn gro_receive(backend) {
+        let Some(w) = util::watcher_for::<u32>(backend) else {
+            return;
+        };
+        let (Some(a), Some(b)) = (udp("127.0.0.1:0"), udp("127.0.0.1:0")) else {
+            return;
+        };
+        let to = b.local_addr().unwrap();
+        let (ca, cb) = (w.watch(&a).unwrap(), w.watch(&b).unwrap());
+        // Off: three datagrams, three receives, no segment size.
+        for i in 0..3 {
+            w.recv_from(i, &cb, Some(vec![0; 4096])).unwrap();
+        }
+        w.send_to_gso(9, &ca, util::message(1, 2500), to, 1000).unwrap();
+        let mut sizes = Vec::new();
+        util::wait_until(&w, T10, "three separate datagrams", |r| {
+            assert!(r.error.is_none(), "{:?}", r.error);
+            if r.op == OpType::RecvFrom {
+                assert_eq!(r.segment_size, None);
+                sizes.push(r.size);
+            }
+            sizes.len() == 3
+        });
+        assert_eq!(sizes, [1000, 1000, 500]);
+        // On: one receive each, waiting first, then ready before the receive, then swap.
+        w.set_udp_gro(&cb, true).unwrap();
+        w.recv_from(10, &cb, Some(vec![0; gaio::MAX_DATAGRAM])).unwrap();
+        w.send_to_gso(11, &ca, util::message(2, 2500), to, 1000).unwrap();
+        let mut got = Vec::new();
+        util::wait_until(&w, T10, "a coalesced receive", |r| {
+            assert!(r.error.is_none(), "{:?}", r.error);
+            if r.op == OpType::RecvFrom {
+                got.push((r.size, r.segment_size, r.addr, r.data() == &util::message(2, 2500)[..]));
+            }
+            !got.is_empty()
+        });
+        assert_eq!(got, [(2500, Some(1000), Some(a.local_addr().unwrap()), true)]);
+        w.send_to_gso(12, &ca, util::message(3, 3000), to, 1500).unwrap();
+        let _ = one(&w, "the send");
+        for (ctx, buf) in [(13, Some(vec![0; 8192])), (14, None)] {
+            if ctx == 14 {
+                w.send_to_gso(15, &ca, util::message(3, 3000), to, 1500).unwrap();
+                let _ = one(&w, "the send");
+            }
+            w.recv_from(ctx, &cb, buf).unwrap();
+            let r = one(&w, "a ready coalesced receive");
+            assert!(r.error.is_none(), "{:?}", r.error);
+            assert_eq!((r.context, r.size, r.segment_size), (ctx, 3000, Some(1500)));
+            assert_eq!(r.data(), &util::message(3, 3000)[..]);
+        }
+        // A plain datagram on a GRO socket: no segment size.
+        a.send_to(b"single", to).unwrap();
+        w.recv_from(16, &cb, Some(vec![0; 64])).unwrap();
+        let r = one(&w, "a single datagram");
+        assert_eq!((r.data(), r.segment_size), (&b"single"[..], None));
+        // Not a datagram socket.
+        let (tcp, _other) = util::tcp_pair();
+        let t = w.watch(&tcp).unwrap();
+        assert!(matches!(w.set_udp_gro(&t, true), Err(Error::Unsupported)));
+    }
 }

@@ -30,6 +30,10 @@ use crate::sys::fd::{self, Io};
 /// one fitting the other.
 pub const MAX_DATAGRAM: usize = 65_507;
 
+/// The most datagrams one [`send_to_gso`](crate::Watcher::send_to_gso) sends: the kernel's
+/// `UDP_MAX_SEGMENTS` before Linux 6.10 raised it to 128.
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
 /// Datagrams one `recvmmsg`/`sendmmsg` moves at most (a queue of more takes more calls).
 pub(crate) const BATCH: usize = 64;
 
@@ -43,7 +47,25 @@ pub(crate) struct Msg {
     hdr: libc::msghdr,
     /// A receive's datagram length as the kernel reported it (more than `size` when cut).
     pub(crate) full: usize,
+    /// Control data: a send's `UDP_SEGMENT` (GSO), a receive's room for `UDP_GRO`.
+    control: Control,
+    /// Bytes of `control` in use: a send's message, a receive's room (0: none).
+    control_len: usize,
+    /// A receive on a GRO socket: the size of each datagram the kernel coalesced into this
+    /// one (`UDP_GRO`), if it did.
+    pub(crate) segment: Option<usize>,
 }
+
+/// Room for one control message with an `int` (cmsg buffers must be aligned for `cmsghdr`).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Control([u8; 32]);
+
+/// `UDP_SEGMENT` and `UDP_GRO` (`linux/udp.h`; libc has them only for some targets).
+#[cfg(target_os = "linux")]
+pub(crate) const UDP_SEGMENT: libc::c_int = 103;
+#[cfg(target_os = "linux")]
+pub(crate) const UDP_GRO: libc::c_int = 104;
 
 // SAFETY: the raw pointers in a `Msg` point into the request that owns it (its buffer, and the
 // box itself), never at thread-local memory; they are written only by the thread that holds
@@ -52,26 +74,107 @@ pub(crate) struct Msg {
 unsafe impl Send for Msg {}
 
 impl Msg {
-    /// Room for a receive's source address.
-    pub(crate) fn for_recv() -> Box<Msg> {
+    /// Room for a receive's source address, and with `gro`, for the kernel's `UDP_GRO`
+    /// segment size.
+    pub(crate) fn for_recv(gro: bool) -> Box<Msg> {
         let storage = socket2::SockAddrStorage::zeroed();
         let len = storage.size_of();
-        Msg::with(AddrBuf { storage, len })
+        let mut m = Msg::with(AddrBuf { storage, len });
+        if gro {
+            m.control_len = std::mem::size_of::<Control>();
+        }
+        m
     }
 
-    /// A send's destination.
-    pub(crate) fn to(to: std::net::SocketAddr) -> Box<Msg> {
+    /// A send's destination, and with `segment`, a `UDP_SEGMENT` control message: the kernel
+    /// sends the buffer as datagrams of `segment` bytes (GSO).
+    pub(crate) fn to(to: std::net::SocketAddr, segment: Option<u16>) -> Box<Msg> {
         let a = socket2::SockAddr::from(to);
-        Msg::with(AddrBuf {
+        let mut m = Msg::with(AddrBuf {
             len: a.len(),
             storage: a.as_storage(),
-        })
+        });
+        #[cfg(target_os = "linux")]
+        if let Some(seg) = segment {
+            m.control_len = m.put_cmsg(libc::SOL_UDP, UDP_SEGMENT, &seg.to_ne_bytes());
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = segment;
+        m
     }
 
-    /// The next outcome comes from a syscall, which sets `name.len` itself: the header's
-    /// length (an earlier SQE's) must not override it in `progress`.
+    /// Writes one control message (`level`, `ty`, `data`) at the start of `control`;
+    /// returns its space in bytes.
+    #[cfg(target_os = "linux")]
+    fn put_cmsg(&mut self, level: libc::c_int, ty: libc::c_int, data: &[u8]) -> usize {
+        // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(data.len() as u32) as usize,
+                libc::CMSG_LEN(data.len() as u32) as usize,
+            )
+        };
+        assert!(
+            space <= std::mem::size_of::<Control>(),
+            "control message too big"
+        );
+        // SAFETY: all-zero is a valid `msghdr`.
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_control = self.control.0.as_mut_ptr().cast();
+        h.msg_controllen = space as _;
+        // SAFETY: `h` describes `control` (aligned for `cmsghdr`, `space` bytes of it), so
+        // the first header and its data lie inside it; the data is `data.len()` bytes.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&h);
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = ty;
+            (*c).cmsg_len = len as _;
+            std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), data.len());
+        }
+        space
+    }
+
+    /// The control buffer for a call: a send's message, or a receive's room (its length reset
+    /// for the kernel to fill); `None` when there is none.
+    fn control(&mut self) -> Option<(*mut libc::c_void, usize)> {
+        (self.control_len > 0).then(|| (self.control.0.as_mut_ptr().cast(), self.control_len))
+    }
+
+    /// Reads the `UDP_GRO` segment size out of `len` bytes of control data the kernel wrote.
+    fn take_gro(&mut self, len: usize) {
+        self.segment = None;
+        #[cfg(target_os = "linux")]
+        {
+            if self.control_len == 0 || len == 0 {
+                return;
+            }
+            // SAFETY: all-zero is a valid `msghdr`.
+            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+            h.msg_control = self.control.0.as_mut_ptr().cast();
+            h.msg_controllen = len.min(self.control_len) as _;
+            // SAFETY: `h` describes the control data the kernel wrote (at most our buffer);
+            // CMSG_FIRSTHDR/NXTHDR stay within it, and the data of a UDP_GRO message is one
+            // `int` (read unaligned, to be safe).
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&h);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                        let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                        self.segment = usize::try_from(v).ok().filter(|&n| n > 0);
+                    }
+                    c = libc::CMSG_NXTHDR(&h, c);
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = len;
+    }
+
+    /// The next outcome comes from a syscall, which sets `name.len` and the control length
+    /// itself: the header's (an earlier SQE's) must not override them in `progress`.
     fn by_syscall(&mut self) {
         self.hdr.msg_name = std::ptr::null_mut();
+        self.hdr.msg_control = std::ptr::null_mut();
     }
 
     fn with(name: AddrBuf) -> Box<Msg> {
@@ -84,6 +187,9 @@ impl Msg {
             // SAFETY: all-zero is a valid `msghdr` (no name, no control data, no iovecs).
             hdr: unsafe { std::mem::zeroed() },
             full: 0,
+            control: Control([0; 32]),
+            control_len: 0,
+            segment: None,
         })
     }
 }
@@ -127,10 +233,14 @@ fn recv<C>(fd: RawFd, req: &mut Request<C>, swap: &Mutex<SwapPool>) -> Outcome {
             return no_msg();
         };
         m.by_syscall();
+        let control = m.control();
         let (name, len) = m.name.as_mut_ptr();
+        let mut control_len = 0;
         // SAFETY: `iov` is the caller's buffer, which the request owns exclusively while it
-        // is pending; `name`/`len` are the request's own address storage.
-        return unsafe { fd::recv_msg(fd, iov, name, &mut *len) }.into();
+        // is pending; `name`/`len` and the control room are the request's own.
+        let io = unsafe { fd::recv_msg(fd, iov, name, &mut *len, control, &mut control_len) };
+        m.take_gro(control_len);
+        return io.into();
     }
     let Some(m) = req.msg.as_mut() else {
         return no_msg();
@@ -147,11 +257,15 @@ fn recv<C>(fd: RawFd, req: &mut Request<C>, swap: &Mutex<SwapPool>) -> Outcome {
         iov_base: ptr.cast(),
         iov_len: len,
     };
+    let control = m.control();
     let (name, name_len) = m.name.as_mut_ptr();
+    let mut control_len = 0;
     // SAFETY: `space_for` returned a region of `len` writable bytes that no live slice
     // covers, and the pool's lock keeps every other reader out of it until `commit`; the name
-    // storage is the request's own.
-    match unsafe { fd::recv_msg(fd, iov, name, &mut *name_len) } {
+    // storage and the control room are the request's own.
+    let io = unsafe { fd::recv_msg(fd, iov, name, &mut *name_len, control, &mut control_len) };
+    m.take_gro(control_len);
+    match io {
         // An empty datagram: nothing to hand out.
         Io::Done(0) => Outcome::Moved(0, None),
         Io::Done(n) => Outcome::Moved(n, Some(swap.commit(n.min(len)))),
@@ -162,12 +276,13 @@ fn recv<C>(fd: RawFd, req: &mut Request<C>, swap: &Mutex<SwapPool>) -> Outcome {
 
 fn send<C>(fd: RawFd, req: &mut Request<C>) -> Outcome {
     let name = req.msg.as_ref().map(|m| m.name.as_ptr());
+    let control = req.msg.as_mut().and_then(|m| m.control());
     if let Some(Buffer::Vectored(pieces)) = &req.buffer {
         let mut iov = [super::write::EMPTY_IOV; super::write::IOV_STEP];
         let n = super::write::gather(pieces, 0, &mut iov);
         // SAFETY: `gather` filled `iov[..n]` with slices of the request's pieces, which live
         // unchanged for the call; `name` is the request's own destination.
-        return unsafe { fd::send_msg(fd, &iov[..n], name) }.into();
+        return unsafe { fd::send_msg(fd, &iov[..n], name, control) }.into();
     }
     let rest = req.rest();
     let iov = [libc::iovec {
@@ -176,7 +291,7 @@ fn send<C>(fd: RawFd, req: &mut Request<C>) -> Outcome {
     }];
     // SAFETY: `iov` describes the request's buffer, readable for the call; `name` is the
     // request's own destination.
-    unsafe { fd::send_msg(fd, &iov, name) }.into()
+    unsafe { fd::send_msg(fd, &iov, name, control) }.into()
 }
 
 fn no_msg() -> Outcome {
@@ -243,6 +358,10 @@ pub(crate) fn attempt_batch<C>(
             hdr.msg_name = name.cast_mut().cast();
             hdr.msg_namelen = name_len;
         }
+        if let Some((p, len)) = m.control() {
+            hdr.msg_control = p;
+            hdr.msg_controllen = len as _;
+        }
         hdr.msg_iov = &mut iovs[j];
         hdr.msg_iovlen = 1;
     }
@@ -263,6 +382,7 @@ pub(crate) fn attempt_batch<C>(
                     if let Some(m) = ops[key].msg.as_mut() {
                         m.name.len = msgs[j].msg_hdr.msg_namelen;
                         m.by_syscall();
+                        m.take_gro(msgs[j].msg_hdr.msg_controllen as _);
                     }
                 }
                 out.push(Outcome::Moved(msgs[j].msg_len as usize, None));
@@ -311,10 +431,14 @@ pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &mut Request<C>) -> io_uring:
         let n = super::write::gather(pieces, 0, &mut g.iov);
         g.msg.msg_iov = g.iov.as_mut_ptr();
         g.msg.msg_iovlen = n as _;
-        if let Some(m) = req.msg.as_ref() {
+        if let Some(m) = req.msg.as_mut() {
             let (name, len) = m.name.as_ptr();
             g.msg.msg_name = name.cast_mut().cast();
             g.msg.msg_namelen = len;
+            if let Some((p, len)) = m.control() {
+                g.msg.msg_control = p;
+                g.msg.msg_controllen = len as _;
+            }
         }
         return opcode::SendMsg::new(fd, &g.msg)
             .flags(libc::MSG_NOSIGNAL as u32)
@@ -329,7 +453,7 @@ pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &mut Request<C>) -> io_uring:
         (rest.as_ptr().cast_mut(), rest.len())
     };
     let recv = req.kind == Kind::RecvFrom;
-    let m = req.msg.get_or_insert_with(Msg::for_recv);
+    let m = req.msg.get_or_insert_with(|| Msg::for_recv(false));
     m.iov = libc::iovec {
         iov_base: base.cast(),
         iov_len: len,
@@ -345,6 +469,16 @@ pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &mut Request<C>) -> io_uring:
     }
     m.hdr.msg_iov = &mut m.iov;
     m.hdr.msg_iovlen = 1;
+    match m.control() {
+        Some((p, len)) => {
+            m.hdr.msg_control = p;
+            m.hdr.msg_controllen = len as _;
+        }
+        None => {
+            m.hdr.msg_control = std::ptr::null_mut();
+            m.hdr.msg_controllen = 0;
+        }
+    }
     // A request is started again only after its previous CQE came back, so rewriting the
     // header here never changes what the kernel is reading.
     if recv {
@@ -375,9 +509,15 @@ pub(crate) fn progress<C>(req: &mut Request<C>, outcome: Outcome) -> Step {
         req.size = n.min(room);
         if let Some(m) = req.msg.as_mut() {
             m.full = n;
-            // io_uring's RECVMSG wrote the source's length into the header.
+            // io_uring's RECVMSG wrote the source's and the control data's lengths into the
+            // header.
             if !m.hdr.msg_name.is_null() {
                 m.name.len = m.hdr.msg_namelen;
+            }
+            if !m.hdr.msg_control.is_null() {
+                // `size_t` on glibc, `socklen_t` on musl.
+                let len = m.hdr.msg_controllen as _;
+                m.take_gro(len);
             }
         }
         return Step::Done(swap, None);

@@ -244,7 +244,9 @@ impl<C> Request<C> {
             deadline,
             size: 0,
             addr: (kind == Kind::Accept).then(AddrBuf::empty),
-            msg: (kind == Kind::RecvFrom).then(datagram::Msg::for_recv),
+            msg: (kind == Kind::RecvFrom).then(|| {
+                datagram::Msg::for_recv(conn.0.gro.load(std::sync::atomic::Ordering::Relaxed))
+            }),
             how: None,
             connecting: false,
             poll_first: false,
@@ -298,11 +300,12 @@ impl<C> Request<C> {
             (None, None) => Buffer::None,
         };
         // The peer's address, for an accept that produced a connection.
-        let mut truncated = None;
+        let (mut truncated, mut segment_size) = (None, None);
         let addr = match (self.kind, &self.accepted, self.addr) {
             (Kind::Accept, Some(_), Some(peer)) => (*peer).into_socket_addr(),
             (Kind::RecvFrom, _, _) if error.is_none() => self.msg.and_then(|m| {
                 truncated = (m.full > self.size).then_some(m.full);
+                segment_size = m.segment;
                 m.name.into_socket_addr()
             }),
             (Kind::SendTo, _, _) => self.msg.and_then(|m| m.name.into_socket_addr()),
@@ -319,6 +322,7 @@ impl<C> Request<C> {
             accepted: self.accepted,
             addr,
             truncated,
+            segment_size,
         }
     }
 }

@@ -337,12 +337,16 @@ pub(crate) fn dio_alignment(file: BorrowedFd<'_>) -> Result<DioAlignment> {
 ///
 /// # Safety
 /// `iov` must describe memory valid for writes and not touched by anyone else for the duration
-/// of the call; `name` must point at `*name_len` writable bytes.
+/// of the call; `name` must point at `*name_len` writable bytes, and `control`, when given, at
+/// that many writable bytes aligned for a `cmsghdr` (the control data's length comes back in
+/// `control_len`).
 pub(crate) unsafe fn recv_msg(
     fd: RawFd,
     iov: libc::iovec,
     name: *mut libc::sockaddr,
     name_len: &mut libc::socklen_t,
+    control: Option<(*mut libc::c_void, usize)>,
+    control_len: &mut usize,
 ) -> Io {
     let mut iov = iov;
     let rc = syscall(|| {
@@ -352,10 +356,16 @@ pub(crate) unsafe fn recv_msg(
         msg.msg_namelen = *name_len;
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        // SAFETY: `msg` points at the caller's writable iovec and name storage (see above).
+        if let Some((p, len)) = control {
+            msg.msg_control = p;
+            msg.msg_controllen = len as _;
+        }
+        // SAFETY: `msg` points at the caller's writable iovec, name storage and control room
+        // (see above).
         let rc = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
         if rc >= 0 {
             *name_len = msg.msg_namelen;
+            *control_len = msg.msg_controllen as usize;
         }
         rc
     });
@@ -381,11 +391,13 @@ pub(crate) fn peek_len(fd: RawFd) -> Io {
 ///
 /// # Safety
 /// Every entry of `iov` must describe memory valid for reads for the duration of the call;
-/// `name`, when given, a socket address of that many bytes.
+/// `name`, when given, a socket address of that many bytes; `control`, when given, that many
+/// bytes of control messages.
 pub(crate) unsafe fn send_msg(
     fd: RawFd,
     iov: &[libc::iovec],
     name: Option<(*const libc::sockaddr, libc::socklen_t)>,
+    control: Option<(*mut libc::c_void, usize)>,
 ) -> Io {
     classify(syscall(|| {
         // SAFETY: all-zero is a valid `msghdr` (no name, no control data).
@@ -393,6 +405,10 @@ pub(crate) unsafe fn send_msg(
         if let Some((p, len)) = name {
             msg.msg_name = p.cast_mut().cast();
             msg.msg_namelen = len;
+        }
+        if let Some((p, len)) = control {
+            msg.msg_control = p;
+            msg.msg_controllen = len as _;
         }
         msg.msg_iov = iov.as_ptr().cast_mut();
         msg.msg_iovlen = iov.len() as _;
