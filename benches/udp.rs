@@ -181,6 +181,7 @@ fn start(imp: Imp) -> Result<Server, String> {
                         receives: 64,
                         buffer_size: 2048,
                         verbose: false,
+                        gro: false,
                     };
                     let stats = UdpStats::default();
                     udp_echo_loop(&w, &sock, &cfg, &flag, &stats).map_err(|e| e.to_string())?;
@@ -267,6 +268,37 @@ fn fill(d: &mut Vec<u8>, seq: u64, len: usize) {
 struct ClientRun {
     rate: f64,
     lost: u64,
+    /// Echoes in all, warm-up included.
+    total: u64,
+}
+
+/// CPU time (user + system, in clock ticks) of this process's server threads: the echo loop
+/// (`echo-*`) and gaio's own (`gaio-*`: the poller and loop on epoll, the ring thread on
+/// io_uring).
+fn server_cpu_ticks() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut sum = 0;
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, n)| n);
+        if !(name.starts_with("echo-") || name.starts_with("gaio-")) {
+            continue;
+        }
+        // Fields after the name: state is field 3, so utime and stime (14, 15) are 11, 12.
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        sum += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    sum
 }
 
 /// The verifying client: `CLIENT_SOCKETS` connected sockets on one mio poll, each with
@@ -306,7 +338,7 @@ fn client(server: SocketAddr, len: usize, secs: f64) -> Result<ClientRun, String
     let start = Instant::now();
     let count_from = start + WARMUP;
     let end = count_from + Duration::from_secs_f64(secs);
-    let (mut counted, mut lost, mut late) = (0u64, 0u64, 0u64);
+    let (mut counted, mut lost, mut late, mut total) = (0u64, 0u64, 0u64, 0u64);
     loop {
         let now = Instant::now();
         if now >= end {
@@ -344,6 +376,7 @@ fn client(server: SocketAddr, len: usize, secs: f64) -> Result<ClientRun, String
                     lost += pos as u64;
                     sk.in_flight.drain(..=pos);
                     sk.last_rx = Instant::now();
+                    total += 1;
                     if sk.last_rx >= count_from {
                         counted += 1;
                     }
@@ -385,6 +418,7 @@ fn client(server: SocketAddr, len: usize, secs: f64) -> Result<ClientRun, String
     Ok(ClientRun {
         rate: counted as f64 / secs,
         lost: lost.saturating_sub(late),
+        total,
     })
 }
 
@@ -463,6 +497,8 @@ struct Row {
     ratios: BTreeMap<Imp, Vec<f64>>,
     lost: BTreeMap<Imp, u64>,
     batch: BTreeMap<Imp, Vec<f64>>,
+    /// Server CPU per echoed datagram, µs.
+    cpu: BTreeMap<Imp, Vec<f64>>,
 }
 
 fn run(o: &Options) -> Result<String, String> {
@@ -476,22 +512,30 @@ fn run(o: &Options) -> Result<String, String> {
                 ratios: BTreeMap::new(),
                 lost: BTreeMap::new(),
                 batch: BTreeMap::new(),
+                cpu: BTreeMap::new(),
             });
             let mut order = Imp::ALL;
             order.rotate_left(round % Imp::ALL.len());
             let mut this: BTreeMap<Imp, f64> = BTreeMap::new();
             for imp in order {
                 let server = start(imp)?;
+                let cpu0 = server_cpu_ticks();
                 let got = client(server.addr, len, o.secs);
+                let cpu = server_cpu_ticks().saturating_sub(cpu0);
                 let stats = server.stop()?;
                 let got = got.map_err(|e| format!("{} at {len} B: {e}", imp.name()))?;
+                // SAFETY: sysconf has no memory preconditions.
+                let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+                let us = cpu as f64 * 1e6 / hz / got.total.max(1) as f64;
                 eprintln!(
-                    "udp: round {} {len:>5} B {:<10} {:>9.0} datagrams/s ({} lost)",
+                    "udp: round {} {len:>5} B {:<10} {:>9.0} datagrams/s, {us:.2} µs server \
+                     CPU per datagram ({} lost)",
                     round + 1,
                     imp.name(),
                     got.rate,
                     got.lost
                 );
+                row.cpu.entry(imp).or_default().push(us);
                 if let Some(s) = stats {
                     if s.batch_calls > 0 {
                         let avg = s.batch_datagrams as f64 / s.batch_calls as f64;
@@ -562,6 +606,30 @@ fn run(o: &Options) -> Result<String, String> {
             row.lost[&Imp::Mio],
             batch(Imp::Epoll),
             batch(Imp::Uring),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nServer CPU per echoed datagram (µs, user + system of the echo loop thread and \
+         gaio's threads, warm-up included; median over rounds): the cost behind the rate, \
+         steadier than the rate on a loaded machine, where the server gets what share of a \
+         core the scheduler leaves it.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| size | gaio-epoll | gaio-uring | mio | epoll / mio | uring / mio |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
+    for (len, row) in &rows {
+        let c = |i: Imp| median(&row.cpu[&i]);
+        let _ = writeln!(
+            md,
+            "| {len} B | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            c(Imp::Epoll),
+            c(Imp::Uring),
+            c(Imp::Mio),
+            c(Imp::Epoll) / c(Imp::Mio),
+            c(Imp::Uring) / c(Imp::Mio),
         );
     }
     let _ = writeln!(

@@ -25,6 +25,8 @@
 //! - `--receives N`: `recv_from`s kept pending (default 64);
 //! - `--buffer-size BYTES`: bytes per receive buffer (default 2048; a longer datagram is
 //!   echoed cut, and counted as truncated);
+//! - `--gro`: turn UDP GRO on (`Watcher::set_udp_gro`): a receive may hold several datagrams
+//!   of one source, echoed back with one `send_to_gso` of the same segment size;
 //! - `--verbose`: log every failed request to stderr.
 
 mod common;
@@ -51,6 +53,9 @@ options:
   --receives N                    recv_froms kept pending (default 64)
   --buffer-size BYTES             bytes per receive buffer (default 2048; a longer datagram
                                   is echoed cut and counted as truncated)
+  --gro                           turn UDP GRO on: a receive may hold several datagrams of
+                                  one source, echoed with one segmented send (UDP GSO);
+                                  give it --buffer-size 65507 to take whole batches
   -v, --verbose                   log every failed request to stderr
   -h, --help                      print this help";
 
@@ -68,6 +73,7 @@ fn parse_args() -> Result<Options, String> {
             receives: 64,
             buffer_size: 2048,
             verbose: false,
+            gro: false,
         },
     };
     let mut args = Args::from_env();
@@ -79,6 +85,7 @@ fn parse_args() -> Result<Options, String> {
             "--buffer-size" => {
                 o.echo.buffer_size = args.parse_within(&flag, 1..=gaio::MAX_DATAGRAM)?
             }
+            "--gro" => o.echo.gro = true,
             "--verbose" | "-v" => o.echo.verbose = true,
             "--help" | "-h" => {
                 println!("{USAGE}");

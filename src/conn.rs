@@ -109,9 +109,8 @@ pub(crate) struct ConnShared {
     /// The peer a datagram socket was connected to when it was taken over (`send_to` refuses
     /// another destination on it).
     pub(crate) peer: Option<std::net::SocketAddr>,
-    /// Open [`Cork`](crate::Cork)s on this connection: while non-zero, writes and `send_to`s
-    /// queue without starting, to go out together (one `sendmmsg` on epoll) when the last
-    /// cork ends.
+    /// Open [`Cork`](crate::Cork)s on this connection: while non-zero, requests queue without
+    /// starting, to go out together (one `sendmmsg`, one `recvmmsg`) when the last cork ends.
     pub(crate) corks: std::sync::atomic::AtomicU32,
     /// `Watcher::set_udp_gro` turned UDP GRO on: receives ask for the segment size.
     pub(crate) gro: AtomicBool,

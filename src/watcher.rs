@@ -955,16 +955,17 @@ impl<C: Send + 'static> Watcher<C> {
         )
     }
 
-    /// Holds back the writes and [`send_to`](Watcher::send_to)s on `conn` while the returned
-    /// [`Cork`] lives: they queue (in order, counted as pending) without starting, and when
-    /// the last cork on `conn` is dropped they start together: queued `send_to`s then go out
-    /// as one `sendmmsg` per 64 datagrams instead of one `sendmsg` each (the point of corking:
-    /// a server that answers a batch of datagrams corks the socket for the batch; on epoll
-    /// the thread dropping the cork makes the call, on io_uring the ring thread). Everything
-    /// in the write direction is held (writes, `send_to`s, a shutdown); reads and receives are
-    /// not affected. Corks nest (the held requests start when the last ends); a request's
-    /// deadline still fires while it is held, and free, cancel and close end held requests as
-    /// any other.
+    /// Holds back the requests on `conn` while the returned [`Cork`] lives: they queue (in
+    /// order per direction, counted as pending) without starting, and when the last cork on
+    /// `conn` is dropped they start together, sends first: queued `send_to`s go out as one
+    /// `sendmmsg` per 64 datagrams, and queued `recv_from`s with their own buffers are served
+    /// by one `recvmmsg`, instead of one syscall each (the point of corking: a server that
+    /// answers a batch of datagrams, and submits the next receives, corks the socket for the
+    /// batch; on epoll the thread dropping the cork makes the calls, on io_uring the ring
+    /// thread). Both directions are held, every kind of request (writes and reads too);
+    /// requests already in the kernel (io_uring) go on. Corks nest (the held requests start
+    /// when the last ends); a request's deadline still fires while it is held, and free,
+    /// cancel and close end held requests as any other.
     ///
     /// Holding a cork forever holds the requests forever (until their deadline, a free or a
     /// close): drop it promptly.
@@ -2149,9 +2150,10 @@ impl<C: Send + 'static> Watcher<C> {
     }
 }
 
-/// A cork on one connection, from [`Watcher::cork`]: while it lives, writes and `send_to`s on
-/// the connection queue without starting; dropping the last cork starts them together
-/// (queued `send_to`s go out as one `sendmmsg` per 64 datagrams).
+/// A cork on one connection, from [`Watcher::cork`]: while it lives, requests on the
+/// connection queue without starting; dropping the last cork starts them together (queued
+/// `send_to`s go out as one `sendmmsg` per 64 datagrams, queued `recv_from`s come in by
+/// `recvmmsg`).
 #[must_use = "dropping the cork at once releases it: hold it while submitting the burst"]
 pub struct Cork<'w, C: Send + 'static> {
     watcher: &'w Watcher<C>,

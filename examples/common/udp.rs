@@ -16,7 +16,7 @@ use gaio::{Conn, OpResult, OpType, Watcher};
 /// What the loop counts.
 #[derive(Default)]
 pub struct UdpStats {
-    /// Datagrams received and echoed.
+    /// Datagrams received and echoed (a coalesced receive counts each of its datagrams).
     pub echoed: AtomicU64,
     /// Datagrams longer than the receive buffer (echoed cut, as received).
     pub truncated: AtomicU64,
@@ -32,6 +32,9 @@ pub struct UdpEcho {
     pub buffer_size: usize,
     /// Log every failed request to stderr.
     pub verbose: bool,
+    /// Turn UDP GRO on: a receive may hold several datagrams of one source, echoed back
+    /// with one segmented send (`send_to_gso`) of the same segment size.
+    pub gro: bool,
 }
 
 /// Takes `socket` over and echoes every datagram until `stop` is set (checked every 100 ms
@@ -44,6 +47,9 @@ pub fn udp_echo_loop(
     stats: &UdpStats,
 ) -> Result<(), gaio::Error> {
     let conn = w.watch(socket)?;
+    if cfg.gro {
+        w.set_udp_gro(&conn, true)?;
+    }
     for i in 0..cfg.receives {
         w.recv_from(i, &conn, Some(vec![0; cfg.buffer_size]))
             .map_err(|e| e.error)?;
@@ -88,8 +94,19 @@ fn handle(
             };
             let mut buf = res.buffer.into_vec().unwrap_or_default();
             buf.truncate(res.size);
-            stats.echoed.fetch_add(1, Ordering::Relaxed);
-            w.send_to(ctx, conn, buf, to).map_err(|e| e.error)?;
+            match res.segment_size {
+                // Several datagrams coalesced (GRO): back as the same datagrams.
+                Some(seg) if seg < buf.len() => {
+                    let n = buf.len().div_ceil(seg) as u64;
+                    stats.echoed.fetch_add(n, Ordering::Relaxed);
+                    w.send_to_gso(ctx, conn, buf, to, seg)
+                        .map_err(|e| e.error)?;
+                }
+                _ => {
+                    stats.echoed.fetch_add(1, Ordering::Relaxed);
+                    w.send_to(ctx, conn, buf, to).map_err(|e| e.error)?;
+                }
+            }
         }
         OpType::SendTo => {
             let buf = res.buffer.into_vec().unwrap_or_default();

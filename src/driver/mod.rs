@@ -120,10 +120,8 @@ impl<C: Send + 'static> Handle<C> {
         ) {
             return false;
         }
-        // A corked connection's writes queue for the cork's end (`Watcher::cork`).
-        if req.kind.lane() == Some(crate::lane::Lane::Write)
-            && req.conn.0.corks.load(std::sync::atomic::Ordering::Acquire) > 0
-        {
+        // A corked connection's requests queue for the cork's end (`Watcher::cork`).
+        if req.conn.0.corks.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return false;
         }
         match self {
@@ -133,7 +131,7 @@ impl<C: Send + 'static> Handle<C> {
         }
     }
 
-    /// The last cork on connection `id` ended: start the writes it held back (epoll: here,
+    /// The last cork on connection `id` ended: start the requests it held back (epoll: here,
     /// under the engine's lock; io_uring: on the ring thread).
     #[cfg_attr(
         not(all(target_os = "linux", feature = "io-uring")),

@@ -55,7 +55,7 @@ pub(crate) enum LoopMsg<C> {
     /// A swap slice was dropped while reads were waiting for swap space.
     SwapReleased,
     /// The last cork on a connection ended (io_uring; epoll's submit side serves it under
-    /// the engine's lock): start the writes it held back.
+    /// the engine's lock): start the requests it held back.
     #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
     Uncork(ConnId),
     /// A helper thread (an epoll file thread) failed: fail the watcher (`Engine::fail`).

@@ -245,8 +245,8 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
         };
         let (deadline, seq, lane, poll_first) =
             (req.deadline, req.id.seq, req.kind.lane(), req.poll_first);
-        // A corked connection's writes wait for the cork to end (`uncorked`).
-        let corked = lane == Some(Lane::Write) && req.conn.0.corks.load(Ordering::Acquire) > 0;
+        // A corked connection's requests wait for the cork to end (`uncorked`).
+        let corked = req.conn.0.corks.load(Ordering::Acquire) > 0;
         let key = self.ops.insert(req);
         match lane {
             None => self.file_submit(i, key),
@@ -314,8 +314,8 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
                 return;
             };
             let req = &mut self.ops[key];
-            // A corked connection's writes wait for the cork to end (`uncorked`).
-            if lane == Lane::Write && req.conn.0.corks.load(Ordering::Acquire) > 0 {
+            // A corked connection's requests wait for the cork to end (`uncorked`).
+            if req.conn.0.corks.load(Ordering::Acquire) > 0 {
                 return;
             }
             // A swap read waits for swap space to come back; a read with its own buffer
@@ -404,10 +404,12 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
         go_on
     }
 
-    /// The last cork on connection `id` ended: start the writes it held back.
+    /// The last cork on connection `id` ended: start the requests it held back, sends first
+    /// (the answers a corked batch produced), then receives.
     pub(crate) fn uncorked(&mut self, id: ConnId) {
         if let Some(i) = self.table.index_of(id) {
             self.serve(i, Lane::Write);
+            self.serve(i, Lane::Read);
         }
     }
 
