@@ -112,8 +112,6 @@ pub(crate) struct ConnShared {
     /// Open [`Cork`](crate::Cork)s on this connection: while non-zero, requests queue without
     /// starting, to go out together (one `sendmmsg`, one `recvmmsg`) when the last cork ends.
     pub(crate) corks: std::sync::atomic::AtomicU32,
-    /// `Watcher::set_udp_gro` turned UDP GRO on: receives ask for the segment size.
-    pub(crate) gro: AtomicBool,
     pub(crate) freed: AtomicBool,
     /// The submit-side fast path's state per direction.
     pub(crate) lanes: crate::lane::Lanes,
@@ -181,7 +179,6 @@ impl Conn {
             is_datagram,
             peer,
             corks: Default::default(),
-            gro: AtomicBool::new(false),
             freed: AtomicBool::new(false),
             lanes: Default::default(),
             owner,

@@ -837,9 +837,10 @@ impl<C: Send + 'static> Watcher<C> {
     /// [`segment_size`](crate::OpResult::segment_size) says where they split. Fewer results
     /// and syscalls per datagram at high rates; give the receives buffers big enough for
     /// several datagrams ([`MAX_DATAGRAM`](crate::MAX_DATAGRAM) bytes holds any batch, a
-    /// smaller one is reported truncated as usual). Applies to receives submitted after the
-    /// call. A [`read`](Watcher::read) on a GRO socket gets the coalesced bytes without the
-    /// split: use `recv_from` there.
+    /// smaller one is reported truncated as usual). Every `recv_from` asks for the segment
+    /// size, so one pending when GRO is turned on reports it too. A
+    /// [`read`](Watcher::read) on a GRO socket gets the coalesced bytes without the split: use
+    /// `recv_from` there.
     ///
     /// # Errors
     /// [`Error::Unsupported`] for another watcher's connection, a socket that is not UDP, or
@@ -898,7 +899,6 @@ impl<C: Send + 'static> Watcher<C> {
         let rc: std::io::Result<i32> = Ok(0);
         conn.0.lanes.unhold(lane);
         rc?;
-        conn.0.gro.store(on, Ordering::Relaxed);
         Ok(())
     }
 

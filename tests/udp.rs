@@ -645,6 +645,20 @@ backend_tests! {
         w.recv_from(16, &cb, Some(vec![0; 64])).unwrap();
         let r = one(&w, "a single datagram");
         assert_eq!((r.data(), r.segment_size), (&b"single"[..], None));
+        // Turned on while a receive waits: that receive still reports the split.
+        w.set_udp_gro(&cb, false).unwrap();
+        w.recv_from(17, &cb, Some(vec![0; 8192])).unwrap();
+        w.set_udp_gro(&cb, true).unwrap();
+        w.send_to_gso(18, &ca, util::message(4, 2000), to, 500).unwrap();
+        let mut got = None;
+        util::wait_until(&w, T10, "the receive pending across set_udp_gro", |r| {
+            assert!(r.error.is_none(), "{:?}", r.error);
+            if r.op == OpType::RecvFrom {
+                got = Some((r.size, r.segment_size));
+            }
+            got.is_some()
+        });
+        assert_eq!(got, Some((2000, Some(500))));
         // Not a datagram socket.
         let (tcp, _other) = util::tcp_pair();
         let t = w.watch(&tcp).unwrap();

@@ -74,15 +74,14 @@ pub(crate) const UDP_GRO: libc::c_int = 104;
 unsafe impl Send for Msg {}
 
 impl Msg {
-    /// Room for a receive's source address, and with `gro`, for the kernel's `UDP_GRO`
-    /// segment size.
-    pub(crate) fn for_recv(gro: bool) -> Box<Msg> {
+    /// Room for a receive's source address and for the kernel's `UDP_GRO` segment size:
+    /// always, so that a receive pending when GRO is turned on still learns where a
+    /// coalesced datagram splits.
+    pub(crate) fn for_recv() -> Box<Msg> {
         let storage = socket2::SockAddrStorage::zeroed();
         let len = storage.size_of();
         let mut m = Msg::with(AddrBuf { storage, len });
-        if gro {
-            m.control_len = std::mem::size_of::<Control>();
-        }
+        m.control_len = std::mem::size_of::<Control>();
         m
     }
 
@@ -453,7 +452,7 @@ pub(crate) fn sqe<C>(fd: io_uring::types::Fd, req: &mut Request<C>) -> io_uring:
         (rest.as_ptr().cast_mut(), rest.len())
     };
     let recv = req.kind == Kind::RecvFrom;
-    let m = req.msg.get_or_insert_with(|| Msg::for_recv(false));
+    let m = req.msg.get_or_insert_with(Msg::for_recv);
     m.iov = libc::iovec {
         iov_base: base.cast(),
         iov_len: len,

@@ -244,9 +244,7 @@ impl<C> Request<C> {
             deadline,
             size: 0,
             addr: (kind == Kind::Accept).then(AddrBuf::empty),
-            msg: (kind == Kind::RecvFrom).then(|| {
-                datagram::Msg::for_recv(conn.0.gro.load(std::sync::atomic::Ordering::Relaxed))
-            }),
+            msg: (kind == Kind::RecvFrom).then(datagram::Msg::for_recv),
             how: None,
             connecting: false,
             poll_first: false,
