@@ -571,7 +571,8 @@ fn run(o: &Options) -> Result<String, String> {
         "Echoed datagrams per second, verified byte for byte by one mio client thread with {} \
          connected sockets x {} datagrams in flight; the servers: gaio's UDP echo loop \
          (`examples/common/udp.rs`: 64 `recv_from`s pending into their own 2 KiB buffers, each \
-         batch's `send_to`s corked) on each backend, and a hand-written mio loop (`recv_from`, \
+         batch corked: on epoll its sends go out by `sendmmsg` and the next receives by \
+         `recvmmsg`; on io_uring a cork holds nothing) on each backend, and a hand-written mio loop (`recv_from`, \
          `send_to` back, until WouldBlock). Median over rounds; the ratio is to mio in the same \
          round (median of the per-round ratios). Lost: datagrams without an echo after {} ms \
          (socket buffers are {} MiB), over all rounds.\n",

@@ -3,8 +3,9 @@
 //! One UDP socket taken over by a gaio [`Watcher`], one thread looping on `wait_io`: a number
 //! of `recv_from`s are kept pending, each into a buffer of its own, and each datagram is sent
 //! back to its source with `send_to` of that same buffer (no copy), after which the buffer
-//! receives again. The sends of each batch of results are corked ([`Watcher::cork`]), so on
-//! epoll a batch goes out as one `sendmmsg`, and the queued receives are served by `recvmmsg`.
+//! receives again. Each batch of results is handled corked ([`Watcher::cork`]), so on epoll
+//! its sends go out as one `sendmmsg` and the receives it submits are served by `recvmmsg` (on
+//! io_uring a cork holds nothing: each is attempted at once on this thread).
 //! Runs until interrupted (Ctrl-C / SIGTERM).
 //!
 //! ```text

@@ -247,9 +247,9 @@ backend_tests! {
         }
     }
 
-    /// 64 sends queued under a cork all arrive, in order, and went out in far fewer syscalls
-    /// than 64 (`sendmmsg`, on epoll and on the io_uring ring thread). Every buffer type a
-    /// write takes is accepted.
+    /// 64 sends queued under a cork all arrive, in order, and on epoll went out in far fewer
+    /// syscalls than 64 (`sendmmsg`; on io_uring a cork holds nothing and each goes out at
+    /// once). Every buffer type a write takes is accepted.
     fn corked_batch_of_64_sends(backend) {
         let Some(w) = util::watcher_for::<usize>(backend) else {
             return;
@@ -281,11 +281,13 @@ backend_tests! {
                 };
                 r.unwrap();
             }
-            // Held: nothing has gone out.
-            peer.set_nonblocking(true).unwrap();
-            let mut b = [0u8; 8];
-            assert!(peer.recv_from(&mut b).is_err(), "a corked send went out");
-            peer.set_nonblocking(false).unwrap();
+            // Held on epoll: nothing has gone out (on io_uring a cork holds nothing).
+            if backend == gaio::Backend::Epoll {
+                peer.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 8];
+                assert!(peer.recv_from(&mut b).is_err(), "a corked send went out");
+                peer.set_nonblocking(false).unwrap();
+            }
         }
         let mut order = Vec::new();
         util::wait_until(&w, T10, "64 send results", |r| {
@@ -310,8 +312,10 @@ backend_tests! {
         );
         eprintln!("{backend}: 64 corked sends: {calls} batched calls moved {moved} datagrams");
         // The vectored ones (every fourth) go alone; the runs between them in one call.
-        assert!((1..32).contains(&calls), "{calls} batched calls");
-        assert!(moved >= 32, "{moved} datagrams batched");
+        if backend == gaio::Backend::Epoll {
+            assert!((1..32).contains(&calls), "{calls} batched calls");
+            assert!(moved >= 32, "{moved} datagrams batched");
+        }
     }
 
     /// Receives queued with their own buffers are served in order (by `recvmmsg` when several
@@ -494,8 +498,9 @@ backend_tests! {
         assert_eq!(r.data(), b"late");
     }
 
-    /// Free with receives pending (own buffer and swap) and a send held by a cork: each ends
-    /// with `ClosedPipe`, buffers back.
+    /// Free with receives pending (own buffer and swap) and a send held by a cork (epoll;
+    /// on io_uring a cork holds nothing and the send completes): each ends with `ClosedPipe`,
+    /// buffers back.
     fn free_with_pending_receive(backend) {
         let Some(w) = util::watcher_for::<u8>(backend) else {
             return;
@@ -510,8 +515,13 @@ backend_tests! {
         w.send_to(2, &conn, b"held".to_vec(), peer.local_addr().unwrap()).unwrap();
         w.free(&conn).unwrap();
         let mut ended = Vec::new();
-        util::wait_until(&w, T10, "three ClosedPipe results", |r| {
-            assert!(util::is_closed_pipe(&r.error), "{:?}", r.error);
+        util::wait_until(&w, T10, "three results", |r| {
+            if r.context == 2 && backend == gaio::Backend::Uring {
+                // A cork holds nothing on io_uring: the send went out at once.
+                assert!(r.error.is_none(), "{:?}", r.error);
+            } else {
+                assert!(util::is_closed_pipe(&r.error), "{:?}", r.error);
+            }
             ended.push((r.context, r.buffer.len()));
             ended.len() == 3
         });

@@ -3,9 +3,9 @@
 //! One watched UDP socket, `receives` `recv_from`s kept pending, each into a buffer of its
 //! own; every datagram is sent back to its source with `send_to` of that same buffer (no copy,
 //! no allocation: a buffer goes round receive, send, receive), and the buffer's next
-//! `recv_from` is submitted when its send completes. The sends of one `wait_io` batch are
-//! corked, so on epoll they go out as one `sendmmsg` and the queued receives come in by
-//! `recvmmsg`.
+//! `recv_from` is submitted when its send completes. Each `wait_io` batch is handled corked,
+//! so on epoll its sends go out as one `sendmmsg` and the receives it submits come in by
+//! `recvmmsg` (on io_uring a cork holds nothing).
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
