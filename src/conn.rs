@@ -104,6 +104,14 @@ pub(crate) struct ConnShared {
     pub(crate) file: Option<crate::sys::fd::FileInfo>,
     /// Sockets are written with `send(MSG_NOSIGNAL)`, other descriptors with `write`.
     pub(crate) is_socket: bool,
+    /// A datagram socket (`recv_from`/`send_to` are refused elsewhere).
+    pub(crate) is_datagram: bool,
+    /// The peer a datagram socket was connected to when it was taken over (`send_to` refuses
+    /// another destination on it).
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    /// Open [`Cork`](crate::Cork)s on this connection: while non-zero, requests queue without
+    /// starting, to go out together (one `sendmmsg`, one `recvmmsg`) when the last cork ends.
+    pub(crate) corks: std::sync::atomic::AtomicU32,
     pub(crate) freed: AtomicBool,
     /// The submit-side fast path's state per direction.
     pub(crate) lanes: crate::lane::Lanes,
@@ -148,12 +156,29 @@ impl Conn {
         file: Option<crate::sys::fd::FileInfo>,
         owner: Arc<dyn ConnOwner>,
     ) -> Conn {
+        Conn::with_kind(id, watcher, fd, is_socket, false, None, file, owner)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_kind(
+        id: ConnId,
+        watcher: u64,
+        fd: RawFd,
+        is_socket: bool,
+        is_datagram: bool,
+        peer: Option<std::net::SocketAddr>,
+        file: Option<crate::sys::fd::FileInfo>,
+        owner: Arc<dyn ConnOwner>,
+    ) -> Conn {
         Conn(Arc::new(ConnShared {
             id,
             watcher,
             fd,
             file,
             is_socket,
+            is_datagram,
+            peer,
+            corks: Default::default(),
             freed: AtomicBool::new(false),
             lanes: Default::default(),
             owner,
@@ -186,6 +211,12 @@ impl Conn {
     /// True for a regular file (or block device) taken over for file requests.
     pub fn is_file(&self) -> bool {
         self.0.file.is_some()
+    }
+
+    /// True for a datagram socket (UDP, Unix datagram), on which
+    /// [`recv_from`](crate::Watcher::recv_from) and [`send_to`](crate::Watcher::send_to) work.
+    pub fn is_datagram(&self) -> bool {
+        self.0.is_datagram
     }
 
     /// True once [`Watcher::free`](crate::Watcher::free) was called on this connection.

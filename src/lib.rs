@@ -113,11 +113,12 @@ pub use builder::{
 pub use conn::Conn;
 pub use error::{Error, Result, SubmitError};
 pub use op::{OpId, OpResult, OpType};
+pub use request::datagram::{MAX_DATAGRAM, MAX_GSO_SEGMENTS};
 pub use results::Batch;
-pub use stats::{GcStats, SwapStats};
+pub use stats::{DatagramStats, GcStats, SwapStats};
 pub use swap::SwapSlice;
 pub use waker::Waker;
-pub use watcher::{Watcher, MAX_FILE_OFFSET};
+pub use watcher::{Cork, Watcher, MAX_FILE_OFFSET};
 
 /// The README's examples, compiled as doctests so that they stay true to the code.
 #[cfg(doctest)]

@@ -40,14 +40,24 @@ pub enum OpType {
     /// An [`fdatasync`](crate::Watcher::fdatasync): data flushed (and the metadata needed to
     /// read it back).
     Fdatasync,
+    /// A [`recv_from`](crate::Watcher::recv_from): one datagram, its source in
+    /// [`OpResult::addr`].
+    RecvFrom,
+    /// A [`send_to`](crate::Watcher::send_to): one datagram, its destination in
+    /// [`OpResult::addr`].
+    SendTo,
 }
 
 impl OpType {
     /// The FIFO direction a request of this type is served in (`None`: file requests).
     pub(crate) fn lane(self) -> Option<crate::lane::Lane> {
         match self {
-            OpType::Read | OpType::ReadFull | OpType::Accept => Some(crate::lane::Lane::Read),
-            OpType::Write | OpType::Connect | OpType::Shutdown => Some(crate::lane::Lane::Write),
+            OpType::Read | OpType::ReadFull | OpType::Accept | OpType::RecvFrom => {
+                Some(crate::lane::Lane::Read)
+            }
+            OpType::Write | OpType::Connect | OpType::Shutdown | OpType::SendTo => {
+                Some(crate::lane::Lane::Write)
+            }
             OpType::ReadAt | OpType::WriteAt | OpType::Fsync | OpType::Fdatasync => None,
         }
     }
@@ -112,9 +122,10 @@ pub struct OpResult<C> {
     /// For [`OpType::Accept`]: the accepted connection, already taken over by the watcher and
     /// ready for its first request. `None` for every other operation and on error.
     pub accepted: Option<Conn>,
-    /// For [`OpType::Accept`]: the peer's address (IPv4 or IPv6), as `accept(2)` reported it;
-    /// `None` on error, for a peer without an IP address (a Unix socket), and for every other
-    /// operation today. A datagram's source address will come back here too.
+    /// For [`OpType::Accept`]: the peer's address (IPv4 or IPv6), as `accept(2)` reported it.
+    /// For [`OpType::RecvFrom`]: the datagram's source. For [`OpType::SendTo`]: the
+    /// destination it was sent to. `None` on error (a `SendTo` keeps its destination), for a
+    /// peer without an IP address (a Unix socket), and for every other operation.
     ///
     /// ```
     /// use std::net::{TcpListener, TcpStream};
@@ -131,6 +142,17 @@ pub struct OpResult<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub addr: Option<std::net::SocketAddr>,
+    /// For [`OpType::RecvFrom`]: `Some(len)` when the datagram was longer than the buffer
+    /// (`len` bytes, as the kernel reported with `MSG_TRUNC`); only its first `size` bytes
+    /// were kept and the rest is lost (UDP cannot give it back). `None` when the whole
+    /// datagram fit, and for every other operation. A datagram is never cut silently.
+    pub truncated: Option<usize>,
+    /// For [`OpType::RecvFrom`] on a socket with GRO on
+    /// ([`Watcher::set_udp_gro`](crate::Watcher::set_udp_gro)): `Some(n)` when the kernel
+    /// coalesced several datagrams from the same source into this result: they are `n` bytes
+    /// each, in order, the last possibly shorter (`size / n` rounded up of them). `None` for a
+    /// single datagram, and for every other operation.
+    pub segment_size: Option<usize>,
 }
 
 impl<C> OpResult<C> {
@@ -193,6 +215,8 @@ impl<C> fmt::Debug for OpResult<C> {
             .field("error", &self.error)
             .field("accepted", &self.accepted)
             .field("addr", &self.addr)
+            .field("truncated", &self.truncated)
+            .field("segment_size", &self.segment_size)
             .finish_non_exhaustive()
     }
 }

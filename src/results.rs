@@ -437,6 +437,8 @@ mod loom_model {
             error: None,
             accepted: None,
             addr: None,
+            truncated: None,
+            segment_size: None,
         }
     }
 

@@ -41,9 +41,29 @@ pub struct SwapStats {
     pub slices_live: usize,
 }
 
-/// Counters behind `Watcher::gc`.
+/// How datagrams went out and came in, from [`Watcher::datagram_stats`]: counts since the
+/// watcher started.
+///
+/// `#[non_exhaustive]`: counters may be added, so it cannot be built outside the crate; read
+/// its fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DatagramStats {
+    /// `recvmmsg`/`sendmmsg` calls made for queued `recv_from`s and `send_to`s (on epoll by
+    /// the thread serving the socket; on io_uring by the ring thread, between the RECVMSG and
+    /// SENDMSG SQEs of the requests that have to wait).
+    pub batch_calls: u64,
+    /// Datagrams those calls moved (received or sent). `batch_datagrams / batch_calls` is the
+    /// average batch.
+    pub batch_datagrams: u64,
+}
+
+/// Counters behind `Watcher::gc`, and the datagram batching counters behind
+/// `Watcher::datagram_stats` (the engine holds one shared block of counters).
 #[derive(Default)]
 pub(crate) struct GcCounters {
     pub(crate) found: AtomicU64,
     pub(crate) closed: AtomicU64,
+    pub(crate) batch_calls: AtomicU64,
+    pub(crate) batch_datagrams: AtomicU64,
 }

@@ -226,6 +226,56 @@ impl SwapPool {
         self.find_space()
     }
 
+    /// As [`space`](SwapPool::space), but a region of at least `want` bytes (or a whole
+    /// buffer, when the buffers are smaller): a datagram receive, which a shorter region would
+    /// cut. `None` (and the pool starving) when no such region is free.
+    pub(crate) fn space_for(&mut self, want: usize) -> Option<(*mut u8, usize)> {
+        let want = want.min(self.chunks[self.current].cap);
+        let fits = |p: &mut SwapPool| {
+            let cur = &p.chunks[p.current];
+            cur.is_free() || cur.cap - p.offset >= want
+        };
+        if !fits(self) {
+            let free = self.chunks.iter().position(|c| c.is_free());
+            match free {
+                Some(f) => {
+                    self.current = f;
+                    self.offset = 0;
+                }
+                None => {
+                    self.shared.set_starving();
+                    // Re-check after announcing, as `space` does.
+                    let free = self.chunks.iter().position(|c| c.is_free())?;
+                    self.current = free;
+                    self.offset = 0;
+                }
+            }
+        }
+        let r = self.find_space()?;
+        if r.1 >= want {
+            Some(r)
+        } else {
+            self.shared.set_starving();
+            None
+        }
+    }
+
+    /// Bytes the next region would have without moving to another buffer: a free current
+    /// buffer counts whole.
+    pub(crate) fn room(&self) -> usize {
+        let cur = &self.chunks[self.current];
+        if cur.is_free() {
+            cur.cap
+        } else {
+            cur.cap - self.offset
+        }
+    }
+
+    /// Bytes per swap buffer.
+    pub(crate) fn buffer_size(&self) -> usize {
+        self.chunks[self.current].cap
+    }
+
     fn find_space(&mut self) -> Option<(*mut u8, usize)> {
         let cur = &self.chunks[self.current];
         if cur.is_free() {

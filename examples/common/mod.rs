@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use gaio::{Buffer, Conn, Error, OpResult, OpType, Watcher};
 
+pub mod udp;
 pub mod workloads;
 
 /// Listen backlog. `std::net::TcpListener::bind` uses 128, too small for thousands of clients

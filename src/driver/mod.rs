@@ -114,13 +114,36 @@ impl<C: Send + 'static> Handle<C> {
     /// `MSG_DONTWAIT`.
     pub(crate) fn inline_allowed(&self, req: &Request<C>) -> bool {
         use crate::request::Kind;
-        if !matches!(req.kind, Kind::Read | Kind::ReadFull | Kind::Write) {
+        if !matches!(
+            req.kind,
+            Kind::Read | Kind::ReadFull | Kind::Write | Kind::RecvFrom | Kind::SendTo
+        ) {
+            return false;
+        }
+        // A corked connection's requests queue for the cork's end (`Watcher::cork`).
+        if req.conn.0.corks.load(std::sync::atomic::Ordering::Acquire) > 0 {
             return false;
         }
         match self {
             Handle::Epoll(_) => true,
             #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Handle::Uring(_) => req.conn.0.is_socket,
+        }
+    }
+
+    /// The last cork on connection `id` ended: start the requests it held back (epoll: here,
+    /// under the engine's lock; io_uring: on the ring thread).
+    #[cfg_attr(
+        not(all(target_os = "linux", feature = "io-uring")),
+        allow(unused_variables)
+    )]
+    pub(crate) fn uncork(&self, tx: &LoopTx<C>, id: ConnId) {
+        match self {
+            Handle::Epoll(e) => e.uncork(id),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Handle::Uring(_) => {
+                let _ = tx.send(LoopMsg::Uncork(id));
+            }
         }
     }
 

@@ -54,6 +54,10 @@ pub(crate) enum LoopMsg<C> {
     },
     /// A swap slice was dropped while reads were waiting for swap space.
     SwapReleased,
+    /// The last cork on a connection ended (io_uring; epoll's submit side serves it under
+    /// the engine's lock): start the requests it held back.
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
+    Uncork(ConnId),
     /// A helper thread (an epoll file thread) failed: fail the watcher (`Engine::fail`).
     Failed(String),
     /// Shut down: end everything pending with `ClosedPipe`, close every descriptor.
@@ -91,6 +95,7 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
                 }
             }
             LoopMsg::SwapReleased => self.retry_starved(),
+            LoopMsg::Uncork(id) => self.uncorked(id),
             LoopMsg::Tick => {}
             LoopMsg::Failed(why) => self.fail(why),
             LoopMsg::Close => {

@@ -29,6 +29,7 @@ pub(crate) use messages::LoopMsg;
 use table::Slot;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -84,6 +85,21 @@ pub(crate) trait Driver<C> {
     /// Descriptor `fd` leaves the watcher (closed or detached right after): readiness
     /// drivers deregister it.
     fn forget(&mut self, fd: &OwnedFd);
+
+    /// Starts the requests `keys` of `ops` (the front of one direction's queue, in order, all
+    /// of one datagram kind: `request::datagram::batchable`) with one syscall, pushing the
+    /// outcome of each request it decided to `out`, in order (a prefix of `keys`). False
+    /// when the driver has no batched form: the engine then starts them one at a time.
+    fn start_batch(
+        &mut self,
+        fd: RawFd,
+        ops: &mut Slab<Request<C>>,
+        keys: &[usize],
+        out: &mut Vec<Outcome>,
+    ) -> bool {
+        let _ = (fd, ops, keys, out);
+        false
+    }
 }
 
 /// What the engine needs to take over a connection an accept produced.
@@ -117,6 +133,9 @@ pub(crate) struct Engine<C, D> {
     /// When the loop thread wakes for deadlines next (`None`: only for a message). A
     /// request submitted with an earlier deadline must wake it ([`LoopMsg::Tick`]).
     sleep_until: Option<Instant>,
+    /// Scratch for a batched start: the keys and their outcomes (kept to reuse their storage).
+    batch_keys: Vec<usize>,
+    batch_out: Vec<Outcome>,
 }
 
 impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
@@ -142,6 +161,8 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
             closed: false,
             failure: None,
             sleep_until: None,
+            batch_keys: Vec::new(),
+            batch_out: Vec::new(),
         }
     }
 
@@ -226,6 +247,8 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
         };
         let (deadline, seq, lane, poll_first) =
             (req.deadline, req.id.seq, req.kind.lane(), req.poll_first);
+        // A corked connection's requests wait for the cork to end (`uncorked`).
+        let corked = req.conn.0.corks.load(Ordering::Acquire) > 0;
         let key = self.ops.insert(req);
         match lane {
             None => self.file_submit(i, key),
@@ -238,7 +261,7 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
                 // A request that met EAGAIN on the submitting thread waits for the next edge
                 // unless one came since (see `Slot::edge`).
                 let first = q.len() == 1;
-                if first && (!D::READINESS || !poll_first || s.edge[lane as usize]) {
+                if first && !corked && (!D::READINESS || !poll_first || s.edge[lane as usize]) {
                     self.serve(i, lane);
                 }
             }
@@ -293,11 +316,31 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
                 return;
             };
             let req = &mut self.ops[key];
+            // A corked connection's requests wait for the cork to end (`uncorked`).
+            if req.conn.0.corks.load(Ordering::Acquire) > 0 {
+                return;
+            }
             // A swap read waits for swap space to come back; a read with its own buffer
             // behind it (once the swap read timed out, say) need not.
             if s.starved && req.buffer.is_none() {
                 return;
             }
+            // Several datagrams queued: one batched syscall, unless a driver that waits itself
+            // should poll first (an EAGAIN just now; its single start arms the poll).
+            if crate::request::datagram::batchable(req)
+                && s.queue(lane).len() > 1
+                && (D::READINESS || !req.poll_first)
+            {
+                match self.serve_batch(i, lane) {
+                    Some(true) => continue,
+                    Some(false) => return,
+                    None => {}
+                }
+            }
+            let Some(s) = self.table.get_mut(i) else {
+                return;
+            };
+            let req = &mut self.ops[key];
             match self.driver.start(key, s.fd.as_raw_fd(), s.is_socket, req) {
                 Start::InFlight => {
                     req.in_flight = true;
@@ -311,6 +354,64 @@ impl<C: Send + 'static, D: Driver<C>> Engine<C, D> {
                     }
                 }
             }
+        }
+    }
+
+    /// Starts the datagram requests at the front of connection `i`'s `lane` queue that can
+    /// go out together with one syscall (`Driver::start_batch`) and applies their outcomes in
+    /// order. `Some(go_on)` as [`step`](Engine::step) says for the last; `None` when the
+    /// driver has no batched form (start the front alone).
+    fn serve_batch(&mut self, i: usize, lane: Lane) -> Option<bool> {
+        let s = self.table.get_mut(i)?;
+        let fd = s.fd.as_raw_fd();
+        let mut keys = std::mem::take(&mut self.batch_keys);
+        let mut out = std::mem::take(&mut self.batch_out);
+        keys.clear();
+        out.clear();
+        let kind = self.ops[*s.queue(lane).front()?].kind;
+        let ops = &self.ops;
+        keys.extend(
+            s.queue(lane)
+                .iter()
+                .copied()
+                .take_while(|&k| {
+                    ops[k].kind == kind && crate::request::datagram::batchable(&ops[k])
+                })
+                .take(crate::request::datagram::BATCH),
+        );
+        let started = self.driver.start_batch(fd, &mut self.ops, &keys, &mut out);
+        if started {
+            let moved = out
+                .iter()
+                .filter(|o| matches!(o, Outcome::Moved(..)))
+                .count();
+            self.gc.batch_calls.fetch_add(1, Ordering::Relaxed);
+            self.gc
+                .batch_datagrams
+                .fetch_add(moved as u64, Ordering::Relaxed);
+        }
+        let mut go_on = Some(true);
+        if !started || out.is_empty() {
+            go_on = None;
+        }
+        for (&key, outcome) in keys.iter().zip(out.drain(..)) {
+            if !self.step(i, lane, key, outcome) {
+                go_on = Some(false);
+                break;
+            }
+        }
+        // Outcomes after a stop (none by construction) are dropped with the scratch's clear.
+        self.batch_keys = keys;
+        self.batch_out = out;
+        go_on
+    }
+
+    /// The last cork on connection `id` ended: start the requests it held back, sends first
+    /// (the answers a corked batch produced), then receives.
+    pub(crate) fn uncorked(&mut self, id: ConnId) {
+        if let Some(i) = self.table.index_of(id) {
+            self.serve(i, Lane::Write);
+            self.serve(i, Lane::Read);
         }
     }
 

@@ -5,12 +5,13 @@
 //! Each kind of request has one file holding every backend's code for it: the non-blocking
 //! syscall attempt (the epoll driver and the submit-side fast path of both backends), the SQE
 //! (the io_uring driver), and the progress rule both share: `read.rs`, `write.rs`,
-//! `accept.rs`, `connect.rs`, `shutdown.rs`, `file.rs`. The engine (`crate::engine`) calls only the
+//! `accept.rs`, `connect.rs`, `shutdown.rs`, `file.rs`, `datagram.rs` (`recv_from`, `send_to`). The engine (`crate::engine`) calls only the
 //! dispatchers here ([`progress`], [`attempt`], and `sqe` on Linux); it never matches on a kind
 //! itself.
 
 pub(crate) mod accept;
 pub(crate) mod connect;
+pub(crate) mod datagram;
 pub(crate) mod file;
 pub(crate) mod gather;
 pub(crate) mod read;
@@ -65,6 +66,10 @@ pub(crate) enum Kind {
     Fsync,
     /// As `Fsync`, data only.
     Fdatasync,
+    /// Receive one datagram and its source (served in the read direction).
+    RecvFrom,
+    /// Send one datagram to the address in `msg` (served in the write direction).
+    SendTo,
 }
 
 impl Kind {
@@ -80,6 +85,8 @@ impl Kind {
             Kind::WriteAt => OpType::WriteAt,
             Kind::Fsync => OpType::Fsync,
             Kind::Fdatasync => OpType::Fdatasync,
+            Kind::RecvFrom => OpType::RecvFrom,
+            Kind::SendTo => OpType::SendTo,
         }
     }
 
@@ -186,6 +193,9 @@ pub(crate) struct Request<C> {
     /// `Accept` reports (boxed: the kernel may use it while the request's slot moves, until
     /// the CQE; allocated only for these two kinds).
     pub(crate) addr: Option<Box<AddrBuf>>,
+    /// A datagram's address and, on io_uring, its message header (only for `RecvFrom` and
+    /// `SendTo`; boxed for the same reason as `addr`).
+    pub(crate) msg: Option<Box<datagram::Msg>>,
     /// The direction a `Shutdown` shuts down (`None` for every other kind).
     pub(crate) how: Option<std::net::Shutdown>,
     /// A `Connect` that has called `connect(2)` once and now waits for it to finish.
@@ -193,6 +203,10 @@ pub(crate) struct Request<C> {
     /// The last attempt met EAGAIN (on the submitting thread, or in the driver): the next one
     /// should wait for readiness first (epoll: for the next edge; io_uring: poll first).
     pub(crate) poll_first: bool,
+    /// io_uring: the SQE in the kernel is a POLL_ADD (a swap `RecvFrom` waiting to be
+    /// readable), whose completion means "try again", not bytes moved.
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
+    pub(crate) polling: bool,
     /// The connection an `Accept` produced.
     pub(crate) accepted: Option<Conn>,
     /// File offset of a `ReadAt`/`WriteAt` (the request moves `size` bytes from it). The
@@ -230,9 +244,11 @@ impl<C> Request<C> {
             deadline,
             size: 0,
             addr: (kind == Kind::Accept).then(AddrBuf::empty),
+            msg: (kind == Kind::RecvFrom).then(datagram::Msg::for_recv),
             how: None,
             connecting: false,
             poll_first: false,
+            polling: false,
             accepted: None,
             offset: 0,
             in_flight: false,
@@ -255,7 +271,7 @@ impl<C> Request<C> {
     }
 
     /// The unsent tail of a write's contiguous buffer (empty without one, and for a vectored
-    /// write, whose pieces `write::gather` walks), at most [`MAX_STEP`] bytes: what the next
+    /// write, whose pieces `gather.rs` walks), at most [`MAX_STEP`] bytes: what the next
     /// syscall or SQE sends.
     pub(crate) fn rest(&self) -> &[u8] {
         match self.buffer.as_ref() {
@@ -286,8 +302,15 @@ impl<C> Request<C> {
             (None, None) => Buffer::None,
         };
         // The peer's address, for an accept that produced a connection.
+        let (mut truncated, mut segment_size) = (None, None);
         let addr = match (self.kind, &self.accepted, self.addr) {
             (Kind::Accept, Some(_), Some(peer)) => (*peer).into_socket_addr(),
+            (Kind::RecvFrom, _, _) if error.is_none() => self.msg.and_then(|m| {
+                truncated = (m.full > self.size).then_some(m.full);
+                segment_size = m.segment;
+                m.name.into_socket_addr()
+            }),
+            (Kind::SendTo, _, _) => self.msg.and_then(|m| m.name.into_socket_addr()),
             _ => None,
         };
         OpResult {
@@ -300,6 +323,8 @@ impl<C> Request<C> {
             error,
             accepted: self.accepted,
             addr,
+            truncated,
+            segment_size,
         }
     }
 }
@@ -331,7 +356,16 @@ impl Outcome {
     /// Classifies a CQE's result for a request of `kind` (`res`: bytes, a descriptor, or
     /// `-errno`).
     #[cfg(all(target_os = "linux", feature = "io-uring"))]
-    pub(crate) fn from_cqe(kind: Kind, res: i32, swap: Option<SwapSlice>) -> Outcome {
+    pub(crate) fn from_cqe(
+        kind: Kind,
+        polling: bool,
+        res: i32,
+        swap: Option<SwapSlice>,
+    ) -> Outcome {
+        if polling && res >= 0 {
+            // A poll came back readable: the receive itself follows.
+            return Outcome::Retry;
+        }
         if res < 0 {
             return match -res {
                 libc::EAGAIN => Outcome::WouldBlock,
@@ -407,6 +441,7 @@ pub(crate) fn progress<C>(req: &mut Request<C>, outcome: Outcome) -> Step {
         Outcome::Finished | Outcome::Moved(..) => match req.kind {
             Kind::Read | Kind::ReadFull => read::progress(req, outcome, ending),
             Kind::Write => write::progress(req, outcome, ending),
+            Kind::RecvFrom | Kind::SendTo => datagram::progress(req, outcome),
             Kind::Accept => accept::progress(outcome),
             Kind::Connect => connect::progress(),
             Kind::Shutdown => shutdown::progress(),
@@ -432,6 +467,7 @@ pub(crate) fn attempt<C>(
         Kind::Accept => accept::attempt(fd, req),
         Kind::Connect => connect::attempt(fd, req),
         Kind::Shutdown => shutdown::attempt(fd, req),
+        Kind::RecvFrom | Kind::SendTo => datagram::attempt(fd, req, swap),
         Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => {
             Outcome::Failed(std::io::Error::from_raw_os_error(libc::EINVAL))
         }
@@ -456,6 +492,7 @@ pub(crate) fn sqe<C>(
         Kind::Accept => accept::sqe(fd, req),
         Kind::Connect => connect::sqe(fd, req)?,
         Kind::Shutdown => shutdown::sqe(fd, req),
+        Kind::RecvFrom | Kind::SendTo => datagram::sqe(fd, req),
         Kind::ReadAt | Kind::WriteAt | Kind::Fsync | Kind::Fdatasync => file::sqe(fd, req),
     })
 }
@@ -484,6 +521,8 @@ mod tests {
             (Kind::WriteAt, OpType::WriteAt, None),
             (Kind::Fsync, OpType::Fsync, None),
             (Kind::Fdatasync, OpType::Fdatasync, None),
+            (Kind::RecvFrom, OpType::RecvFrom, Some(Lane::Read)),
+            (Kind::SendTo, OpType::SendTo, Some(Lane::Write)),
         ];
         for (kind, ty, lane) in all {
             assert_eq!(kind.op_type(), ty, "{kind:?}");

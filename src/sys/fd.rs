@@ -10,6 +10,8 @@ use crate::{Error, Result};
 /// What kind of descriptor the watcher was given.
 pub(crate) struct FdKind {
     pub(crate) is_socket: bool,
+    /// A datagram socket (`SOCK_DGRAM`: UDP, Unix datagram): `recv_from`/`send_to` work on it.
+    pub(crate) is_datagram: bool,
     /// A regular file or block device: driven by file requests (`read_at`, …), never polled.
     pub(crate) file: Option<FileInfo>,
 }
@@ -48,6 +50,7 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
         let direct = false;
         return Ok(FdKind {
             is_socket: false,
+            is_datagram: false,
             file: Some(FileInfo {
                 direct,
                 align: dio_alignment(fd)?,
@@ -59,8 +62,14 @@ pub(crate) fn prepare(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<FdKind> {
     if fmt == libc::S_IFSOCK {
         socket2::SockRef::from(&fd).set_nosigpipe(true)?;
     }
+    let is_socket = fmt == libc::S_IFSOCK;
+    let is_datagram = is_socket
+        && socket2::SockRef::from(&fd)
+            .r#type()
+            .is_ok_and(|t| t == socket2::Type::DGRAM);
     Ok(FdKind {
-        is_socket: fmt == libc::S_IFSOCK,
+        is_socket,
+        is_datagram,
         file: None,
     })
 }
@@ -357,4 +366,136 @@ pub(crate) fn dio_alignment(file: BorrowedFd<'_>) -> Result<DioAlignment> {
         memory: FALLBACK_ALIGN,
         offset: FALLBACK_ALIGN,
     })
+}
+
+/// One `recvmsg(MSG_DONTWAIT | MSG_TRUNC)` of a single datagram into `iov`, its source into
+/// `name` (storage and its length, which the kernel sets). Returns the datagram's full length
+/// (more than `iov` holds when it was truncated: `MSG_TRUNC` in the flags makes the kernel
+/// report it), retried on EINTR.
+///
+/// # Safety
+/// `iov` must describe memory valid for writes and not touched by anyone else for the duration
+/// of the call; `name` must point at `*name_len` writable bytes, and `control`, when given, at
+/// that many writable bytes aligned for a `cmsghdr` (the control data's length comes back in
+/// `control_len`).
+pub(crate) unsafe fn recv_msg(
+    fd: RawFd,
+    iov: libc::iovec,
+    name: *mut libc::sockaddr,
+    name_len: &mut libc::socklen_t,
+    control: Option<(*mut libc::c_void, usize)>,
+    control_len: &mut usize,
+) -> Io {
+    let mut iov = iov;
+    let rc = syscall(|| {
+        // SAFETY: all-zero is a valid `msghdr` (no name, no control data, no iovecs).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = name.cast();
+        msg.msg_namelen = *name_len;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if let Some((p, len)) = control {
+            msg.msg_control = p;
+            msg.msg_controllen = len as _;
+        }
+        // SAFETY: `msg` points at the caller's writable iovec, name storage and control room
+        // (see above).
+        let rc = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+        if rc >= 0 {
+            *name_len = msg.msg_namelen;
+            *control_len = msg.msg_controllen as usize;
+        }
+        rc
+    });
+    classify(rc)
+}
+
+/// The length of the next datagram waiting on `fd`, without taking it
+/// (`recv(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT)` into no buffer), retried on EINTR.
+pub(crate) fn peek_len(fd: RawFd) -> Io {
+    // SAFETY: a zero-length receive writes no memory.
+    classify(syscall(|| unsafe {
+        libc::recv(
+            fd,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    }))
+}
+
+/// One `sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT)` of one datagram made of `iov`'s slices, to
+/// `name` (`None`: the connected peer), retried on EINTR.
+///
+/// # Safety
+/// Every entry of `iov` must describe memory valid for reads for the duration of the call;
+/// `name`, when given, a socket address of that many bytes; `control`, when given, that many
+/// bytes of control messages.
+pub(crate) unsafe fn send_msg(
+    fd: RawFd,
+    iov: &[libc::iovec],
+    name: Option<(*const libc::sockaddr, libc::socklen_t)>,
+    control: Option<(*mut libc::c_void, usize)>,
+) -> Io {
+    classify(syscall(|| {
+        // SAFETY: all-zero is a valid `msghdr` (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        if let Some((p, len)) = name {
+            msg.msg_name = p.cast_mut().cast();
+            msg.msg_namelen = len;
+        }
+        if let Some((p, len)) = control {
+            msg.msg_control = p;
+            msg.msg_controllen = len as _;
+        }
+        msg.msg_iov = iov.as_ptr().cast_mut();
+        msg.msg_iovlen = iov.len() as _;
+        // SAFETY: `msg` points at readable iovecs and address (the caller's guarantee); the
+        // kernel only reads them.
+        unsafe { libc::sendmsg(fd, &msg, NOSIGNAL | libc::MSG_DONTWAIT) }
+    }))
+}
+
+/// One `recvmmsg(MSG_DONTWAIT | MSG_TRUNC)`: up to `msgs.len()` datagrams, each entry's
+/// `msg_len` set to its datagram's full length. Returns how many were received (EAGAIN only
+/// when none was), retried on EINTR.
+///
+/// # Safety
+/// Every header in `msgs` must point at writable iovecs and name storage, valid and touched by
+/// nobody else for the duration of the call.
+#[cfg(target_os = "linux")]
+pub(crate) unsafe fn recv_mmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> Io {
+    classify(syscall(|| {
+        // SAFETY: the caller's guarantee; `msgs.len()` is at most the batch size (64).
+        unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            ) as isize
+        }
+    }))
+}
+
+/// One `sendmmsg(MSG_NOSIGNAL | MSG_DONTWAIT)`: up to `msgs.len()` datagrams, in order.
+/// Returns how many were sent (an error only when none was), retried on EINTR.
+///
+/// # Safety
+/// Every header in `msgs` must point at readable iovecs and addresses valid for the duration
+/// of the call.
+#[cfg(target_os = "linux")]
+pub(crate) unsafe fn send_mmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> Io {
+    classify(syscall(|| {
+        // SAFETY: the caller's guarantee; `msgs.len()` is at most the batch size (64).
+        unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                NOSIGNAL | libc::MSG_DONTWAIT,
+            ) as isize
+        }
+    }))
 }

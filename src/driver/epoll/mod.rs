@@ -88,6 +88,13 @@ impl<C: Send + 'static> Epoll<C> {
         }
     }
 
+    /// The last cork on connection `id` ended: starts its held writes on this thread.
+    pub(crate) fn uncork(&self, id: ConnId) {
+        let mut s = lock(&self.state);
+        s.uncorked(id);
+        s.flush();
+    }
+
     /// Registers a descriptor for edge-triggered read and write readiness under `id`'s token.
     /// `EPERM` (epoll refuses the kind of file) becomes [`Error::Unsupported`].
     pub(crate) fn register(&self, fd: RawFd, id: ConnId) -> Result<()> {

@@ -89,6 +89,19 @@ impl<C: Send + 'static> Driver<C> for Readiness<C> {
         register(&self.registry, fd.as_raw_fd(), id)
     }
 
+    /// One `recvmmsg`/`sendmmsg` for several queued datagrams (Linux).
+    #[cfg(target_os = "linux")]
+    fn start_batch(
+        &mut self,
+        fd: RawFd,
+        ops: &mut slab::Slab<Request<C>>,
+        keys: &[usize],
+        out: &mut Vec<Outcome>,
+    ) -> bool {
+        request::datagram::attempt_batch(fd, ops, keys, out);
+        true
+    }
+
     fn forget(&mut self, fd: &OwnedFd) {
         // Deregister before close, so another descriptor sharing the open file description (an
         // inherited copy) cannot keep a stale registration alive. Files were never registered.

@@ -52,6 +52,9 @@ pub(crate) struct Ring {
     reaped: Vec<(u64, i32, u32)>,
     /// What the probe found (SHUTDOWN or its synchronous fallback).
     features: super::Features,
+    /// The submit side's swap pool, which swap `recv_from`s receive into on this thread
+    /// (`request::datagram::ring_attempt`).
+    swap: Arc<std::sync::Mutex<crate::swap::SwapPool>>,
 }
 
 /// Packs a slab key and the low 31 bits of a request id into `user_data`, so a CQE for a
@@ -61,8 +64,15 @@ fn user_data(key: usize, seq: u64) -> u64 {
 }
 
 impl Ring {
-    fn new(ring: IoUring, bufs: BufRing, wake_fd: RawFd, features: super::Features) -> Ring {
+    fn new(
+        ring: IoUring,
+        bufs: BufRing,
+        wake_fd: RawFd,
+        features: super::Features,
+        swap: Arc<std::sync::Mutex<crate::swap::SwapPool>>,
+    ) -> Ring {
         Ring {
+            swap,
             ring,
             bufs,
             wake_buf: Box::new(0),
@@ -167,6 +177,9 @@ impl<C: Send + 'static> Driver<C> for Ring {
             // thread makes it itself.
             return Start::Done(request::shutdown::attempt(fd, req));
         }
+        if let Some(outcome) = request::datagram::ring_attempt(fd, req, &self.swap) {
+            return Start::Done(outcome);
+        }
         let swap_len = self.bufs.buf_size() as u32;
         let Some(sqe) = request::sqe(fd, is_socket, req, BGID, swap_len) else {
             return Start::Done(Outcome::Failed(std::io::Error::from_raw_os_error(
@@ -206,6 +219,23 @@ impl<C: Send + 'static> Driver<C> for Ring {
         self.bufs.shared().clear_starving();
     }
 
+    /// Several queued datagrams: one non-blocking `recvmmsg`/`sendmmsg` made by the ring
+    /// thread itself (`MSG_DONTWAIT`, so the socket's blocking mode does not matter), which
+    /// moves what is ready at once; the request that meets EAGAIN is then started as an SQE
+    /// that polls first, and the next batch follows its CQE. The kernel gives no order between
+    /// two RECVMSGs in flight on one socket, so this keeps one request in flight per direction
+    /// and still moves up to 64 datagrams per syscall.
+    fn start_batch(
+        &mut self,
+        fd: RawFd,
+        ops: &mut slab::Slab<Request<C>>,
+        keys: &[usize],
+        out: &mut Vec<Outcome>,
+    ) -> bool {
+        request::datagram::attempt_batch(fd, ops, keys, out);
+        true
+    }
+
     fn adopt(&mut self, _fd: &OwnedFd, _id: ConnId) -> std::io::Result<()> {
         Ok(())
     }
@@ -234,7 +264,8 @@ impl<C: Send + 'static> RingLoop<C> {
     ) -> Result<Self> {
         let bufs = BufRing::new(&ring, core.swap_count, core.swap_size, core.swap.clone())
             .map_err(|e| super::explain("provided buffer ring", &e))?;
-        let engine = core.engine(Ring::new(ring, bufs, wake.raw, features));
+        let swap = core.swap_pool.clone();
+        let engine = core.engine(Ring::new(ring, bufs, wake.raw, features, swap));
         let fail = core.failpoints.clone();
         Ok(RingLoop {
             engine,
@@ -413,11 +444,11 @@ impl<C: Send + 'static> RingLoop<C> {
         if user_data(key, req.id.seq) != ud {
             return;
         }
-        let (kind, stamp) = (req.kind, req.stamp);
+        let (kind, stamp, polling) = (req.kind, req.stamp, req.polling);
         let ring = &mut self.engine.driver;
         let swap = cqueue::buffer_select(flags)
             .and_then(|bid| ring.bufs.take(bid, res.max(0) as usize, flags));
-        let outcome = match Outcome::from_cqe(kind, res, swap) {
+        let outcome = match Outcome::from_cqe(kind, polling, res, swap) {
             // Buffers went back into the ring after this read was started: the kernel has
             // them now, so try again instead of waiting for a release that already happened.
             Outcome::NoSwap if stamp != ring.bufs.generation() => Outcome::Retry,

@@ -353,13 +353,15 @@ fn descriptors_closed_once() {
         return;
     }
     // Between its fork and its exec the child holds a copy of every descriptor of this
-    // process, so no other test may look for a closed pair meanwhile (`fake::SPAWNING`);
-    // `spawn` returns once the exec has happened (close-on-exec has dropped the copies).
-    let child = {
+    // process, so no other test may look for a closed pair meanwhile (`fake::SPAWNING`).
+    // `spawn` returns when the exec has replaced the child's memory, which the kernel does
+    // just before it closes the close-on-exec descriptors; so the guard is held until the
+    // child's first output, by when the new program runs and the copies are gone.
+    let (mut child, first) = {
         let _spawning = super::fake::SPAWNING
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        std::process::Command::new(std::env::current_exe().unwrap())
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "engine::tests::random::descriptors_closed_once",
                 "--exact",
@@ -369,11 +371,18 @@ fn descriptors_closed_once() {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("run the child")
+            .expect("run the child");
+        let mut first = [0u8; 1];
+        let n = std::io::Read::read(child.stdout.as_mut().expect("piped"), &mut first)
+            .expect("the child's first output");
+        (child, first[..n].to_vec())
     };
+    let mut stdout = first;
+    std::io::Read::read_to_end(child.stdout.as_mut().expect("piped"), &mut stdout)
+        .expect("the child's output");
     let out = child.wait_with_output().expect("wait for the child");
     let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        String::from_utf8_lossy(&stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{text}");
     assert!(text.contains("1 passed"), "child ran no test:\n{text}");
 }
