@@ -4,21 +4,21 @@
 use std::sync::atomic::AtomicU64;
 
 /// Counters of connections released because their last handle was dropped without
-/// [`Watcher::free`]. Go's `GetGC() (found, closed)`.
+/// [`Watcher::free`](crate::Watcher::free). Go's `GetGC() (found, closed)`.
 ///
 /// `#[non_exhaustive]`: counters may be added, so it cannot be built outside the crate; read
 /// its fields (or compare with `GcStats::default()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct GcStats {
-    /// Connections whose last [`Conn`] handle was dropped without `free`.
+    /// Connections whose last [`Conn`](crate::Conn) handle was dropped without `free`.
     pub found: u64,
     /// Of those, the ones the loop has released (descriptor closed). Equal to `found` once the
     /// loop has caught up.
     pub closed: u64,
 }
 
-/// What the swap buffers hold right now, from [`Watcher::swap_stats`]. The same definition on
+/// What the swap buffers hold right now, from [`Watcher::swap_stats`](crate::Watcher::swap_stats). The same definition on
 /// both backends.
 ///
 /// `#[non_exhaustive]`: counters may be added, so it cannot be built outside the crate; read
@@ -28,7 +28,7 @@ pub struct GcStats {
 pub struct SwapStats {
     /// Number of swap buffers. On io_uring: the entries of the provided buffer ring (the
     /// configured count rounded up to a power of two) plus one, the buffer that swap reads
-    /// completing on the submitting thread use (see [`Watcher`]; one is enough there, as a
+    /// completing on the submitting thread use (see [`Watcher`](crate::Watcher); one is enough there, as a
     /// read that finds it held goes to the ring instead of waiting, and it keeps the memory a
     /// burst of connections touches down).
     pub buffers: usize,
@@ -41,7 +41,7 @@ pub struct SwapStats {
     pub slices_live: usize,
 }
 
-/// How datagrams went out and came in, from [`Watcher::datagram_stats`]: counts since the
+/// How datagrams went out and came in, from [`Watcher::datagram_stats`](crate::Watcher::datagram_stats): counts since the
 /// watcher started.
 ///
 /// `#[non_exhaustive]`: counters may be added, so it cannot be built outside the crate; read
