@@ -99,7 +99,7 @@ mod session;
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -282,6 +282,10 @@ pub struct TlsWatcher<C: Send + 'static = ()> {
     /// Vectors for the inner watcher's results, reused across `wait_io_into` calls.
     scratch: Mutex<Vec<Vec<OpResult<Tag<C>>>>>,
     waker: crate::Waker,
+    /// Threads in `wait_io_into` between their look at `ready` and the end of their wait: a
+    /// submission that queues a result wakes the watcher only when one is there (counted
+    /// before the look, so that a result queued after it is seen by the wake-up).
+    waiting: AtomicUsize,
 }
 
 impl<C: Send + 'static> TlsWatcher<C> {
@@ -308,6 +312,7 @@ impl<C: Send + 'static> TlsWatcher<C> {
             ready: Mutex::new(VecDeque::new()),
             scratch: Mutex::new(Vec::new()),
             waker,
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -642,13 +647,16 @@ impl<C: Send + 'static> TlsWatcher<C> {
         let until = timeout.map(|t| Instant::now() + t);
         let mut scratch = lock(&self.scratch).pop().unwrap_or_default();
         let got = loop {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
             self.take_ready(out);
             let left = match until {
                 _ if out.len() > before => Some(Duration::ZERO),
                 Some(u) => Some(u.saturating_duration_since(Instant::now())),
                 None => None,
             };
-            let n = match self.inner.wait_io_into(&mut scratch, left) {
+            let waited = self.inner.wait_io_into(&mut scratch, left);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            let n = match waited {
                 Ok(n) => n,
                 Err(e) => {
                     self.take_ready(out);
@@ -727,7 +735,12 @@ impl<C: Send + 'static> TlsWatcher<C> {
             return;
         }
         lock(&self.ready).extend(out);
-        let _ = self.waker.wake();
+        // A thread that counted itself in before this result was queued may be waiting
+        // already; one that counts itself in later sees the result (the queue's lock orders
+        // the two).
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _ = self.waker.wake();
+        }
     }
 
     fn take_ready(&self, out: &mut Vec<TlsResult<C>>) {
