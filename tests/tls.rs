@@ -748,6 +748,68 @@ backend_tests! {
         srv.stop();
     }
 
+    /// Writes pipelined (seven at once, 1 B to 1 MiB, across record boundaries) and read
+    /// back through three pending 1000-byte reads at a time: every byte in order, the
+    /// writes' results in order; then closing the watcher ends the pending reads with
+    /// ClosedPipe before wait_io_into reports WatcherClosed.
+    fn pipelined_writes_small_reads(backend) {
+        let cert = make_cert("pipelined");
+        let Some(srv) = TlsEcho::start(backend, &cert, T20) else { return };
+        let Some(tls) = tls_watcher::<u64>(backend) else { return };
+        let (t, err) = connect(&tls, srv.addr, client_config(&cert));
+        assert!(err.is_none(), "{err:?}");
+        let sizes = [1usize, 100, 16384, 16385, 70_000, MIB, 5];
+        let mut want = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            let p = payload(*n, i as u8);
+            want.extend_from_slice(&p);
+            tls.write(i as u64, &t, p).unwrap();
+        }
+        for r in 0..3 {
+            tls.read(100 + r, &t, vec![0; 1000]).unwrap();
+        }
+        let (mut got, mut writes) = (Vec::new(), Vec::new());
+        drive_until(&tls, T20, "the pipelined echo", |r| {
+            assert!(r.error.is_none(), "{:?}: {:?}", r.op, r.error);
+            match r.op {
+                TlsOp::Write => {
+                    assert_eq!(r.size, sizes[r.context as usize]);
+                    writes.push(r.context);
+                }
+                TlsOp::Read => {
+                    assert!(r.size > 0 && r.size <= 1000);
+                    got.extend_from_slice(r.data());
+                    if got.len() < want.len() {
+                        tls.read(r.context, &t, r.buffer).unwrap();
+                    }
+                }
+                op => panic!("unexpected {op:?}"),
+            }
+            got.len() == want.len() && writes.len() == sizes.len()
+        });
+        assert!(got == want, "differs at byte {:?}", util::first_difference(&got, &want));
+        assert_eq!(writes, (0..sizes.len() as u64).collect::<Vec<_>>(), "writes complete in order");
+
+        tls.read(7, &t, vec![0; 10]).unwrap();
+        tls.close().unwrap();
+        let mut results = Vec::new();
+        let mut end = None;
+        let limit = Instant::now() + T20;
+        while end.is_none() {
+            assert!(Instant::now() < limit, "no end after close");
+            match tls.wait_io_into(&mut results, Some(T20)) {
+                Ok(_) => {}
+                Err(e) => end = Some(e),
+            }
+        }
+        assert!(matches!(end, Some(gaio::Error::WatcherClosed)), "{end:?}");
+        let ctxs: Vec<_> = results.iter().map(|r| r.context).collect();
+        assert!(ctxs.contains(&7), "the pending read's result: {ctxs:?}");
+        let r = results.iter().find(|r| r.context == 7).unwrap();
+        assert!(matches!(r.error, Some(TlsError::Io(gaio::Error::ClosedPipe))), "{:?}", r.error);
+        srv.stop();
+    }
+
     /// Bad input and the lifecycle: empty buffers and writes after close_notify are refused
     /// with the buffer back; another TLS watcher's connection is refused; free ends pending
     /// requests with ClosedPipe (one result each) and later submissions are refused.
