@@ -810,6 +810,66 @@ backend_tests! {
         srv.stop();
     }
 
+    /// Nothing leaks: after 30 connections ended every way (freed after an echo, dropped
+    /// without free while idle, freed mid-handshake, still reading when the watcher closes)
+    /// and both watchers gone, the process has the descriptors it had before. In a process
+    /// of its own (it counts the process's descriptors).
+    fn no_descriptor_left(backend) {
+        if !util::own_process("no_descriptor_left") {
+            return;
+        }
+        let cert = make_cert("leak");
+        let before = util::open_fds();
+        {
+            let Some(srv) = TlsEcho::start(backend, &cert, T20) else { return };
+            let Some(tls) = tls_watcher::<u64>(backend) else { return };
+            let config = client_config(&cert);
+            for i in 0..30u64 {
+                match i % 3 {
+                    0 | 1 => {
+                        let (t, err) = connect(&tls, srv.addr, config.clone());
+                        assert!(err.is_none(), "{err:?}");
+                        tls.write(i, &t, payload(3000, i as u8)).unwrap();
+                        tls.read(i, &t, vec![0; 3000]).unwrap();
+                        let (mut got, mut written) = (0, false);
+                        drive_until(&tls, T20, "an echo and its write", |r| {
+                            assert!(r.error.is_none(), "{:?}", r.error);
+                            if r.op == TlsOp::Read {
+                                got += r.size;
+                                if got < 3000 {
+                                    tls.read(i, &t, r.buffer).unwrap();
+                                }
+                            } else {
+                                written = true;
+                            }
+                            got == 3000 && written
+                        });
+                        if i % 3 == 0 {
+                            tls.free(&t).unwrap();
+                        } // else: dropped without free, nothing pending
+                    }
+                    _ => {
+                        let sock = util::dial(srv.addr);
+                        let conn = tls.watch(&sock).unwrap();
+                        let t = tls.connect(i, &conn, config.clone(), localhost(), None).unwrap();
+                        tls.free(&t).unwrap();
+                        drive_until(&tls, T20, "the freed handshake", |r| {
+                            assert_eq!(r.op, TlsOp::Handshake);
+                            assert!(r.error.is_some());
+                            true
+                        });
+                    }
+                }
+            }
+            let (t, _) = connect(&tls, srv.addr, config);
+            tls.read(99, &t, vec![0; 10]).unwrap(); // pending when the watcher closes
+            drop(tls);
+            srv.shared.wait_for(T20, "the server's handshakes", |s| s.handshakes >= 21);
+            srv.stop();
+        }
+        util::assert_fds(&before, before.len(), "after both TLS watchers are gone");
+    }
+
     /// Bad input and the lifecycle: empty buffers and writes after close_notify are refused
     /// with the buffer back; another TLS watcher's connection is refused; free ends pending
     /// requests with ClosedPipe (one result each) and later submissions are refused.
