@@ -37,9 +37,10 @@
 //! handshake needs it), so a slow reader holds at most one read's worth of plaintext.
 //!
 //! **Crypto provider.** The feature builds rustls with its `ring` provider (and `std`,
-//! `tls12`): ring builds with a C compiler alone, where aws-lc-rs needs cmake (or a long
-//! compile of its own). Configs built with `ServerConfig::builder()` /
-//! `ClientConfig::builder()` use it (the process default when it is the only provider).
+//! `tls12`), for build time: ring's C and assembly build with the C compiler alone, in less
+//! than half the CPU time aws-lc-rs (rustls's default) takes. Configs built with
+//! `ServerConfig::builder()` / `ClientConfig::builder()` use it (the process default when it
+//! is the only provider compiled in).
 //!
 //! ```
 //! use gaio::tls::{TlsOp, TlsWatcher};
