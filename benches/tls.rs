@@ -22,9 +22,13 @@
 //! - **handshakes**: 4 client threads, each a loop of: connect, TLS handshake, one 64 B
 //!   round trip, close (connections/s).
 //!
+//! Each case also reports the server's CPU time per unit of work (its threads' time from
+//! `/proc/self/task/*/schedstat`: the threads alive through the measurement, which the
+//! client threads are not), steadier than a rate when the cores are shared.
+//!
 //! Medians over the rounds; the ratio columns are gaio/tokio (above 1 is better for rates,
-//! below 1 for latencies). The clients and the server share the machine's cores, so a rate
-//! measures both; the ratios, taken side by side in one run, are what to read. A full run
+//! below 1 for latencies and CPU). The clients and the server share the machine's cores, so
+//! a rate measures both; the ratios, taken side by side in one run, are what to read. A full run
 //! writes `benches/results/tls.md`; `--quick` (and a run with no arguments, as `cargo test
 //! --benches` does) writes `target/bench-results/tls.md`.
 
@@ -322,13 +326,67 @@ fn run_clients(
     (total, samples, start.elapsed().as_secs_f64())
 }
 
+/// CPU time (ns) of each thread of this process, from `/proc/self/task/*/schedstat`.
+fn task_cpu() -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            let path = e.path().join("schedstat");
+            if let Some(ns) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            {
+                m.insert(e.file_name().to_string_lossy().into_owned(), ns);
+            }
+        }
+    }
+    m
+}
+
+/// CPU seconds the threads alive at both snapshots took between them: the server's threads
+/// (the client threads start after `before` and are gone before `after`; the main thread
+/// only waits).
+fn server_cpu(
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+) -> f64 {
+    let ns: u64 = after
+        .iter()
+        .filter_map(|(tid, a)| Some(a.saturating_sub(*before.get(tid)?)))
+        .sum();
+    ns as f64 / 1e9
+}
+
 fn measure(case: Case, addr: SocketAddr, config: &Arc<rustls::ClientConfig>, secs: f64) -> Metrics {
+    let mut m = measure_rates(case, addr, config, secs);
+    // rate x seconds: MB, requests or connections.
+    let count = m[0].1 * m[m.len() - 2].1;
+    let (per, unit) = match case {
+        Case::Stream(_) => (1e3, "server CPU per MB (ms)"),
+        Case::PingPong(_) => (1e6, "server CPU per request (µs)"),
+        Case::Handshakes(_) => (1e6, "server CPU per connection (µs)"),
+    };
+    let cpu = m.pop().expect("the CPU seconds").1;
+    m.pop(); // the seconds
+    m.push((unit, cpu / count * per));
+    m
+}
+
+/// The case's rates, then its length (s) and the server's CPU seconds (taken off by
+/// `measure`).
+fn measure_rates(
+    case: Case,
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    secs: f64,
+) -> Metrics {
     match case {
         Case::Stream(conns) => {
             let clients: Vec<_> = (0..conns)
                 .map(|_| std::sync::Mutex::new(client(addr, config)))
                 .collect();
             let clients = Arc::new(clients);
+            let before = task_cpu();
             let (bytes, _, took) = run_clients(conns, secs, move |i, go| {
                 let mut c = clients[i].lock().unwrap();
                 let msg: Vec<u8> = (0..256 << 10).map(|k: usize| (k * 7 + i) as u8).collect();
@@ -340,13 +398,19 @@ fn measure(case: Case, addr: SocketAddr, config: &Arc<rustls::ClientConfig>, sec
                 }
                 (n, Vec::new())
             });
-            vec![("throughput (MB/s)", bytes as f64 / took / 1e6)]
+            let cpu = server_cpu(&before, &task_cpu());
+            vec![
+                ("throughput (MB/s)", bytes as f64 / took / 1e6),
+                ("seconds", took),
+                ("cpu", cpu),
+            ]
         }
         Case::PingPong(conns) => {
             let clients: Vec<_> = (0..conns)
                 .map(|_| std::sync::Mutex::new(client(addr, config)))
                 .collect();
             let clients = Arc::new(clients);
+            let before = task_cpu();
             let (ops, mut rtt, took) = run_clients(conns, secs, move |i, go| {
                 let mut c = clients[i].lock().unwrap();
                 let msg = [i as u8; 64];
@@ -357,6 +421,7 @@ fn measure(case: Case, addr: SocketAddr, config: &Arc<rustls::ClientConfig>, sec
                 }
                 (samples.len() as u64, samples)
             });
+            let cpu = server_cpu(&before, &task_cpu());
             rtt.sort_unstable();
             let pct =
                 |p: f64| rtt[((rtt.len() as f64 * p) as usize).min(rtt.len() - 1)] as f64 / 1e3;
@@ -364,10 +429,13 @@ fn measure(case: Case, addr: SocketAddr, config: &Arc<rustls::ClientConfig>, sec
                 ("throughput (requests/s)", ops as f64 / took),
                 ("p50 round trip (µs)", pct(0.50)),
                 ("p99 round trip (µs)", pct(0.99)),
+                ("seconds", took),
+                ("cpu", cpu),
             ]
         }
         Case::Handshakes(threads) => {
             let config = config.clone();
+            let before = task_cpu();
             let (n, _, took) = run_clients(threads, secs, move |i, go| {
                 let msg = [i as u8; 64];
                 let mut back = [0u8; 64];
@@ -379,7 +447,12 @@ fn measure(case: Case, addr: SocketAddr, config: &Arc<rustls::ClientConfig>, sec
                 }
                 (n, Vec::new())
             });
-            vec![("connections/s", n as f64 / took)]
+            let cpu = server_cpu(&before, &task_cpu());
+            vec![
+                ("connections/s", n as f64 / took),
+                ("seconds", took),
+                ("cpu", cpu),
+            ]
         }
     }
 }
@@ -505,8 +578,9 @@ fn report(
         s,
         "\n\nServers and clients in one process on the same cores (see `benches/tls.rs`): rustls \
          0.23 with ring, TLS 1.3, an ECDSA P-256 certificate, TCP_NODELAY, 64 KiB read \
-         buffers. Every echoed byte is checked. Medians over the rounds; the ratio columns \
-         are gaio/tokio (above 1 is better for rates, below 1 for round-trip times).\n"
+         buffers. Every echoed byte is checked. Server CPU is its threads' time (schedstat) per \
+         unit of work. Medians over the rounds; the ratio columns are gaio/tokio (above 1 is \
+         better for rates, below 1 for round-trip times and CPU).\n"
     );
     let tokio = servers.iter().position(|s| *s == Server::Tokio);
     for (ci, case) in cases.iter().enumerate() {
@@ -552,7 +626,9 @@ fn report(
 fn fmt(v: f64) -> String {
     if v >= 1000.0 {
         common::stats::thousands(v)
-    } else {
+    } else if v >= 10.0 {
         format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
     }
 }

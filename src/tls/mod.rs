@@ -668,7 +668,7 @@ impl<C: Send + 'static> TlsWatcher<C> {
                 }
             };
             for r in scratch.drain(..) {
-                self.complete(r);
+                self.complete(r, out);
             }
             self.take_ready(out);
             if out.len() > before || n == 0 {
@@ -749,9 +749,10 @@ impl<C: Send + 'static> TlsWatcher<C> {
         out.extend(q.drain(..));
     }
 
-    /// One inner result: handed to its connection's session, under its lock; what that
-    /// makes is queued before the lock is let go, so a connection's results keep their order.
-    fn complete(&self, r: OpResult<Tag<C>>) {
+    /// One inner result: handed to its connection's session, under its lock. The results
+    /// queued on submitting threads are taken first, under the same lock, so a connection's
+    /// results keep the order they were made in.
+    fn complete(&self, r: OpResult<Tag<C>>, out: &mut Vec<TlsResult<C>>) {
         let OpResult {
             context: Tag { shared, io },
             buffer,
@@ -760,16 +761,11 @@ impl<C: Send + 'static> TlsWatcher<C> {
             ..
         } = r;
         let mut s = lock(&shared.session);
-        let mut out = Vec::new();
-        {
-            let mut env = self.env(&shared, &mut out);
-            match io {
-                Io::Read => s.on_read(buffer, size, error, &mut env),
-                Io::Write(seq) => s.on_write(seq, buffer, size, error, &mut env),
-            }
-        }
-        if !out.is_empty() {
-            lock(&self.ready).extend(out);
+        self.take_ready(out);
+        let mut env = self.env(&shared, out);
+        match io {
+            Io::Read => s.on_read(buffer, size, error, &mut env),
+            Io::Write(seq) => s.on_write(seq, buffer, size, error, &mut env),
         }
     }
 }

@@ -25,9 +25,12 @@ use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
 use super::{TlsConn, TlsError, TlsOp, TlsResult};
 use crate::{Buffer, Conn, Watcher};
 
-/// Bytes asked of a ciphertext read when no partial record is pending: four full TLS records
-/// (16 KiB of plaintext each, plus their overhead).
-pub(crate) const READ_SIZE: usize = 4 * (16384 + 256);
+/// Bytes asked of a ciphertext read when no partial record is pending: four full TLS 1.3
+/// records of 16 KiB of plaintext (each 5 B of header, 1 B of content type and a 16 B tag
+/// more: AES-GCM and ChaCha20-Poly1305 alike), so that a peer sending full records, as rustls
+/// and OpenSSL do for bulk data, is read on record boundaries (no remainder to read apart),
+/// and the plaintext of one read fills a 64 KiB read buffer exactly.
+pub(crate) const READ_SIZE: usize = 4 * (16384 + 22);
 
 /// Ciphertext bytes a TLS record adds to its plaintext at most, with the ring provider's
 /// suites (TLS 1.2 AES-GCM: header 5 + explicit nonce 8 + tag 16; TLS 1.3: header 5 +
@@ -276,7 +279,8 @@ impl<C: Send + 'static> Session<C> {
             filled: 0,
             deadline,
         });
-        self.drive(env);
+        // Nothing for rustls to do: serve it from what is buffered, or read.
+        self.settle_and_read(env);
     }
 
     /// A new application write; `Err` gives it back when `close_notify` was requested.
@@ -403,10 +407,15 @@ impl<C: Send + 'static> Session<C> {
             OutKind::Handshake | OutKind::Alert | OutKind::CloseNotify => {}
         }
         let _ = size;
-        if let Some(e) = error {
-            self.core.fail(e);
+        match error {
+            Some(e) => {
+                self.core.fail(e);
+                self.drive(env);
+            }
+            // rustls was told the bytes were sent when they were handed over: only what waited
+            // for this write (the handshake's result) may complete now.
+            None => self.settle_and_read(env),
         }
-        self.drive(env);
     }
 
     /// Feeds rustls, acts on its states, then settles and issues the next gaio requests.
@@ -419,6 +428,15 @@ impl<C: Send + 'static> Session<C> {
             self.issue_read(env);
         } else {
             self.core.settle(env);
+        }
+    }
+
+    /// [`drive`](Session::drive) without rustls's state loop, for events rustls has no part in
+    /// (a new read, a write done).
+    fn settle_and_read(&mut self, env: &mut Env<'_, C>) {
+        self.core.settle(env);
+        if self.core.failed.is_none() {
+            self.issue_read(env);
         }
     }
 
