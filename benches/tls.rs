@@ -56,6 +56,8 @@ options:
   --quick          1 round of 0.5 s per case and server (a smoke test, about 10 s)
   --rounds N       rounds (default 3)
   --secs S         seconds per case and server in a round (default 2)
+  --servers LIST   only these, comma-separated (gaio-epoll,gaio-uring,tokio)
+  --cases LIST     only these, comma-separated (stream1,stream4,pingpong,handshakes)
   -h, --help       print this help";
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -163,7 +165,10 @@ fn start(server: Server, config: Arc<rustls::ServerConfig>) -> (SocketAddr, Runn
     };
     let looper = {
         let (tls, stop) = (tls.clone(), stop.clone());
-        std::thread::spawn(move || gaio_echo(&tls, &stop))
+        std::thread::Builder::new()
+            .name("server-loop".into())
+            .spawn(move || gaio_echo(&tls, &stop))
+            .expect("server loop thread")
     };
     (
         addr,
@@ -307,11 +312,14 @@ fn run_clients(
     let handles: Vec<_> = (0..threads)
         .map(|i| {
             let (work, ready, end) = (work.clone(), ready.clone(), end.clone());
-            std::thread::spawn(move || {
-                ready.wait();
-                let until = end.lock().unwrap().expect("set before the start");
-                work(i, &|| Instant::now() < until)
-            })
+            std::thread::Builder::new()
+                .name("client".into())
+                .spawn(move || {
+                    ready.wait();
+                    let until = end.lock().unwrap().expect("set before the start");
+                    work(i, &|| Instant::now() < until)
+                })
+                .expect("client thread")
         })
         .collect();
     let start = Instant::now();
@@ -464,6 +472,7 @@ fn measure_rates(
 fn main() {
     let (mut rounds, mut secs) = (3usize, 2.0f64);
     let mut quick = run_info::no_arguments();
+    let (mut only_servers, mut only_cases): (Option<String>, Option<String>) = (None, None);
     let mut args = common::example::Args::from_env();
     while let Some(flag) = args.next_flag().unwrap_or_else(|e| die(&e)) {
         match flag.name.as_str() {
@@ -478,6 +487,8 @@ fn main() {
                     .parse_within(&flag, 0.1..=600.0)
                     .unwrap_or_else(|e| die(&e))
             }
+            "--servers" => only_servers = Some(args.value(&flag).unwrap_or_else(|e| die(&e))),
+            "--cases" => only_cases = Some(args.value(&flag).unwrap_or_else(|e| die(&e))),
             "--bench" => {}
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -489,18 +500,31 @@ fn main() {
     if quick {
         (rounds, secs) = (1, 0.5);
     }
-    let cases = [
-        Case::Stream(1),
-        Case::Stream(4),
-        Case::PingPong(16),
-        Case::Handshakes(4),
-    ];
+    let cases: Vec<Case> = [
+        ("stream1", Case::Stream(1)),
+        ("stream4", Case::Stream(4)),
+        ("pingpong", Case::PingPong(16)),
+        ("handshakes", Case::Handshakes(4)),
+    ]
+    .into_iter()
+    .filter(|(n, _)| {
+        only_cases
+            .as_deref()
+            .map_or(true, |l| l.split(',').any(|x| x == *n))
+    })
+    .map(|(_, c)| c)
+    .collect();
     let id = identity();
     let uring_ok =
         TlsWatcher::<()>::with_builder(Watcher::builder().backend(Backend::Uring)).is_ok();
     let servers: Vec<Server> = Server::ALL
         .into_iter()
         .filter(|s| *s != Server::GaioUring || uring_ok)
+        .filter(|s| {
+            only_servers
+                .as_deref()
+                .map_or(true, |l| l.split(',').any(|x| x == s.name()))
+        })
         .collect();
     // results[case][server] = one Metrics per round
     let mut results: Vec<Vec<Vec<Metrics>>> = vec![vec![Vec::new(); servers.len()]; cases.len()];
