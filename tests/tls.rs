@@ -886,6 +886,16 @@ backend_tests! {
         let Some(stranger) = tls_watcher::<u64>(backend) else { return };
         let e = stranger.read(3, &t, vec![0; 8]).unwrap_err();
         assert!(matches!(e.error, TlsError::Io(gaio::Error::Unsupported)));
+        // A Conn of another watcher: the first gaio request is refused, so is the accept.
+        let (_peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+        let foreign = tls.watch(&ours).unwrap();
+        let e = stranger.accept(30, &foreign, server_config(&cert), None).unwrap_err();
+        assert!(matches!(e.error, TlsError::Io(gaio::Error::Unsupported)), "{:?}", e.error);
+        assert_eq!(e.context, 30);
+        let mut early = (*server_config(&cert)).clone();
+        early.max_early_data_size = 1024;
+        let e = tls.accept(31, &foreign, Arc::new(early), None).unwrap_err();
+        assert!(matches!(e.error, TlsError::Io(gaio::Error::InvalidArgument(_))), "{:?}", e.error);
 
         // Two reads pending (the server sends nothing), then free.
         tls.read(4, &t, vec![0; 8]).unwrap();

@@ -344,7 +344,8 @@ impl<C: Send + 'static> TlsWatcher<C> {
     }
 
     /// Starts the server side of TLS on `conn` (a connected socket taken over with
-    /// [`watch`](TlsWatcher::watch)): the handshake begins at once (it waits for the
+    /// [`watch`](TlsWatcher::watch), with no other TLS session and no request of its own on
+    /// it: the session owns the connection's reads and writes from now on): the handshake begins at once (it waits for the
     /// client's hello) and ends with one [`TlsOp::Handshake`] result carrying `ctx`. If
     /// `deadline` passes first, that result has [`TlsError::Deadline`] (a client that stalls
     /// mid-handshake); a client that leaves gives [`TlsError::UnexpectedEof`], one that
@@ -632,7 +633,8 @@ impl<C: Send + 'static> TlsWatcher<C> {
     /// Waits for at least one result (for up to `timeout`; `None`: no limit;
     /// `Some(Duration::ZERO)`: a poll), appends every result ready to `out` and returns how
     /// many it appended. Returns `Ok(0)` when the timeout passed, or a
-    /// [`waker`](TlsWatcher::waker) woke the call. The ciphertext the inner watcher's results
+    /// [`waker`](TlsWatcher::waker) woke the call (which may also be a wake-up the module made
+    /// for a result another call took first: treat `Ok(0)` as "look again"). The ciphertext the inner watcher's results
     /// bring is decrypted here (on the calling thread), and the next gaio requests submitted.
     /// Several threads may call it at once; each result goes to one of them.
     ///
