@@ -684,14 +684,26 @@ impl<C: Send + 'static> TlsWatcher<C> {
         got.map(|()| out.len() - before)
     }
 
-    /// [`wait_io_into`](TlsWatcher::wait_io_into) into a new vector: the results ready
-    /// within `timeout` (empty if none).
+    /// [`wait_io_into`](TlsWatcher::wait_io_into) without a limit, into a new vector: waits
+    /// for at least one result (or a wake-up: then the vector may be empty). As
+    /// [`Watcher::wait_io`], but the results are owned (no borrow of the watcher).
     ///
     /// # Errors
     /// As [`wait_io_into`](TlsWatcher::wait_io_into).
-    pub fn wait_io(&self, timeout: Option<Duration>) -> crate::Result<Vec<TlsResult<C>>> {
+    pub fn wait_io(&self) -> crate::Result<Vec<TlsResult<C>>> {
         let mut v = Vec::new();
-        self.wait_io_into(&mut v, timeout)?;
+        self.wait_io_into(&mut v, None)?;
+        Ok(v)
+    }
+
+    /// [`wait_io`](TlsWatcher::wait_io) that gives up after `timeout` (and then returns an
+    /// empty vector), as [`Watcher::wait_io_timeout`].
+    ///
+    /// # Errors
+    /// As [`wait_io_into`](TlsWatcher::wait_io_into).
+    pub fn wait_io_timeout(&self, timeout: Duration) -> crate::Result<Vec<TlsResult<C>>> {
+        let mut v = Vec::new();
+        self.wait_io_into(&mut v, Some(timeout))?;
         Ok(v)
     }
 
