@@ -190,15 +190,13 @@ fn gaio_echo(tls: &TlsWatcher<()>, stop: &AtomicBool) {
         for res in results.drain(..) {
             let conn = res.conn.clone();
             let next = match (res.op, res.error) {
-                (TlsOp::Handshake, None) => tls.read((), &conn, vec![0; BUF]),
+                (TlsOp::Handshake, None) => tls.read((), &conn, Vec::with_capacity(BUF)),
                 (TlsOp::Read, None) => {
-                    let mut b = res.buffer;
-                    b.truncate(res.size);
-                    tls.write((), &conn, b)
+                    tls.write((), &conn, res.buffer) // the plaintext read, appended to a cleared buffer
                 }
                 (TlsOp::Write, None) => {
                     let mut b = res.buffer;
-                    b.resize(BUF, 0);
+                    b.clear(); // its capacity is the next read's room
                     tls.read((), &conn, b)
                 }
                 (TlsOp::Read, Some(TlsError::Eof)) => tls.close_notify((), &conn),

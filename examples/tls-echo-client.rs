@@ -186,14 +186,14 @@ fn run(o: Options) -> Result<(), String> {
                     }
                     c.got += res.size;
                     if c.got < c.sent {
-                        tls.read(i, &c.conn, res.buffer)
+                        tls.read(i, &c.conn, cleared(res.buffer))
                             .map_err(|e| e.error.to_string())?;
                     } else if c.sent < o.bytes {
                         send_chunk(&tls, c, &o, i)?;
                     } else {
                         tls.close_notify(i, &c.conn)
                             .map_err(|e| e.error.to_string())?;
-                        tls.read(i, &c.conn, res.buffer)
+                        tls.read(i, &c.conn, cleared(res.buffer))
                             .map_err(|e| e.error.to_string())?;
                     }
                 }
@@ -224,6 +224,12 @@ fn run(o: Options) -> Result<(), String> {
     Ok(())
 }
 
+/// `b` emptied, its capacity kept: the room of the next read.
+fn cleared(mut b: Vec<u8>) -> Vec<u8> {
+    b.clear();
+    b
+}
+
 /// Sends the next chunk of connection `i`'s stream and reads its echo.
 fn send_chunk(
     tls: &TlsWatcher<usize>,
@@ -236,7 +242,7 @@ fn send_chunk(
     c.sent += n;
     tls.write(i, &c.conn, chunk)
         .map_err(|e| e.error.to_string())?;
-    tls.read(i, &c.conn, vec![0; o.chunk.min(64 << 10)])
+    tls.read(i, &c.conn, Vec::with_capacity(o.chunk.min(64 << 10)))
         .map_err(|e| e.error.to_string())
 }
 

@@ -215,17 +215,17 @@ fn echo_loop(tls: &TlsWatcher<()>, buffer_size: usize, verbose: bool) -> Result<
                             conn.cipher_suite().map(|s| s.suite())
                         );
                     }
-                    tls.read((), &conn, vec![0; buffer_size])
+                    tls.read((), &conn, Vec::with_capacity(buffer_size))
                         .map_err(|e| e.error)
                 }
                 (TlsOp::Read, None) => {
-                    let mut b = res.buffer;
-                    b.truncate(res.size);
-                    tls.write((), &conn, b).map_err(|e| e.error)
+                    // The buffer holds exactly what was read (appended to an empty one).
+                    tls.write((), &conn, res.buffer).map_err(|e| e.error)
                 }
                 (TlsOp::Write, None) => {
+                    // Cleared, it takes the next read: its capacity is the room, no zeroing.
                     let mut b = res.buffer;
-                    b.resize(buffer_size, 0);
+                    b.clear();
                     tls.read((), &conn, b).map_err(|e| e.error)
                 }
                 (TlsOp::Read, Some(TlsError::Eof)) => {

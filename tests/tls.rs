@@ -207,21 +207,17 @@ fn echo_loop(tls: &TlsWatcher<()>, stop: &AtomicBool, shared: &Shared) {
             match (res.op, res.error) {
                 (TlsOp::Handshake, None) => {
                     s.handshakes += 1;
-                    tls.read((), &conn, vec![0; 64 << 10]).unwrap();
+                    tls.read((), &conn, Vec::with_capacity(64 << 10)).unwrap();
                 }
                 (TlsOp::Handshake, Some(e)) => {
                     s.handshake_errors.push(e);
                     tls.free(&conn).unwrap();
                 }
                 (TlsOp::Read, None) => {
-                    let mut b = res.buffer;
-                    b.truncate(res.size);
-                    tls.write((), &conn, b).unwrap();
+                    tls.write((), &conn, res.buffer).unwrap();
                 }
                 (TlsOp::Write, None) => {
-                    let mut b = res.buffer;
-                    b.resize(64 << 10, 0);
-                    tls.read((), &conn, b).unwrap();
+                    tls.read((), &conn, cleared(res.buffer)).unwrap();
                 }
                 (TlsOp::Read, Some(TlsError::Eof)) => {
                     s.clean_closes += 1;
@@ -372,6 +368,12 @@ fn echo_through(s: &mut impl ReadWrite, data: &[u8], chunk: usize) {
     }
 }
 
+/// `b` emptied, its capacity kept: the room of the next read.
+fn cleared(mut b: Vec<u8>) -> Vec<u8> {
+    b.clear();
+    b
+}
+
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
@@ -453,13 +455,13 @@ fn client_echo(tls: &TlsWatcher<u64>, t: &TlsConn<u64>, data: &[u8], chunk: usiz
     for piece in data.chunks(chunk) {
         tls.write(1, t, piece.to_vec()).unwrap();
         let want = got.len() + piece.len();
-        tls.read(2, t, vec![0; 64 << 10]).unwrap();
+        tls.read(2, t, Vec::with_capacity(64 << 10)).unwrap();
         drive_until(tls, T20, "an echoed chunk", |r| {
             assert!(r.error.is_none(), "{:?}: {:?}", r.op, r.error);
             if r.op == TlsOp::Read {
                 got.extend_from_slice(r.data());
                 if got.len() < want {
-                    tls.read(2, t, r.buffer).unwrap();
+                    tls.read(2, t, cleared(r.buffer)).unwrap();
                 }
             }
             got.len() == want
@@ -472,7 +474,7 @@ fn client_echo(tls: &TlsWatcher<u64>, t: &TlsConn<u64>, data: &[u8], chunk: usiz
         util::first_difference(&got, data)
     );
     tls.close_notify(3, t).unwrap();
-    tls.read(4, t, vec![0; 1024]).unwrap();
+    tls.read(4, t, Vec::with_capacity(1024)).unwrap();
     let (mut closed, mut eof) = (false, false);
     drive_until(tls, T20, "close_notify both ways", |r| {
         match (r.op, r.context) {
@@ -723,7 +725,7 @@ backend_tests! {
         });
         for (i, t) in conns.iter().enumerate() {
             tls.write(i as u64, t, payload(1024, i as u8)).unwrap();
-            tls.read(1000 + i as u64, t, vec![0; 1024]).unwrap();
+            tls.read(1000 + i as u64, t, Vec::with_capacity(1024)).unwrap();
         }
         let mut got = vec![Vec::new(); 200];
         let mut complete = 0;
@@ -733,7 +735,7 @@ backend_tests! {
                 let i = (r.context - 1000) as usize;
                 got[i].extend_from_slice(r.data());
                 if got[i].len() < 1024 {
-                    tls.read(r.context, &r.conn, r.buffer).unwrap();
+                    tls.read(r.context, &r.conn, cleared(r.buffer)).unwrap();
                 } else {
                     assert_eq!(got[i], payload(1024, i as u8));
                     complete += 1;
@@ -766,7 +768,7 @@ backend_tests! {
             tls.write(i as u64, &t, p).unwrap();
         }
         for r in 0..3 {
-            tls.read(100 + r, &t, vec![0; 1000]).unwrap();
+            tls.read(100 + r, &t, Vec::with_capacity(1000)).unwrap();
         }
         let (mut got, mut writes) = (Vec::new(), Vec::new());
         drive_until(&tls, T20, "the pipelined echo", |r| {
@@ -780,7 +782,7 @@ backend_tests! {
                     assert!(r.size > 0 && r.size <= 1000);
                     got.extend_from_slice(r.data());
                     if got.len() < want.len() {
-                        tls.read(r.context, &t, r.buffer).unwrap();
+                        tls.read(r.context, &t, cleared(r.buffer)).unwrap();
                     }
                 }
                 op => panic!("unexpected {op:?}"),
@@ -790,7 +792,7 @@ backend_tests! {
         assert!(got == want, "differs at byte {:?}", util::first_difference(&got, &want));
         assert_eq!(writes, (0..sizes.len() as u64).collect::<Vec<_>>(), "writes complete in order");
 
-        tls.read(7, &t, vec![0; 10]).unwrap();
+        tls.read(7, &t, Vec::with_capacity(10)).unwrap();
         tls.close().unwrap();
         let mut results = Vec::new();
         let mut end = None;
@@ -830,14 +832,14 @@ backend_tests! {
                         let (t, err) = connect(&tls, srv.addr, config.clone());
                         assert!(err.is_none(), "{err:?}");
                         tls.write(i, &t, payload(3000, i as u8)).unwrap();
-                        tls.read(i, &t, vec![0; 3000]).unwrap();
+                        tls.read(i, &t, Vec::with_capacity(3000)).unwrap();
                         let (mut got, mut written) = (0, false);
                         drive_until(&tls, T20, "an echo and its write", |r| {
                             assert!(r.error.is_none(), "{:?}", r.error);
                             if r.op == TlsOp::Read {
                                 got += r.size;
                                 if got < 3000 {
-                                    tls.read(i, &t, r.buffer).unwrap();
+                                    tls.read(i, &t, cleared(r.buffer)).unwrap();
                                 }
                             } else {
                                 written = true;
@@ -862,7 +864,7 @@ backend_tests! {
                 }
             }
             let (t, _) = connect(&tls, srv.addr, config);
-            tls.read(99, &t, vec![0; 10]).unwrap(); // pending when the watcher closes
+            tls.read(99, &t, Vec::with_capacity(10)).unwrap(); // pending when the watcher closes
             drop(tls);
             srv.shared.wait_for(T20, "the server's handshakes", |s| s.handshakes >= 21);
             srv.stop();
@@ -884,7 +886,7 @@ backend_tests! {
         let e = tls.write(2, &t, Vec::new()).unwrap_err();
         assert!(matches!(e.error, TlsError::Io(gaio::Error::EmptyBuffer)) && e.buffer == Some(Vec::new()));
         let Some(stranger) = tls_watcher::<u64>(backend) else { return };
-        let e = stranger.read(3, &t, vec![0; 8]).unwrap_err();
+        let e = stranger.read(3, &t, Vec::with_capacity(8)).unwrap_err();
         assert!(matches!(e.error, TlsError::Io(gaio::Error::Unsupported)));
         // A Conn of another watcher: the first gaio request is refused, so is the accept.
         let (_peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -898,13 +900,13 @@ backend_tests! {
         assert!(matches!(e.error, TlsError::Io(gaio::Error::InvalidArgument(_))), "{:?}", e.error);
 
         // Two reads pending (the server sends nothing), then free.
-        tls.read(4, &t, vec![0; 8]).unwrap();
-        tls.read(5, &t, vec![0; 8]).unwrap();
+        tls.read(4, &t, Vec::with_capacity(8)).unwrap();
+        tls.read(5, &t, Vec::with_capacity(8)).unwrap();
         tls.free(&t).unwrap();
         let mut seen = Vec::new();
         drive_until(&tls, T20, "the freed reads", |r| {
             assert!(matches!(r.error, Some(TlsError::Io(gaio::Error::ClosedPipe))), "{:?}", r.error);
-            assert_eq!(r.buffer.len(), 8);
+            assert!(r.buffer.is_empty() && r.buffer.capacity() >= 8, "the buffer, empty");
             seen.push(r.context);
             seen.len() == 2
         });
@@ -919,14 +921,18 @@ backend_tests! {
         // After close_notify, writes are refused; the read deadline ends a read and the
         // connection stays usable.
         let (t, _) = connect(&tls, srv.addr, client_config(&cert));
-        tls.read_timeout(7, &t, vec![0; 8], Instant::now() + Duration::from_millis(100)).unwrap();
+        // A full buffer has no room: plaintext is appended within the capacity.
+        let e = tls.read(13, &t, vec![0; 8]).unwrap_err();
+        assert!(matches!(e.error, TlsError::Io(gaio::Error::EmptyBuffer)));
+        assert_eq!(e.buffer.map(|b| b.len()), Some(8));
+        tls.read_timeout(7, &t, Vec::with_capacity(8), Instant::now() + Duration::from_millis(100)).unwrap();
         drive_until(&tls, T20, "the read deadline", |r| {
             assert_eq!((r.op, r.context), (TlsOp::Read, 7));
             assert!(matches!(r.error, Some(TlsError::Deadline)), "{:?}", r.error);
             true
         });
         tls.write(8, &t, b"after".to_vec()).unwrap();
-        tls.read(9, &t, vec![0; 8]).unwrap();
+        tls.read(9, &t, Vec::with_capacity(8)).unwrap();
         tls.close_notify(10, &t).unwrap();
         let e = tls.write(11, &t, b"late".to_vec()).unwrap_err();
         assert!(matches!(e.error, TlsError::Closed) && e.buffer.as_deref() == Some(&b"late"[..]));

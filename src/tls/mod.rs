@@ -13,8 +13,9 @@
 //!   once; its end is a result ([`TlsOp::Handshake`]), with [`TlsError::Tls`] when rustls
 //!   refused (a certificate that does not verify, an alert from the peer, bytes that are not
 //!   TLS), [`TlsError::UnexpectedEof`] when the peer left, [`TlsError::Deadline`].
-//! - [`read`](TlsWatcher::read) completes as soon as any plaintext arrives (up to the buffer's
-//!   length), [`write`](TlsWatcher::write) once all its ciphertext is written to the socket;
+//! - [`read`](TlsWatcher::read) completes as soon as any plaintext arrives, appended to the
+//!   buffer (up to its capacity: `Vec::with_capacity(n)`, no zeroing),
+//!   [`write`](TlsWatcher::write) once all its ciphertext is written to the socket;
 //!   both may be submitted before the handshake is done (they wait for it).
 //! - [`close_notify`](TlsWatcher::close_notify) sends the TLS closure alert after the writes
 //!   before it, then shuts the socket's write side; a peer's `close_notify` ends reads with
@@ -74,7 +75,7 @@
 //! let client = tls.connect("client handshake", &tls.watch(&c)?, client_cfg, name, deadline)?;
 //!
 //! tls.write("ping", &client, b"ping".to_vec())?; // waits for the handshake
-//! tls.read("server read", &server, vec![0; 1024])?;
+//! tls.read("server read", &server, Vec::with_capacity(1024))?;
 //! let mut got = Vec::new();
 //! let mut results = Vec::new();
 //! while got.len() < 4 {
@@ -148,11 +149,11 @@ pub struct TlsResult<C: Send + 'static> {
     pub context: C,
     /// The TLS connection; submit the next request on it directly.
     pub conn: TlsConn<C>,
-    /// The caller's buffer, whole (its length as submitted): the plaintext read is
-    /// `buffer[..size]`; a write's plaintext as it was. Empty for the handshake and
-    /// `close_notify`.
+    /// The caller's buffer: a read's, with the plaintext received appended (its last `size`
+    /// bytes; [`data`](TlsResult::data)); a write's plaintext as it was. Empty for the
+    /// handshake and `close_notify`.
     pub buffer: Vec<u8>,
-    /// Plaintext bytes: read into `buffer[..size]`, or written (the whole buffer once its
+    /// Plaintext bytes: appended to a read's buffer, or written (the whole buffer once its
     /// ciphertext is written; 0 when the write failed, since a part of a record is no part of
     /// the plaintext). 0 for the handshake and `close_notify`.
     pub size: usize,
@@ -163,9 +164,10 @@ pub struct TlsResult<C: Send + 'static> {
 }
 
 impl<C: Send + 'static> TlsResult<C> {
-    /// The plaintext the request moved: `buffer[..size]`.
+    /// The plaintext the request moved: the last `size` bytes of `buffer` (what a read
+    /// appended; a written buffer whole).
     pub fn data(&self) -> &[u8] {
-        &self.buffer[..self.size.min(self.buffer.len())]
+        &self.buffer[self.buffer.len() - self.size.min(self.buffer.len())..]
     }
 }
 
@@ -460,8 +462,12 @@ impl<C: Send + 'static> TlsWatcher<C> {
         Ok(TlsConn(shared))
     }
 
-    /// Reads plaintext into `buf`: completes as soon as any arrives, with `buffer[..size]`
-    /// holding it (up to `buf.len()` bytes; more waits for the next read). Ends with
+    /// Reads plaintext into the spare capacity of `buf`: completes as soon as any arrives,
+    /// appended to `buf` (at most `buf.capacity() - buf.len()` bytes; more waits for the next
+    /// read), `size` saying how many ([`TlsResult::data`] is them). Pass
+    /// `Vec::with_capacity(n)`, or a buffer back from a result after
+    /// [`clear`](Vec::clear): the module copies plaintext in itself, so the buffer needs no
+    /// zeroing (and never reallocates). Ends with
     /// [`TlsError::Eof`] after the peer's `close_notify` (everything it sent was delivered
     /// before), [`TlsError::UnexpectedEof`] when the TCP stream ends without one,
     /// [`TlsError::Tls`] for a record that does not decrypt or an alert,
@@ -470,7 +476,8 @@ impl<C: Send + 'static> TlsWatcher<C> {
     ///
     /// # Errors
     /// Refused, with `ctx` and `buf` in the [`TlsSubmitError`]:
-    /// [`Error::EmptyBuffer`](crate::Error::EmptyBuffer),
+    /// [`Error::EmptyBuffer`](crate::Error::EmptyBuffer) (no spare capacity:
+    /// `buf.len() == buf.capacity()`),
     /// [`Error::ConnClosed`](crate::Error::ConnClosed) (freed),
     /// [`Error::Unsupported`](crate::Error::Unsupported) (another watcher's connection).
     pub fn read(&self, ctx: C, conn: &TlsConn<C>, buf: Vec<u8>) -> Result<(), TlsSubmitError<C>> {
@@ -500,7 +507,7 @@ impl<C: Send + 'static> TlsWatcher<C> {
         buf: Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<(), TlsSubmitError<C>> {
-        if let Err(e) = self.check(conn, buf.is_empty()) {
+        if let Err(e) = self.check(conn, buf.len() == buf.capacity()) {
             return Err(TlsSubmitError::new(e, ctx, Some(buf)));
         }
         let mut s = lock(&conn.0.session);

@@ -119,10 +119,11 @@ impl<C: Send + 'static> Env<'_, C> {
     }
 }
 
-/// An application read waiting for plaintext.
+/// An application read waiting for plaintext: appended to `buf`, up to its capacity.
 struct UserRead<C> {
     ctx: C,
     buf: Vec<u8>,
+    /// Bytes appended so far.
     filled: usize,
     deadline: Option<Instant>,
 }
@@ -760,11 +761,12 @@ impl<C: Send + 'static> Core<C> {
             let Some(r) = self.reads.front_mut() else {
                 break;
             };
-            let n = (r.buf.len() - r.filled).min(p.len());
-            r.buf[r.filled..r.filled + n].copy_from_slice(&p[..n]);
+            // Within the capacity: `extend_from_slice` never reallocates here.
+            let n = (r.buf.capacity() - r.buf.len()).min(p.len());
+            r.buf.extend_from_slice(&p[..n]);
             r.filled += n;
             p = &p[n..];
-            if r.filled == r.buf.len() {
+            if r.buf.len() == r.buf.capacity() {
                 self.complete_front_read(env);
             }
         }
@@ -901,8 +903,8 @@ impl<C: Send + 'static> Core<C> {
             return;
         };
         let avail = &self.plain[self.plain_start..];
-        let n = r.buf.len().min(avail.len());
-        r.buf[..n].copy_from_slice(&avail[..n]);
+        let n = (r.buf.capacity() - r.buf.len()).min(avail.len());
+        r.buf.extend_from_slice(&avail[..n]);
         self.plain_start += n;
         if self.plain_start == self.plain.len() {
             self.plain.clear();
