@@ -10,8 +10,9 @@
 //!
 //! Servers (in this process, each started fresh per measurement, TCP_NODELAY, 64 KiB read
 //! buffers, rustls with the ring provider, TLS 1.3, the same ECDSA P-256 certificate):
-//! - **gaio-epoll**, **gaio-uring**: an accept thread hands sockets to `TlsWatcher::accept`,
-//!   one thread loops on `wait_io_into` and writes back what each read returned;
+//! - **gaio-epoll**, **gaio-uring**: an accept thread hands sockets to `TlsWatcher::accept`;
+//!   threads looping on `wait_io_into` (one per core, as many as tokio's workers;
+//!   `--loops N`) write back what each read returned;
 //! - **tokio**: tokio-rustls's `TlsAcceptor` on a multi-thread runtime (one worker per
 //!   core), a task per connection: `read`, `write_all`, `flush`.
 //!
@@ -58,6 +59,8 @@ options:
   --secs S         seconds per case and server in a round (default 2)
   --servers LIST   only these, comma-separated (gaio-epoll,gaio-uring,tokio)
   --cases LIST     only these, comma-separated (stream1,stream4,pingpong,handshakes)
+  --loops N        threads in wait_io_into per gaio server (default: one per core, as
+                   tokio's runtime has workers)
   -h, --help       print this help";
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -136,7 +139,9 @@ enum Running {
     Tokio(tokio::runtime::Runtime),
 }
 
-fn start(server: Server, config: Arc<rustls::ServerConfig>) -> (SocketAddr, Running) {
+/// Starts `server`; a gaio server runs `loops` threads in `wait_io_into` on its one
+/// `TlsWatcher`.
+fn start(server: Server, config: Arc<rustls::ServerConfig>, loops: usize) -> (SocketAddr, Running) {
     let ln = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = ln.local_addr().unwrap();
     let backend = match server {
@@ -163,21 +168,17 @@ fn start(server: Server, config: Arc<rustls::ServerConfig>) -> (SocketAddr, Runn
             }
         })
     };
-    let looper = {
+    let mut threads = vec![acceptor];
+    for _ in 0..loops {
         let (tls, stop) = (tls.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("server-loop".into())
-            .spawn(move || gaio_echo(&tls, &stop))
-            .expect("server loop thread")
-    };
-    (
-        addr,
-        Running::Gaio {
-            tls,
-            stop,
-            threads: vec![acceptor, looper],
-        },
-    )
+        threads.push(
+            std::thread::Builder::new()
+                .name("server-loop".into())
+                .spawn(move || gaio_echo(&tls, &stop))
+                .expect("server loop thread"),
+        );
+    }
+    (addr, Running::Gaio { tls, stop, threads })
 }
 
 fn gaio_echo(tls: &TlsWatcher<()>, stop: &AtomicBool) {
@@ -254,11 +255,11 @@ fn stop(addr: SocketAddr, r: Running) {
         Running::Gaio { tls, stop, threads } => {
             stop.store(true, Ordering::Release);
             let _ = TcpStream::connect(addr);
+            // Closing ends every wait_io_into (WatcherClosed once drained): each loop returns.
+            tls.close().unwrap();
             for t in threads {
-                tls.waker().wake().unwrap();
                 t.join().expect("server thread");
             }
-            tls.close().unwrap();
         }
         Running::Tokio(rt) => rt.shutdown_timeout(Duration::from_secs(1)),
     }
@@ -471,6 +472,7 @@ fn main() {
     let (mut rounds, mut secs) = (3usize, 2.0f64);
     let mut quick = run_info::no_arguments();
     let (mut only_servers, mut only_cases): (Option<String>, Option<String>) = (None, None);
+    let mut loops = run_info::cores().max(1);
     let mut args = common::example::Args::from_env();
     while let Some(flag) = args.next_flag().unwrap_or_else(|e| die(&e)) {
         match flag.name.as_str() {
@@ -485,6 +487,7 @@ fn main() {
                     .parse_within(&flag, 0.1..=600.0)
                     .unwrap_or_else(|e| die(&e))
             }
+            "--loops" => loops = args.parse_within(&flag, 1..=64).unwrap_or_else(|e| die(&e)),
             "--servers" => only_servers = Some(args.value(&flag).unwrap_or_else(|e| die(&e))),
             "--cases" => only_cases = Some(args.value(&flag).unwrap_or_else(|e| die(&e))),
             "--bench" => {}
@@ -532,7 +535,7 @@ fn main() {
         let from = run_info::CpuSnapshot::take();
         for (ci, case) in cases.iter().enumerate() {
             for (si, server) in servers.iter().enumerate() {
-                let (addr, running) = start(*server, id.server.clone());
+                let (addr, running) = start(*server, id.server.clone(), loops);
                 let m = measure(*case, addr, &id.client, secs);
                 stop(addr, running);
                 eprintln!(
@@ -548,7 +551,9 @@ fn main() {
         loads.push(run_info::round_load(from, round));
     }
     let total_load = run_info::CpuSnapshot::other_since(started);
-    let report = report(&cases, &servers, &results, rounds, secs, total_load, &loads);
+    let report = report(
+        &cases, &servers, &results, rounds, secs, loops, total_load, &loads,
+    );
     println!("{report}");
     let path = if quick {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
@@ -566,12 +571,14 @@ fn die(e: &str) -> ! {
     std::process::exit(2)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     cases: &[Case],
     servers: &[Server],
     results: &[Vec<Vec<Metrics>>],
     rounds: usize,
     secs: f64,
+    loops: usize,
     total_load: Option<f64>,
     loads: &[Option<f64>],
 ) -> String {
@@ -598,7 +605,9 @@ fn report(
     }
     let _ = writeln!(
         s,
-        "\n\nServers and clients in one process on the same cores (see `benches/tls.rs`): rustls \
+        "\n\nServers and clients in one process on the same cores (see `benches/tls.rs`); the \
+         gaio servers run {loops} thread(s) in `wait_io_into` on one `TlsWatcher`, tokio's \
+         runtime one worker per core. Rustls \
          0.23 with ring, TLS 1.3, an ECDSA P-256 certificate, TCP_NODELAY, 64 KiB read \
          buffers. Every echoed byte is checked. Server CPU is its threads' time (schedstat) per \
          unit of work. Medians over the rounds; the ratio columns are gaio/tokio (above 1 is \
