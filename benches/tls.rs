@@ -611,7 +611,11 @@ fn report(
          0.23 with ring, TLS 1.3, an ECDSA P-256 certificate, TCP_NODELAY, 64 KiB read \
          buffers. Every echoed byte is checked. Server CPU is its threads' time (schedstat) per \
          unit of work. Medians over the rounds; the ratio columns are gaio/tokio (above 1 is \
-         better for rates, below 1 for round-trip times and CPU).\n"
+         better for rates, below 1 for round-trip times and CPU). One difference is rustls's, \
+         not the servers': its unbuffered API (gaio::tls) builds each outgoing record in a \
+         buffer of its own and copies it into the caller's, where its buffered API \
+         (tokio-rustls) writes from its own buffers, so gaio's side copies every byte it \
+         sends once more.\n"
     );
     let tokio = servers.iter().position(|s| *s == Server::Tokio);
     for (ci, case) in cases.iter().enumerate() {

@@ -30,8 +30,11 @@
 //!
 //! **Copies.** Arriving ciphertext is read into the buffer rustls decrypts from (no copy),
 //! except the rest of a record a previous read ended inside of, which is read on its own and
-//! appended (at most one record's remainder, < 17 KiB). Plaintext is encrypted straight into
-//! a buffer the connection owns and reuses, which the watcher writes from. Decrypted data is
+//! appended (at most one record's remainder, < 17 KiB). Plaintext is encrypted into a buffer
+//! the connection owns and reuses, which the watcher writes from (rustls 0.23 builds each
+//! record in a buffer of its own and copies it into ours: one copy more per byte written than
+//! its buffered API, which writes from its own buffers; a cost of the unbuffered API this
+//! module cannot avoid). Decrypted data is
 //! copied once, from rustls's record into the read's buffer (rustls 0.23's unbuffered API
 //! decrypts into a buffer of its own); data no pending read has room for waits in the
 //! connection until the next read. Ciphertext is read only while a read is pending (or the
