@@ -551,6 +551,14 @@ fn main() {
         loads.push(run_info::round_load(from, round));
     }
     let total_load = run_info::CpuSnapshot::other_since(started);
+    if !quick {
+        let file = bench_file(&cases, &servers, &results, loops, total_load, &loads);
+        let path = common::results::results_dir().join("tls.json");
+        match file.write(&path) {
+            Ok(()) => eprintln!("results written to {} (for BENCHMARKS.md)", path.display()),
+            Err(e) => die(&e),
+        }
+    }
     let report = report(
         &cases, &servers, &results, rounds, secs, loops, total_load, &loads,
     );
@@ -656,6 +664,68 @@ fn report(
         let _ = writeln!(s);
     }
     s
+}
+
+/// The run in the results format every bench writes (`target/bench-results/tls.json`), which
+/// `benches/compare.sh`'s report step puts into BENCHMARKS.md.
+fn bench_file(
+    cases: &[Case],
+    servers: &[Server],
+    results: &[Vec<Vec<Metrics>>],
+    loops: usize,
+    total_load: Option<f64>,
+    loads: &[Option<f64>],
+) -> common::results::BenchFile {
+    use common::results::{BenchFile, Better, ImplResult, Workload};
+    let mut workloads = Vec::new();
+    for (ci, case) in cases.iter().enumerate() {
+        let names: Vec<&str> = results[ci][0][0].iter().map(|(n, _)| *n).collect();
+        for (mi, name) in names.iter().enumerate() {
+            let better = if name.contains("/s") {
+                Better::Higher
+            } else {
+                Better::Lower
+            };
+            let results = servers
+                .iter()
+                .enumerate()
+                .map(|(si, sv)| {
+                    let rounds: Vec<f64> = results[ci][si].iter().map(|m| m[mi].1).collect();
+                    ImplResult {
+                        imp: sv.name().to_string(),
+                        median: median(&rounds),
+                        rounds,
+                    }
+                })
+                .collect();
+            workloads.push(Workload {
+                name: format!("TLS {}", case.title()),
+                metric: name.to_string(),
+                better,
+                results,
+                extra: Default::default(),
+            });
+        }
+    }
+    BenchFile {
+        bench: "tls".into(),
+        date: run_info::utc_now(),
+        kernel: run_info::kernel_release(),
+        cores: run_info::cores(),
+        command: run_info::command("tls").replacen(
+            "cargo bench --bench",
+            "cargo bench --features rustls --bench",
+            1,
+        ),
+        other_load: run_info::other_load_text(total_load, loads),
+        workloads,
+        notes: vec![format!(
+            "TLS echo (benches/tls.rs, feature rustls): gaio::tls servers ({loops} wait_io_into \
+             thread(s) on one TlsWatcher) against tokio-rustls on tokio, blocking rustls \
+             clients on std threads in the same process; rustls 0.23 with ring, TLS 1.3. \
+             benches/results/tls.md has the run's tables and notes."
+        )],
+    }
 }
 
 fn fmt(v: f64) -> String {
