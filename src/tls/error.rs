@@ -18,9 +18,10 @@ pub enum TlsError {
     /// (`InvalidCertificate`), an alert from the peer (`AlertReceived`, for example when the
     /// peer refused our certificate), bytes that are not TLS (`InvalidMessage`, such as a
     /// plain-text request instead of a ClientHello), no protocol or cipher suite in common
-    /// (`PeerIncompatible`), a record that fails to decrypt, …. The connection is dead: any
-    /// alert rustls had for the peer was written before the handshake's result (or the failed
-    /// request's) was delivered; [`free`](super::TlsWatcher::free) it.
+    /// (`PeerIncompatible`), a record that fails to decrypt, …. The connection is dead: the
+    /// alert rustls has for the peer is written first (a failed handshake's result comes once
+    /// it is; the reads pending then end at once), so [`free`](super::TlsWatcher::free) it
+    /// after the handshake's result, or after the writes pending have ended.
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
     /// The peer closed the TLS session cleanly (it sent `close_notify`): every byte it sent was
