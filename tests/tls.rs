@@ -665,6 +665,31 @@ backend_tests! {
         srv.stop();
     }
 
+    /// A record that fails to decrypt after the handshake (a forged application-data record
+    /// written under the TLS stream) ends the server's pending read with a typed rustls
+    /// error; the server goes on serving.
+    fn forged_record_after_the_handshake(backend) {
+        let cert = make_cert("forged");
+        let Some(srv) = TlsEcho::start(backend, &cert, T20) else { return };
+        let mut c = rustls_client(srv.addr, client_config(&cert));
+        echo_through(&mut c, b"first a real one", 16);
+        let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+        forged.extend_from_slice(&[0x5a; 0x40]);
+        c.sock.write_all(&forged).unwrap();
+        srv.shared.wait_for(T20, "the server's read error", |s| !s.other_errors.is_empty());
+        {
+            let s = srv.shared.stats.lock().unwrap();
+            assert!(
+                matches!(s.other_errors[0], TlsError::Tls(rustls::Error::DecryptError)),
+                "{:?}",
+                s.other_errors
+            );
+        }
+        let mut c = rustls_client(srv.addr, client_config(&cert));
+        echo_through(&mut c, b"still serving", 13);
+        srv.stop();
+    }
+
     /// The client side against an OpenSSL server (Python's ssl): 1 MiB echoed byte-exact in
     /// 64 KiB round trips, close_notify both ways; then a server whose certificate the
     /// client does not trust: the handshake's result is InvalidCertificate.
