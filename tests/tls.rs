@@ -832,6 +832,8 @@ backend_tests! {
             }
         }
         assert!(matches!(end, Some(gaio::Error::WatcherClosed)), "{end:?}");
+        let e = tls.read(8, &t, Vec::with_capacity(10)).unwrap_err();
+        assert!(matches!(e.error, TlsError::Io(gaio::Error::WatcherClosed)), "{:?}", e.error);
         let ctxs: Vec<_> = results.iter().map(|r| r.context).collect();
         assert!(ctxs.contains(&7), "the pending read's result: {ctxs:?}");
         let r = results.iter().find(|r| r.context == 7).unwrap();

@@ -292,6 +292,9 @@ pub struct TlsWatcher<C: Send + 'static = ()> {
     /// submission that queues a result wakes the watcher only when one is there (counted
     /// before the look, so that a result queued after it is seen by the wake-up).
     waiting: AtomicUsize,
+    /// Set by [`close`](TlsWatcher::close): submissions are refused with `WatcherClosed`, as
+    /// the base watcher refuses them.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl<C: Send + 'static> TlsWatcher<C> {
@@ -319,6 +322,7 @@ impl<C: Send + 'static> TlsWatcher<C> {
             scratch: Mutex::new(Vec::new()),
             waker,
             waiting: AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -422,6 +426,10 @@ impl<C: Send + 'static> TlsWatcher<C> {
         tls: Side,
         deadline: Option<Instant>,
     ) -> Result<TlsConn<C>, TlsSubmitError<C>> {
+        if self.closed.load(Ordering::SeqCst) {
+            let e = TlsError::Io(crate::Error::WatcherClosed);
+            return Err(TlsSubmitError::new(e, ctx, None));
+        }
         if conn.is_freed() {
             return Err(TlsSubmitError::new(
                 TlsError::Io(crate::Error::ConnClosed),
@@ -482,7 +490,9 @@ impl<C: Send + 'static> TlsWatcher<C> {
     /// [`Error::EmptyBuffer`](crate::Error::EmptyBuffer) (no spare capacity:
     /// `buf.len() == buf.capacity()`),
     /// [`Error::ConnClosed`](crate::Error::ConnClosed) (freed),
-    /// [`Error::Unsupported`](crate::Error::Unsupported) (another watcher's connection).
+    /// [`Error::Unsupported`](crate::Error::Unsupported) (another watcher's connection),
+    /// [`Error::WatcherClosed`](crate::Error::WatcherClosed) after
+    /// [`close`](TlsWatcher::close).
     pub fn read(&self, ctx: C, conn: &TlsConn<C>, buf: Vec<u8>) -> Result<(), TlsSubmitError<C>> {
         self.read_inner(ctx, conn, buf, None)
     }
@@ -726,22 +736,27 @@ impl<C: Send + 'static> TlsWatcher<C> {
 
     /// Closes the inner watcher (as [`Watcher::close`]): pending requests end with
     /// [`Error::ClosedPipe`](crate::Error::ClosedPipe), collected with
-    /// [`wait_io_into`](TlsWatcher::wait_io_into) before it returns `WatcherClosed`.
-    /// Idempotent; dropping the TLS watcher does the same.
+    /// [`wait_io_into`](TlsWatcher::wait_io_into) before it returns `WatcherClosed`; later
+    /// submissions are refused with `WatcherClosed`. Idempotent; dropping the TLS watcher
+    /// does the same.
     ///
     /// # Errors
     /// As [`Watcher::close`].
     pub fn close(&self) -> crate::Result<()> {
+        self.closed.store(true, Ordering::SeqCst);
         self.inner.close()
     }
 
-    /// Checks common to every submission: owner, buffer.
+    /// Checks common to every submission: buffer, owner, open.
     fn check(&self, conn: &TlsConn<C>, empty: bool) -> Result<(), TlsError> {
         if empty {
             return Err(TlsError::Io(crate::Error::EmptyBuffer));
         }
         if conn.0.owner != self.id {
             return Err(TlsError::Io(crate::Error::Unsupported));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(TlsError::Io(crate::Error::WatcherClosed));
         }
         Ok(())
     }
