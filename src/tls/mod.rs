@@ -119,8 +119,9 @@ use session::{Env, Io, Session, Shared, Side, Tag};
 
 use crate::{Builder, Conn, OpResult, Watcher};
 
-/// Bytes a ciphertext read asks for when no partial record is pending (four full TLS
-/// records): the size of the buffer each connection reads into.
+/// Bytes a ciphertext read asks for when no partial record is pending: four full TLS 1.3
+/// records of 16 KiB of plaintext (65 624 bytes), the size of the buffer each connection
+/// reads ciphertext into (it holds it while a read is pending).
 pub const TLS_READ_SIZE: usize = session::READ_SIZE;
 
 /// Which TLS request a [`TlsResult`] is for. `#[non_exhaustive]`: a `match` needs a `_` arm.
