@@ -119,11 +119,12 @@ use session::{Env, Io, Session, Shared, Side, Tag};
 
 use crate::{Builder, Conn, OpResult, Watcher};
 
-/// Bytes a ciphertext read asks for when no partial record is pending: four full TLS 1.3
-/// records of 16 KiB of plaintext (65 624 bytes), the size of the buffer each connection
-/// reads ciphertext into. A connection keeps it once it has read (rustls decrypts in place,
-/// so the watcher's shared swap buffers could serve it only with a copy): about 64 KiB per
-/// connection, where a plain gaio connection waiting on a swap read holds none.
+/// The most a ciphertext read asks for when no partial record is pending: four full TLS 1.3
+/// records of 16 KiB of plaintext (65 624 bytes). A connection's buffer starts at one record
+/// (16 406 bytes) and doubles each time a read comes back full, up to this; it keeps the
+/// buffer once it has read (rustls decrypts in place, so the watcher's shared swap buffers
+/// could serve it only with a copy): 16 to 64 KiB per connection, where a plain gaio
+/// connection waiting on a swap read holds none.
 pub const TLS_READ_SIZE: usize = session::READ_SIZE;
 
 /// Which TLS request a [`TlsResult`] is for. `#[non_exhaustive]`: a `match` needs a `_` arm.

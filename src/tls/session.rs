@@ -32,6 +32,11 @@ use crate::{Buffer, Conn, Watcher};
 /// and the plaintext of one read fills a 64 KiB read buffer exactly.
 pub(crate) const READ_SIZE: usize = 4 * (16384 + 22);
 
+/// The first ciphertext reads' size: one full TLS 1.3 record. A read that comes back full
+/// doubles it, up to [`READ_SIZE`], so a connection that only ever exchanges small messages
+/// keeps a quarter of the buffer a bulk one grows to.
+pub(crate) const FIRST_READ_SIZE: usize = READ_SIZE / 4;
+
 /// Ciphertext bytes a TLS record adds to its plaintext at most, with the ring provider's
 /// suites (TLS 1.2 AES-GCM: header 5 + explicit nonce 8 + tag 16; TLS 1.3: header 5 +
 /// content type 1 + tag 16), rounded up. A first guess only: rustls says when a buffer is
@@ -212,6 +217,8 @@ pub(crate) struct Session<C> {
     /// The one gaio read in flight, and whether it fills `rx` itself.
     read_inflight: bool,
     read_into_rx: bool,
+    /// What a read into `rx` asks for: from [`FIRST_READ_SIZE`] up to [`READ_SIZE`].
+    read_size: usize,
     pub(crate) core: Core<C>,
 }
 
@@ -225,6 +232,7 @@ impl<C: Send + 'static> Session<C> {
             spare: Vec::new(),
             read_inflight: false,
             read_into_rx: false,
+            read_size: FIRST_READ_SIZE,
             core: Core {
                 hs_ctx: Some(hs_ctx),
                 hs_deadline,
@@ -331,6 +339,10 @@ impl<C: Send + 'static> Session<C> {
         self.read_inflight = false;
         let buf = buffer.into_vec().unwrap_or_default();
         if self.read_into_rx {
+            if size == buf.len() && self.read_size < READ_SIZE {
+                // A full read: more was probably waiting; read more at a time.
+                self.read_size = (self.read_size * 2).min(READ_SIZE);
+            }
             self.rx = buf;
             self.rx_start = 0;
             self.rx_end = size.min(self.rx.len());
@@ -530,8 +542,8 @@ impl<C: Send + 'static> Session<C> {
         let buf = if left == 0 {
             // Nothing pending: the read fills the buffer rustls decrypts from.
             let mut rx = std::mem::take(&mut self.rx);
-            if rx.len() < READ_SIZE {
-                rx.resize(READ_SIZE, 0);
+            if rx.len() < self.read_size {
+                rx.resize(self.read_size, 0);
             }
             self.rx_start = 0;
             self.rx_end = 0;
