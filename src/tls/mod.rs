@@ -547,7 +547,10 @@ impl<C: Send + 'static> TlsWatcher<C> {
     /// submission order, after the handshake (submitted before it, they wait). Ends with the
     /// socket's error ([`Error::Io`](crate::Error::Io) `EPIPE`, `ECONNRESET`, and `size` 0),
     /// [`Error::ClosedPipe`](crate::Error::ClosedPipe) when freed, or the handshake's error.
-    /// A failed write leaves the connection dead (a record went out in part).
+    /// A failed write leaves the connection dead (a record went out in part). Its ciphertext
+    /// is built whole before the watcher writes it (one buffer of about `buf.len()` plus 22
+    /// bytes per 16 KiB record, reused for the next writes when at most 1 MiB): split very
+    /// large writes to bound that memory.
     ///
     /// # Errors
     /// Refused, with `ctx` and `buf` in the [`TlsSubmitError`]:
