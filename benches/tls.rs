@@ -601,9 +601,19 @@ fn report(
         "cargo bench --features rustls --bench",
         1,
     );
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
     let _ = write!(
         s,
-        "`{command}`: {}, kernel {}, {} cores, {rounds} round(s) of {secs} s per case and server.",
+        "`{command}`: {}, kernel {}, {} cores ({cpu}), {rounds} round(s) of {secs} s per case and \
+         server.",
         run_info::utc_now(),
         run_info::kernel_release(),
         run_info::cores()
