@@ -692,6 +692,45 @@ backend_tests! {
         srv.stop();
     }
 
+    /// Both sides on one watcher (a loopback TCP pair): ALPN agreed, the version and suite
+    /// reported on both TlsConns, data both ways before and after.
+    fn both_sides_on_one_watcher_alpn(backend) {
+        let cert = make_cert("alpn");
+        let Some(tls) = tls_watcher::<&'static str>(backend) else { return };
+        let mut scfg = (*server_config(&cert)).clone();
+        scfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut ccfg = (*client_config(&cert)).clone();
+        ccfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let (c, s) = util::tcp_pair();
+        let deadline = Some(Instant::now() + T20);
+        let server = tls.accept("s-hs", &tls.watch(&s).unwrap(), Arc::new(scfg), deadline).unwrap();
+        let client = tls.connect("c-hs", &tls.watch(&c).unwrap(), Arc::new(ccfg), localhost(), deadline).unwrap();
+        assert!(server.is_server() && !client.is_server() && server != client);
+        tls.write("c-w", &client, b"from the client".to_vec()).unwrap();
+        tls.write("s-w", &server, b"from the server".to_vec()).unwrap();
+        tls.read("s-r", &server, Vec::with_capacity(100)).unwrap();
+        tls.read("c-r", &client, Vec::with_capacity(100)).unwrap();
+        let mut seen = Vec::new();
+        drive_until(&tls, T20, "both handshakes, writes and reads", |r| {
+            assert!(r.error.is_none(), "{}: {:?}", r.context, r.error);
+            match r.context {
+                "s-r" => assert_eq!(r.data(), b"from the client"),
+                "c-r" => assert_eq!(r.data(), b"from the server"),
+                _ => {}
+            }
+            seen.push(r.context);
+            seen.len() == 6
+        });
+        seen.sort();
+        assert_eq!(seen, ["c-hs", "c-r", "c-w", "s-hs", "s-r", "s-w"]);
+        for t in [&server, &client] {
+            assert_eq!(t.alpn_protocol().as_deref(), Some(&b"http/1.1"[..]));
+            assert_eq!(t.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+            assert!(t.cipher_suite().is_some() && !t.is_handshaking());
+        }
+        assert!(tls.peer_addr(&server).is_ok());
+    }
+
     /// The client side against an OpenSSL server (Python's ssl): 1 MiB echoed byte-exact in
     /// 64 KiB round trips, close_notify both ways; then a server whose certificate the
     /// client does not trust: the handshake's result is InvalidCertificate.
