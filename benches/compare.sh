@@ -5,6 +5,8 @@
 #   3. cargo bench --bench allocs    if that bench exists (target/bench-results/allocs.json)
 #   3b. cargo bench --bench precision if that bench exists (target/bench-results/precision.json;
 #      about 30 s)
+#   3c. cargo bench --features rustls --bench tls (target/bench-results/tls.json and
+#      benches/results/tls.md; about 1 minute)
 #   4. cargo bench --bench compare -- --report-only: every target/bench-results/*.json ->
 #      BENCHMARKS.md (tables, issue-5 targets) and docs/benchmarks.svg (the chart).
 # Results files from earlier runs are removed first, so the report never mixes runs; a bench
@@ -17,7 +19,8 @@ cd "$(dirname "$0")/.."
 
 results=target/bench-results
 mkdir -p "$results"
-rm -f "$results"/compare.json "$results"/http.json "$results"/allocs.json "$results"/precision.json
+rm -f "$results"/compare.json "$results"/http.json "$results"/allocs.json "$results"/precision.json \
+  "$results"/tls.json
 
 failed=()
 start=$(date +%s)
@@ -34,6 +37,12 @@ for b in http allocs precision; do
     echo "== $b: no such bench here; the report says so"
   fi
 done
+
+# TLS echo against tokio-rustls (about 1 minute), with the feature it needs.
+if has_bench tls; then
+  echo "== tls"
+  cargo bench --features rustls --bench tls || failed+=(tls)
+fi
 
 echo "== report"
 GAIO_BENCH_COMMAND="bash benches/compare.sh" \

@@ -100,6 +100,9 @@ mod stats;
 mod swap;
 mod sync;
 mod sys;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub mod tls;
 mod waker;
 mod watcher;
 
