@@ -7,6 +7,8 @@
 #      about 30 s)
 #   3c. cargo bench --features rustls --bench tls (target/bench-results/tls.json and
 #      benches/results/tls.md; about 1 minute)
+#   3d. cargo bench --bench udp (target/bench-results/udp.json and benches/results/udp.md;
+#      about 1 minute)
 #   4. cargo bench --bench compare -- --report-only: every target/bench-results/*.json ->
 #      BENCHMARKS.md (tables, issue-5 targets) and docs/benchmarks.svg (the chart).
 # Results files from earlier runs are removed first, so the report never mixes runs; a bench
@@ -20,7 +22,7 @@ cd "$(dirname "$0")/.."
 results=target/bench-results
 mkdir -p "$results"
 rm -f "$results"/compare.json "$results"/http.json "$results"/allocs.json "$results"/precision.json \
-  "$results"/tls.json
+  "$results"/tls.json "$results"/udp.json
 
 failed=()
 start=$(date +%s)
@@ -42,6 +44,12 @@ done
 if has_bench tls; then
   echo "== tls"
   cargo bench --features rustls --bench tls || failed+=(tls)
+fi
+
+# UDP echo against a hand-written mio loop (about 1 minute).
+if has_bench udp; then
+  echo "== udp"
+  cargo bench --bench udp || failed+=(udp)
 fi
 
 echo "== report"

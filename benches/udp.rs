@@ -553,6 +553,14 @@ fn run(o: &Options) -> Result<String, String> {
         }
     }
     let other = run_info::other_load_text(CpuSnapshot::other_since(load), &[]);
+    if !o.smoke && !o.quick {
+        let path = common::results::results_dir().join("udp.json");
+        bench_file(&rows, other.clone()).write(&path)?;
+        eprintln!(
+            "udp: results written to {} (for BENCHMARKS.md)",
+            path.display()
+        );
+    }
     let mut md = String::new();
     let _ = writeln!(md, "# UDP echo\n");
     let _ = writeln!(
@@ -641,6 +649,64 @@ fn run(o: &Options) -> Result<String, String> {
          wait."
     );
     Ok(md)
+}
+
+/// The run in the results format `benches/compare.sh`'s report step puts into BENCHMARKS.md:
+/// one table per datagram size, rates with the server CPU per datagram beside them.
+fn bench_file(
+    rows: &BTreeMap<usize, Row>,
+    other_load: Option<String>,
+) -> common::results::BenchFile {
+    use common::results::{BenchFile, Better, ImplResult, Workload};
+    use common::stats::median;
+    let workloads = rows
+        .iter()
+        .map(|(len, row)| {
+            let results = Imp::ALL
+                .iter()
+                .map(|imp| {
+                    let rounds = row.rates.get(imp).cloned().unwrap_or_default();
+                    ImplResult {
+                        imp: imp.name().to_string(),
+                        median: median(&rounds),
+                        rounds,
+                    }
+                })
+                .collect();
+            let cpu = Imp::ALL
+                .iter()
+                .filter_map(|imp| {
+                    let v = row.cpu.get(imp)?;
+                    Some((imp.name().to_string(), serde_json::json!(median(v))))
+                })
+                .collect();
+            Workload {
+                name: format!("UDP echo, {len} B datagrams"),
+                metric: "datagrams/s".into(),
+                better: Better::Higher,
+                results,
+                extra: [("server CPU, µs per datagram".to_string(), cpu)]
+                    .into_iter()
+                    .collect(),
+            }
+        })
+        .collect();
+    BenchFile {
+        bench: "udp".into(),
+        date: run_info::utc_now(),
+        kernel: run_info::kernel_release(),
+        cores: run_info::cores(),
+        command: run_info::command("udp"),
+        other_load,
+        workloads,
+        notes: vec![
+            "UDP echo (benches/udp.rs): the udp-echo example's loop on gaio against a \
+             hand-written mio loop, driven by a verifying sendmmsg/recvmmsg client on its own \
+             thread (4 sockets x 64 datagrams in flight); benches/results/udp.md has the \
+             run's tables."
+                .to_string(),
+        ],
+    }
 }
 
 fn main() -> ExitCode {
