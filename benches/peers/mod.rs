@@ -106,9 +106,9 @@ impl Impl {
     pub fn describe(self) -> &'static str {
         match self {
             Impl::GaioEpoll | Impl::GaioUring => {
-                "the examples' `EchoServer`: an accept thread, one `wait_io` loop thread, per \
-                 connection a read without a buffer (swap buffers) and the write of the \
-                 `SwapSlice` the last one returned, as it is, the next read submitted beside it"
+                "the examples' `EchoServer`: an accept thread, one `wait_io` loop thread, one \
+                 operation in flight per connection, reads without a buffer (swap buffers) \
+                 whose `SwapSlice` is written back as it is"
             }
             Impl::GaioEpollSpin | Impl::GaioUringSpin => {
                 "as gaio-epoll / gaio-uring, with `Builder::busy_poll(200 µs)`: `wait_io` (and \

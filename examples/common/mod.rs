@@ -445,8 +445,7 @@ fn accept_loop(
     }
 }
 
-/// The echo loop: one thread, one `wait_io` loop; per connection a read and the write of what
-/// the last read received (swap mode), or one operation at a time (a buffer per connection).
+/// The echo loop: one thread, one `wait_io` loop, one operation in flight per connection.
 /// With `listener` (the watched listening socket, [`AcceptMode::Watcher`]) it also serves the
 /// `accept` requests on it, keeping [`ACCEPTS_IN_FLIGHT`] outstanding. Returns `Ok` once the
 /// watcher is closed and every result is drained.
@@ -487,13 +486,12 @@ fn echo_loop(
                 continue;
             }
             match res.op {
-                OpType::Read => echo_back(w, res, mode, stats),
+                OpType::Read => echo_back(w, res, stats),
                 OpType::Write => {
                     stats.bytes.fetch_add(res.size as u64, Ordering::Relaxed);
                     let next = match mode {
-                        // The written swap slice is dropped here: its space goes back. The
-                        // next read is already pending (see `echo_back`).
-                        ReadMode::Swap => continue,
+                        // The written swap slice is dropped here: its space goes back.
+                        ReadMode::Swap => None,
                         // Reuse the buffer that was just written as the next read buffer.
                         ReadMode::PerConn(n) => res.buffer.into_vec().map(|mut v| {
                             v.resize(n, 0);
@@ -595,12 +593,8 @@ fn accepted(
 
 /// Writes what a read received back to its sender: the very buffer the read filled, no copy
 /// (a swap slice goes back as it is and returns its space when the write's result is dropped,
-/// as Go's gaio writes its swap buffer back). In swap mode the next read is submitted at once,
-/// beside the write (the two directions are served independently, each in its FIFO order), so
-/// reading goes on while the write drains; a client that stops reading is bounded by the swap
-/// buffers its pending writes hold (swap reads then wait) and by the write deadline. A
-/// per-connection buffer is read into again only once its write is done.
-fn echo_back(w: &Watcher<()>, res: OpResult<()>, mode: ReadMode, stats: &EchoStats) {
+/// as Go's gaio writes its swap buffer back).
+fn echo_back(w: &Watcher<()>, res: OpResult<()>, stats: &EchoStats) {
     let OpResult {
         conn, buffer, size, ..
     } = res;
@@ -629,14 +623,6 @@ fn echo_back(w: &Watcher<()>, res: OpResult<()>, mode: ReadMode, stats: &EchoSta
     if let Err(e) = w.write_timeout((), &conn, out, deadline) {
         if !matches!(e.error, Error::WatcherClosed) {
             free(w, &conn, stats);
-        }
-        return;
-    }
-    if mode == ReadMode::Swap {
-        if let Err(e) = w.read((), &conn, None) {
-            if !matches!(e.error, Error::WatcherClosed) {
-                free(w, &conn, stats);
-            }
         }
     }
 }
